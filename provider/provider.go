@@ -1,0 +1,54 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// Provider sends chat completion requests to one upstream.
+//
+// Chat sends req and returns the upstream's answer in the OpenAI wire format: a chat
+// completion JSON body, or for req.Stream an SSE stream of chat.completion.chunk events
+// ending with "data: [DONE]". An upstream that answers with a non-2xx status yields a
+// *UpstreamError carrying that status and body. The call is bound to ctx: when ctx ends,
+// the upstream request is cancelled and Body reads fail. The caller closes Body.
+// Implementations must be safe for concurrent use.
+type Provider interface {
+	Chat(ctx context.Context, req *Request) (*Response, error)
+}
+
+// Request is a chat completion request on its way upstream.
+type Request struct {
+	// Model is the upstream's name of the model (the routing prefix removed); for Azure it
+	// is the deployment.
+	Model string
+	// Body is the OpenAI chat completion request JSON, already carrying Model and, for
+	// streams, stream_options.include_usage. Adapters that speak OpenAI send it unchanged.
+	Body   []byte
+	Stream bool
+	// Header holds client headers to pass on (for example OpenAI-Organization); may be nil.
+	Header http.Header
+}
+
+// Response is an upstream's successful answer.
+type Response struct {
+	StatusCode int
+	// Header holds the upstream's response headers worth passing on (rate limits,
+	// processing time); may be nil.
+	Header http.Header
+	Body   io.ReadCloser
+}
+
+// UpstreamError is an upstream's non-2xx answer. Body is what it sent, usually an OpenAI
+// error JSON; the gateway passes status and body on to the client.
+type UpstreamError struct {
+	StatusCode int
+	Header     http.Header
+	Body       []byte
+}
+
+func (e *UpstreamError) Error() string {
+	return fmt.Sprintf("provider: upstream answered %d", e.StatusCode)
+}

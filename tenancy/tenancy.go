@@ -1,0 +1,88 @@
+package tenancy
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Status values of tenants and keys.
+const (
+	TenantActive   = "active"
+	TenantInactive = "inactive"
+	KeyActive      = "active"
+	KeyRevoked     = "revoked"
+)
+
+// Errors returned by stores and the Authenticator. The gateway maps them to HTTP statuses.
+var (
+	ErrNotFound       = errors.New("tenancy: not found")
+	ErrInvalidKey     = errors.New("tenancy: invalid API key")
+	ErrRevokedKey     = errors.New("tenancy: API key revoked")
+	ErrTenantInactive = errors.New("tenancy: tenant inactive")
+)
+
+// Tenant is one isolated customer of the gateway.
+type Tenant struct {
+	ID        string
+	Name      string
+	Status    string // TenantActive or TenantInactive
+	CreatedAt time.Time
+}
+
+// APIKey is a tenant's key. The raw key is never stored: only its SHA-256 hash, and a short
+// display prefix so people can tell their keys apart.
+type APIKey struct {
+	ID        string
+	TenantID  string
+	Name      string
+	Prefix    string   // the first characters of the raw key, for display
+	Hash      [32]byte // SHA-256 of the raw key
+	Status    string   // KeyActive or KeyRevoked
+	CreatedAt time.Time
+	RevokedAt *time.Time
+}
+
+// ProviderConfig is a tenant's own configuration of an upstream provider; it overrides the
+// gateway-wide provider of the same Name for that tenant.
+type ProviderConfig struct {
+	TenantID string
+	Name     string // routing prefix, e.g. "openai" for "openai/gpt-4o-mini"
+	Kind     string // adapter: "openai", "azure" or "mock"
+	BaseURL  string
+	// SealedAPIKey is the upstream API key, sealed by the caller (see package crypto); the
+	// store keeps it as opaque bytes.
+	SealedAPIKey []byte
+	KeyVersion   int
+	APIVersion   string   // Azure api-version; empty for the /openai/v1/ path
+	Models       []string // models this tenant may use through this provider; empty: any
+	UpdatedAt    time.Time
+}
+
+// Principal is who a request is from: the result of authenticating an API key.
+type Principal struct {
+	TenantID   string
+	TenantName string
+	KeyID      string
+}
+
+// Store persists tenants, API keys and provider configurations. Implementations must be
+// safe for concurrent use. Methods return ErrNotFound (possibly wrapped) for a missing row.
+type Store interface {
+	CreateTenant(ctx context.Context, t Tenant) error
+	GetTenant(ctx context.Context, id string) (Tenant, error)
+	ListTenants(ctx context.Context) ([]Tenant, error)
+	SetTenantStatus(ctx context.Context, id, status string) error
+
+	CreateKey(ctx context.Context, k APIKey) error
+	ListKeys(ctx context.Context, tenantID string) ([]APIKey, error)
+	// RevokeKey marks the key revoked at the given time; revoking a revoked key is a no-op.
+	RevokeKey(ctx context.Context, tenantID, keyID string, at time.Time) error
+	// LookupKey finds a key by its hash, with its tenant.
+	LookupKey(ctx context.Context, hash [32]byte) (APIKey, Tenant, error)
+
+	PutProviderConfig(ctx context.Context, c ProviderConfig) error
+	ListProviderConfigs(ctx context.Context, tenantID string) ([]ProviderConfig, error)
+
+	Close() error
+}

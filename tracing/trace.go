@@ -1,0 +1,91 @@
+package tracing
+
+import (
+	"context"
+	"time"
+)
+
+// UsageSource says where a trace's token counts came from.
+type UsageSource string
+
+const (
+	// UsageReported: the provider reported the usage (response body or stream usage chunk).
+	UsageReported UsageSource = "reported"
+	// UsageEstimated: Loom estimated the usage because the provider did not report it.
+	UsageEstimated UsageSource = "estimated"
+	// UsageMissing: no usage is known (for example the client left before the usage chunk).
+	UsageMissing UsageSource = "missing"
+)
+
+// Trace is the audit record of one request through the gateway.
+//
+// The gateway fills in everything but the cost and sealed fields before it hands the
+// trace over; ID and CreatedAt are chosen before the trace is queued and never change, so
+// a trace written twice (after a retry or a replay of the spool) is recognisably the same
+// record. Durations are in microseconds.
+type Trace struct {
+	ID        string    // time-ordered UUIDv7
+	CreatedAt time.Time // when the request arrived (UTC)
+	TenantID  string
+	APIKeyID  string
+	RequestID string // the client's X-Request-Id, if any
+
+	Model         string // as the client asked for it
+	ServedModel   string // as the upstream reported it
+	Provider      string
+	Stream        bool
+	Status        int    // HTTP status sent to the client
+	ErrorType     string // OpenAI error type, empty on success
+	ClientAborted bool   // the client left before the answer was complete
+
+	PromptTokens     int64
+	CompletionTokens int64
+	CachedTokens     int64 // subset of PromptTokens
+	ReasoningTokens  int64 // subset of CompletionTokens
+	UsageSource      UsageSource
+
+	// CostMicroUSD is the cost in millionths of a US dollar; nil when the model has no price.
+	CostMicroUSD *int64
+	PriceVersion string // the price table version the cost was computed with
+
+	LatencyUS  int64 // total time in the gateway, arrival to last byte written
+	TTFBUS     int64 // arrival to the first byte from the upstream; 0 if none arrived
+	OverheadUS int64 // Loom's own time: before the upstream request plus after its last byte
+
+	// RequestBody and ResponseBody are the plaintext bodies. They exist only in memory: the
+	// pipeline seals them into SealedRequest/SealedResponse and clears them before the trace
+	// is written anywhere, so a Sink never sees plaintext.
+	RequestBody  []byte
+	ResponseBody []byte
+	// ResponseTruncated is set when the response body was longer than the capture limit.
+	ResponseTruncated bool
+
+	SealedRequest  []byte // AES-256-GCM ciphertext of RequestBody
+	SealedResponse []byte // AES-256-GCM ciphertext of ResponseBody
+	KeyVersion     int    // version of the master key the bodies were sealed with
+}
+
+// Sink stores traces. It is the plug-in point for any trace store (a database, an event
+// pipeline, a file).
+//
+// WriteBatch writes the traces of one batch, durably, and returns nil only when all of them
+// are stored: a nil return lets the caller discard its copy. A batch is written in one
+// transaction where the store has them. The same trace may be offered again after a
+// failure or a restart (same ID): a sink should store it once (for example by ignoring a
+// duplicate ID). WriteBatch must honour ctx; retries and backoff belong to the caller, so a
+// sink returns its error at once. The traces' bodies are already sealed; a sink must not
+// keep the slice after returning.
+//
+// Shutdown releases the sink's resources; it is called once, after the last WriteBatch.
+type Sink interface {
+	WriteBatch(ctx context.Context, batch []*Trace) error
+	Shutdown(ctx context.Context) error
+}
+
+// Recorder receives each finished request's trace from the gateway. Record is on the
+// request path: it must not wait on a store. It returns an error only when the trace could
+// not be kept (and has been counted as lost); in a strict durability mode it may wait for a
+// local durable append, bounded by ctx.
+type Recorder interface {
+	Record(ctx context.Context, t *Trace) error
+}
