@@ -20,6 +20,12 @@ var (
 	ErrInvalidKey     = errors.New("tenancy: invalid API key")
 	ErrRevokedKey     = errors.New("tenancy: API key revoked")
 	ErrTenantInactive = errors.New("tenancy: tenant inactive")
+	// ErrConflict is returned (possibly wrapped) when a row would duplicate an existing one:
+	// a tenant or key id, or a key hash.
+	ErrConflict = errors.New("tenancy: already exists")
+	// ErrInvalidInput is returned (wrapped, with the reason) for an argument a store or the
+	// Service refuses before touching the database, such as an unknown status.
+	ErrInvalidInput = errors.New("tenancy: invalid input")
 )
 
 // Tenant is one isolated customer of the gateway.
@@ -41,6 +47,9 @@ type APIKey struct {
 	Status    string   // KeyActive or KeyRevoked
 	CreatedAt time.Time
 	RevokedAt *time.Time
+	// LastUsedAt is when the key was last seen, as recorded by the stores' TouchKeys; nil if
+	// never recorded.
+	LastUsedAt *time.Time
 }
 
 // ProviderConfig is a tenant's own configuration of an upstream provider; it overrides the
@@ -60,6 +69,8 @@ type ProviderConfig struct {
 }
 
 // Principal is who a request is from: the result of authenticating an API key.
+// Authenticator.Authenticate also fills it in alongside ErrRevokedKey and ErrTenantInactive, so
+// the caller can log which key was refused.
 type Principal struct {
 	TenantID   string
 	TenantName string
@@ -67,7 +78,11 @@ type Principal struct {
 }
 
 // Store persists tenants, API keys and provider configurations. Implementations must be
-// safe for concurrent use. Methods return ErrNotFound (possibly wrapped) for a missing row.
+// safe for concurrent use. Methods return ErrNotFound (possibly wrapped) for a missing row,
+// including the missing tenant of a key or provider config being written, and ErrConflict
+// (possibly wrapped) for a duplicate id or key hash. Times are kept at microsecond precision
+// and returned in UTC. A Store holds no cache: callers that need one (the Authenticator) keep
+// their own, and admin writes should go through Service so that cache is purged.
 type Store interface {
 	CreateTenant(ctx context.Context, t Tenant) error
 	GetTenant(ctx context.Context, id string) (Tenant, error)
@@ -78,11 +93,15 @@ type Store interface {
 	ListKeys(ctx context.Context, tenantID string) ([]APIKey, error)
 	// RevokeKey marks the key revoked at the given time; revoking a revoked key is a no-op.
 	RevokeKey(ctx context.Context, tenantID, keyID string, at time.Time) error
-	// LookupKey finds a key by its hash, with its tenant.
+	// LookupKey finds a key by its hash, with its tenant, whatever their statuses: judging
+	// them is the Authenticator's job.
 	LookupKey(ctx context.Context, hash [32]byte) (APIKey, Tenant, error)
 
+	// PutProviderConfig inserts or replaces the tenant's config of that Name.
 	PutProviderConfig(ctx context.Context, c ProviderConfig) error
 	ListProviderConfigs(ctx context.Context, tenantID string) ([]ProviderConfig, error)
 
+	// Close releases what the store itself holds. It does not close the database handle or
+	// pool the store was built on: whoever opened it closes it.
 	Close() error
 }

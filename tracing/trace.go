@@ -73,8 +73,9 @@ type Trace struct {
 // transaction where the store has them. The same trace may be offered again after a
 // failure or a restart (same ID): a sink should store it once (for example by ignoring a
 // duplicate ID). WriteBatch must honour ctx; retries and backoff belong to the caller, so a
-// sink returns its error at once. The traces' bodies are already sealed; a sink must not
-// keep the slice after returning.
+// sink returns its error at once. The traces' bodies are already sealed. The same *Trace
+// values go to every sink of a Pipeline at once: a sink must treat them as read-only, and
+// must not keep the slice after returning.
 //
 // Shutdown releases the sink's resources; it is called once, after the last WriteBatch.
 type Sink interface {
@@ -85,7 +86,14 @@ type Sink interface {
 // Recorder receives each finished request's trace from the gateway. Record is on the
 // request path: it must not wait on a store. It returns an error only when the trace could
 // not be kept (and has been counted as lost); in a strict durability mode it may wait for a
-// local durable append, bounded by ctx.
+// local durable append, bounded by ctx (if ctx ends first it says so, though the trace is
+// still kept: see ErrNotDurable).
 type Recorder interface {
 	Record(ctx context.Context, t *Trace) error
+}
+
+// Sealer encrypts a trace body for one tenant and trace; package crypto's Keyring is one.
+// The sealed bytes open only with the same tenant and trace id.
+type Sealer interface {
+	Seal(tenantID, traceID string, plaintext []byte) (sealed []byte, keyVersion int, err error)
 }

@@ -1,0 +1,785 @@
+// Command overhead measures what the Loom gateway adds on top of its upstream: latency,
+// time to first byte, per-chunk delay, throughput, CPU and memory, in one go.
+//
+//	go run ./bench/overhead                      # the full matrix, 10 s per run
+//	go run ./bench/overhead -duration 3s -direct-only
+//
+// It builds examples/mockupstream, examples/loadgen and examples/server into a temporary
+// directory, starts the mock upstream, and then two gateways in front of it, both on a
+// fresh PostgreSQL database loom_bench_<pid> (created on -pg, dropped at the end):
+//
+//   - "gateway": PostgreSQL store and trace sink, encrypted bodies (LOOM_MASTER_KEY);
+//   - "tracing off": the same with LOOM_TRACING=off.
+//
+// For each concurrency and mode (non-streaming, streaming) it runs loadgen (closed model,
+// -warmup then -duration) against the mock directly, through the gateway and through the
+// tracing-off gateway, one right after the other so the three see the same machine load.
+// Around each run it reads utime+stime of the gateway and of the mock from
+// /proc/PID/stat (waiting for the gateway to go idle first, so trace writes that trail a
+// run are counted) and divides by the requests sent, warm-up included; peak RSS is
+// VmHWM from /proc/PID/status. PostgreSQL's own CPU is not counted.
+//
+// At the end it stops the gateway with SIGTERM (which flushes its traces), checks that
+// the traces table holds one row per request the gateway answered, and that the
+// tracing-off gateway wrote none. Every process it started is stopped on exit, on error
+// and on SIGINT/SIGTERM.
+//
+// "Added" figures are differences of percentiles (gateway p99 − direct p99), not
+// percentiles of differences. Chunk delays compare the mock's "loom_sent_ns" stamps with
+// loadgen's clock, which is only valid because both run on this host.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "overhead:", err)
+		}
+		stop()
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	duration, warmup time.Duration
+	concurrency      []int
+	modes            []bool // stream or not
+	directOnly       bool
+	pgAdmin          string
+	mockArgs         []string
+	out              string
+	keep             bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("overhead", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	defPG := os.Getenv("LOOM_TEST_POSTGRES")
+	if defPG == "" {
+		defPG = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each run")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up before each run (sent, not counted)")
+	conc := fs.String("concurrency", "1,16,64", "comma-separated concurrencies (closed model)")
+	modes := fs.String("modes", "nonstream,stream", "comma-separated modes: nonstream, stream")
+	fs.BoolVar(&o.directOnly, "direct-only", false, "measure the mock upstream directly, no gateway")
+	fs.StringVar(&o.pgAdmin, "pg", defPG, "PostgreSQL server URL to create the bench database on")
+	chunks := fs.Int("chunks", 16, "mock upstream: content chunks per stream")
+	chunkBytes := fs.Int("chunk-bytes", 8, "mock upstream: content bytes per chunk")
+	latency := fs.Duration("latency", 0, "mock upstream: delay before answering")
+	chunkDelay := fs.Duration("chunk-delay", 0, "mock upstream: delay before each content chunk")
+	fs.StringVar(&o.out, "out", "", "also write every run's numbers to this JSON file")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries, logs, loadgen output)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, c := range strings.Split(*conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-concurrency: bad value %q", c)
+		}
+		o.concurrency = append(o.concurrency, n)
+	}
+	for _, m := range strings.Split(*modes, ",") {
+		switch strings.TrimSpace(m) {
+		case "nonstream":
+			o.modes = append(o.modes, false)
+		case "stream":
+			o.modes = append(o.modes, true)
+		default:
+			return nil, fmt.Errorf("-modes: bad value %q", m)
+		}
+	}
+	o.mockArgs = []string{"-chunks", strconv.Itoa(*chunks), "-chunk-bytes", strconv.Itoa(*chunkBytes),
+		"-latency", latency.String(), "-chunk-delay", chunkDelay.String()}
+	return o, nil
+}
+
+// lgResult is the part of loadgen's -json output used here.
+type lgResult struct {
+	Requests         int64            `json:"requests"`
+	Errors           int64            `json:"errors"`
+	ErrorsByKind     map[string]int64 `json:"errors_by_kind"`
+	FirstError       string           `json:"first_error"`
+	RPS              float64          `json:"rps"`
+	SentTotal        int64            `json:"sent_total"`
+	AnsweredTotal    int64            `json:"answered_total"`
+	Latency          percentiles      `json:"latency_us"`
+	TTFB             percentiles      `json:"ttfb_us"`
+	ChunksPerRequest float64          `json:"chunks_per_request"`
+	ChunkDelay       *percentiles     `json:"chunk_delay_us"`
+}
+
+type percentiles struct {
+	P50, P90, P99, Max, Mean float64
+}
+
+// runResult is one loadgen run and the CPU and memory it cost.
+type runResult struct {
+	Target      string   `json:"target"`
+	Concurrency int      `json:"concurrency"`
+	Stream      bool     `json:"stream"`
+	Load        lgResult `json:"loadgen"`
+	// Per request sent (warm-up included), in microseconds of utime+stime.
+	TargetCPUUS   float64 `json:"target_cpu_us_per_request,omitempty"` // the gateway; 0 for direct
+	UpstreamCPUUS float64 `json:"upstream_cpu_us_per_request"`
+	LoadgenCPUUS  float64 `json:"loadgen_cpu_us_per_request"`
+	PeakRSSKB     int64   `json:"target_peak_rss_kb,omitempty"`
+}
+
+// target is where a run sends its load.
+type target struct {
+	name, url, model, key string
+	proc                  *process // the gateway; nil for direct
+}
+
+const (
+	direct     = "direct"
+	gateway    = "gateway"
+	tracingOff = "tracing off"
+)
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
+
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "loom-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		defer logf("kept %s", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	var procs []*process
+	defer func() {
+		for i := len(procs) - 1; i >= 0; i-- {
+			procs[i].stop(5 * time.Second)
+		}
+	}()
+
+	bins := []string{"mockupstream", "loadgen"}
+	if !o.directOnly {
+		bins = append(bins, "server")
+	}
+	for _, b := range bins {
+		logf("building examples/%s", b)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(tmp, b), "./examples/"+b)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build ./examples/%s: %v\n%s", b, err, out)
+		}
+	}
+
+	mock, err := startProcess(filepath.Join(tmp, "mockupstream"), append([]string{"-addr", "127.0.0.1:0"}, o.mockArgs...),
+		nil, filepath.Join(tmp, "mockupstream.log"))
+	if err != nil {
+		return err
+	}
+	procs = append(procs, mock)
+	mockURL, err := mock.waitLine(ctx, "listening on ", 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("mock upstream: %w", err)
+	}
+	mockURL = strings.TrimSpace(mockURL)
+	logf("mock upstream at %s (%s)", mockURL, strings.Join(o.mockArgs, " "))
+
+	targets := []*target{{name: direct, url: mockURL + "/v1", model: "gpt-4o-mini"}}
+	var dbURL string
+	if !o.directOnly {
+		dbName := fmt.Sprintf("loom_bench_%d", os.Getpid())
+		if dbURL, err = createDatabase(ctx, o.pgAdmin, dbName); err != nil {
+			return err
+		}
+		logf("created database %s", dbName)
+		defer func() {
+			if err := dropDatabase(o.pgAdmin, dbName); err != nil {
+				logf("drop database %s: %v", dbName, err)
+			} else {
+				logf("dropped database %s", dbName)
+			}
+		}()
+		key := "loom_bench" + randomHex(16)
+		masterKey := make([]byte, 32)
+		rand.Read(masterKey)
+		env := append(cleanEnv(),
+			"DATABASE_URL="+dbURL,
+			"LOOM_MASTER_KEY="+base64.StdEncoding.EncodeToString(masterKey),
+			"LOOM_BOOTSTRAP_KEY="+key,
+			"OPENAI_BASE_URL="+mockURL+"/v1",
+			"OPENAI_API_KEY=sk-bench-mock",
+		)
+		// Start them one after the other: the first runs the migrations and makes the
+		// bootstrap tenant, the second finds both done.
+		for _, g := range []struct{ name, tracing string }{{gateway, "on"}, {tracingOff, "off"}} {
+			addr, err := freeAddr()
+			if err != nil {
+				return err
+			}
+			slug := strings.ReplaceAll(g.name, " ", "-")
+			p, err := startProcess(filepath.Join(tmp, "server"),
+				[]string{"-addr", addr, "-data", filepath.Join(tmp, "data-"+slug)},
+				append(env, "LOOM_TRACING="+g.tracing), filepath.Join(tmp, slug+".log"))
+			if err != nil {
+				return err
+			}
+			procs = append(procs, p)
+			if err := p.waitReady(ctx, "http://"+addr+"/readyz", 60*time.Second); err != nil {
+				return fmt.Errorf("%s (LOOM_TRACING=%s): %w", g.name, g.tracing, err)
+			}
+			logf("%s ready at http://%s (LOOM_TRACING=%s, PID %d)", g.name, addr, g.tracing, p.pid())
+			targets = append(targets, &target{name: g.name, url: "http://" + addr + "/v1",
+				model: "openai/gpt-4o-mini", key: key, proc: p})
+		}
+	}
+
+	var results []*runResult
+	for _, c := range o.concurrency {
+		for _, stream := range o.modes {
+			for _, t := range targets {
+				r, err := measure(ctx, tmp, o, t, mock, c, stream)
+				if err != nil {
+					return err
+				}
+				logf("%-12s c=%-3d %-9s %8.0f req/s  p50 %8.1fµs  p99 %8.1fµs  errors %d  cpu %.1fµs/req",
+					t.name, c, mode(stream), r.Load.RPS, r.Load.Latency.P50, r.Load.Latency.P99, r.Load.Errors,
+					r.TargetCPUUS+r.UpstreamCPUUS)
+				if r.Load.Errors > 0 {
+					logf("  errors %v, first: %s", r.Load.ErrorsByKind, r.Load.FirstError)
+				}
+				results = append(results, r)
+			}
+		}
+	}
+
+	var checks []string
+	if !o.directOnly {
+		checks, err = checkTraces(ctx, targets, results, dbURL, logf)
+		if err != nil {
+			return err
+		}
+	}
+	report(stdout, o, results, checks)
+	if o.out != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		if err := os.WriteFile(o.out, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mode(stream bool) string {
+	if stream {
+		return "stream"
+	}
+	return "nonstream"
+}
+
+// measure runs loadgen once against t and reads the CPU the processes spent meanwhile.
+func measure(ctx context.Context, tmp string, o *options, t *target, mock *process, c int, stream bool) (*runResult, error) {
+	args := []string{"-url", t.url, "-model", t.model, "-concurrency", strconv.Itoa(c),
+		"-duration", o.duration.String(), "-warmup", o.warmup.String(), "-timeout", "30s", "-json"}
+	if t.key != "" {
+		args = append(args, "-key", t.key)
+	}
+	if stream {
+		args = append(args, "-stream", "-include-usage")
+	}
+	r := &runResult{Target: t.name, Concurrency: c, Stream: stream}
+	if t.proc != nil {
+		t.proc.settle(10 * time.Second)
+	}
+	mock.settle(2 * time.Second)
+	tgt0, _ := t.proc.cpuTicks()
+	mock0, err := mock.cpuTicks()
+	if err != nil {
+		return nil, err
+	}
+
+	cmd := exec.CommandContext(ctx, filepath.Join(tmp, "loadgen"), args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("loadgen %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	if err := json.Unmarshal(out, &r.Load); err != nil {
+		return nil, fmt.Errorf("loadgen output: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(tmp, fmt.Sprintf("loadgen-%s-c%d-%s.json",
+		strings.ReplaceAll(t.name, " ", "-"), c, mode(stream))), out, 0o644)
+
+	if t.proc != nil {
+		t.proc.settle(10 * time.Second) // count the trace writes that trail the run
+	}
+	tgt1, _ := t.proc.cpuTicks()
+	mock1, err := mock.cpuTicks()
+	if err != nil {
+		return nil, err
+	}
+	if n := float64(r.Load.SentTotal); n > 0 {
+		r.UpstreamCPUUS = ticksToUS(mock1-mock0) / n
+		r.TargetCPUUS = ticksToUS(tgt1-tgt0) / n
+		if u, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			cpu := time.Duration(u.Utime.Nano() + u.Stime.Nano())
+			r.LoadgenCPUUS = float64(cpu.Microseconds()) / n
+		}
+	}
+	if t.proc != nil {
+		r.PeakRSSKB, _ = t.proc.peakRSSKB()
+	}
+	return r, nil
+}
+
+// checkTraces stops the gateways (SIGTERM flushes their traces) and compares the traces
+// table with the requests each answered.
+func checkTraces(ctx context.Context, targets []*target, results []*runResult, dbURL string, logf func(string, ...any)) ([]string, error) {
+	answered := map[string]int64{}
+	for _, r := range results {
+		answered[r.Target] += r.Load.AnsweredTotal
+	}
+	var checks []string
+	var before int64
+	for _, t := range targets {
+		if t.proc == nil {
+			continue
+		}
+		logf("stopping %s (SIGTERM) and waiting for its traces", t.name)
+		if err := t.proc.stop(60 * time.Second); err != nil {
+			checks = append(checks, fmt.Sprintf("FAIL %s did not stop cleanly: %v", t.name, err))
+		}
+		n, err := countTraces(ctx, dbURL)
+		if err != nil {
+			return nil, err
+		}
+		got := n - before
+		before = n
+		want := answered[t.name]
+		if t.name == tracingOff {
+			want = 0
+		}
+		status := "ok  "
+		if got != want {
+			status = "FAIL"
+		}
+		checks = append(checks, fmt.Sprintf("%s %s: %d new rows in traces, %d expected (requests answered: %d)",
+			status, t.name, got, want, answered[t.name]))
+	}
+	return checks, nil
+}
+
+func report(w io.Writer, o *options, results []*runResult, checks []string) {
+	byKey := map[string]*runResult{}
+	for _, r := range results {
+		byKey[fmt.Sprint(r.Target, r.Concurrency, r.Stream)] = r
+	}
+	directOf := func(r *runResult) *runResult { return byKey[fmt.Sprint(direct, r.Concurrency, r.Stream)] }
+	f := func(v float64) string {
+		if v >= 1000 {
+			return fmt.Sprintf("%.2fms", v/1000)
+		}
+		return fmt.Sprintf("%.0fµs", v)
+	}
+	signed := func(v float64) string {
+		if v >= 0 {
+			return "+" + f(v)
+		}
+		return "-" + f(-v)
+	}
+
+	fmt.Fprintf(w, "\nLoom gateway overhead: closed-model load, %v measured after %v warm-up per run; %d CPUs, %s.\n",
+		o.duration, o.warmup, runtime.NumCPU(), runtime.Version())
+	fmt.Fprintf(w, "Mock upstream: %s. Streams ask for usage (include_usage).\n", strings.Join(o.mockArgs, " "))
+	fmt.Fprintln(w, "gateway: PostgreSQL store and traces, encrypted; tracing off: the same with LOOM_TRACING=off.")
+	fmt.Fprintln(w, "added = target percentile − direct percentile. CPU = utime+stime per request sent (warm-up included);")
+	fmt.Fprintln(w, "upstream = the mock's, during the same run; CPU ratio = gateway CPU / upstream CPU.")
+
+	fmt.Fprintln(w, "\nLatency (full response), throughput, CPU and memory")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "conc\tmode\ttarget\tp50\tp99\tadded p50\tadded p99\treq/s\trps ratio\tCPU/req\tupstream CPU/req\tCPU ratio\tpeak RSS\tloadgen CPU/req\t")
+	for _, r := range results {
+		l, d := r.Load.Latency, directOf(r)
+		line := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t", r.Concurrency, mode(r.Stream), r.Target, f(l.P50), f(l.P99))
+		if r.Target == direct || d == nil {
+			line += fmt.Sprintf("\t\t%.0f\t\t\t%.1fµs\t\t\t%.1fµs\t", r.Load.RPS, r.UpstreamCPUUS, r.LoadgenCPUUS)
+		} else {
+			ratio, cpuRatio := 0.0, 0.0
+			if d.Load.RPS > 0 {
+				ratio = r.Load.RPS / d.Load.RPS
+			}
+			if r.UpstreamCPUUS > 0 {
+				cpuRatio = r.TargetCPUUS / r.UpstreamCPUUS
+			}
+			line += fmt.Sprintf("%s\t%s\t%.0f\t%.2f\t%.1fµs\t%.1fµs\t%.2f\t%.0fMB\t%.1fµs\t",
+				signed(l.P50-d.Load.Latency.P50), signed(l.P99-d.Load.Latency.P99), r.Load.RPS, ratio,
+				r.TargetCPUUS, r.UpstreamCPUUS, cpuRatio, float64(r.PeakRSSKB)/1024, r.LoadgenCPUUS)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+
+	hasStream := false
+	for _, s := range o.modes {
+		hasStream = hasStream || s
+	}
+	if hasStream {
+		fmt.Fprintln(w, "\nStreams: time to first body byte, and per-chunk delay (mock's loom_sent_ns to loadgen's receive)")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "conc\ttarget\tTTFB p50\tTTFB p99\tadded p50\tadded p99\tchunk p50\tchunk p99\tchunks/req\t")
+		for _, r := range results {
+			if !r.Stream {
+				continue
+			}
+			t, d := r.Load.TTFB, directOf(r)
+			c50, c99 := "-", "-"
+			if cd := r.Load.ChunkDelay; cd != nil {
+				c50, c99 = f(cd.P50), f(cd.P99)
+			}
+			a50, a99 := "", ""
+			if r.Target != direct && d != nil {
+				a50, a99 = signed(t.P50-d.Load.TTFB.P50), signed(t.P99-d.Load.TTFB.P99)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Concurrency, r.Target, f(t.P50), f(t.P99),
+				a50, a99, c50, c99, r.Load.ChunksPerRequest)
+		}
+		tw.Flush()
+	}
+
+	var problems []string
+	for _, r := range results {
+		if r.Load.Errors > 0 {
+			problems = append(problems, fmt.Sprintf("FAIL %s c=%d %s: %d errors %v, first: %s",
+				r.Target, r.Concurrency, mode(r.Stream), r.Load.Errors, r.Load.ErrorsByKind, r.Load.FirstError))
+		}
+		if d := directOf(r); r.Stream && d != nil && r.Load.ChunksPerRequest != d.Load.ChunksPerRequest {
+			problems = append(problems, fmt.Sprintf("FAIL %s c=%d stream: %.2f chunks per request, direct %.2f",
+				r.Target, r.Concurrency, r.Load.ChunksPerRequest, d.Load.ChunksPerRequest))
+		}
+	}
+	if len(checks)+len(problems) > 0 {
+		fmt.Fprintln(w, "\nChecks")
+		for _, c := range append(checks, problems...) {
+			fmt.Fprintln(w, "  "+c)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// process is a child process whose output goes to a log file.
+type process struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func startProcess(bin string, args, env []string, logPath string) (*process, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = f, f
+	// If this program dies without cleaning up, the kernel stops the child.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	p := &process{cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// tail is the end of the process's log, for error messages.
+func (p *process) tail() string {
+	b, _ := os.ReadFile(p.log)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// waitLine waits for a log line containing marker and returns what follows it.
+func (p *process) waitLine(ctx context.Context, marker string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if f, err := os.Open(p.log); err == nil {
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				if _, after, ok := strings.Cut(sc.Text(), marker); ok {
+					f.Close()
+					return after, nil
+				}
+			}
+			f.Close()
+		}
+		if p.exited() {
+			return "", fmt.Errorf("exited (%v); log:\n%s", p.err, p.tail())
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("no %q in its log within %v; log:\n%s", marker, timeout, p.tail())
+}
+
+// waitReady polls url until it answers 200.
+func (p *process) waitReady(ctx context.Context, url string, timeout time.Duration) error {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if resp, err := client.Get(url); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if p.exited() {
+			return fmt.Errorf("exited before it was ready (%v); log:\n%s", p.err, p.tail())
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("not ready on %s within %v; log:\n%s", url, timeout, p.tail())
+}
+
+// stop sends SIGTERM, waits up to grace, then kills. It reports a kill or a failed exit.
+func (p *process) stop(grace time.Duration) error {
+	if p.exited() {
+		return p.err
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(grace):
+		p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("killed after %v without exiting", grace)
+	}
+}
+
+// cpuTicks is utime+stime of the process in clock ticks. A nil process has none.
+func (p *process) cpuTicks() (int64, error) {
+	if p == nil {
+		return 0, nil
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; the fields after it are plain.
+	i := strings.LastIndexByte(string(b), ')')
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", p.pid())
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return utime + stime, nil
+}
+
+// ticksToUS converts clock ticks to microseconds. USER_HZ is 100 on Linux for every
+// architecture Go supports (the kernel scales its internal HZ to it for /proc).
+func ticksToUS(t int64) float64 { return float64(t) * 1e4 }
+
+// settle waits until the process has used no CPU for 300 ms (or timeout): what it
+// does after a run (flushing traces) belongs to that run.
+func (p *process) settle(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	last, _ := p.cpuTicks()
+	quiet := 0
+	for time.Now().Before(deadline) && quiet < 3 {
+		time.Sleep(100 * time.Millisecond)
+		now, err := p.cpuTicks()
+		if err != nil {
+			return
+		}
+		if now == last {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		last = now
+	}
+}
+
+// peakRSSKB is VmHWM from /proc/PID/status.
+func (p *process) peakRSSKB() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, errors.New("no VmHWM")
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// moduleRoot is the directory of the go.mod this is run in.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("run this inside the Loom module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// cleanEnv is this process's environment without anything that would configure the
+// gateway behind the benchmark's back.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "LOOM_"), strings.HasPrefix(k, "OPENAI_"), strings.HasPrefix(k, "AZURE_OPENAI_"),
+			strings.HasPrefix(k, "ANTHROPIC_"), k == "DATABASE_URL":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func createDatabase(ctx context.Context, admin, name string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, admin)
+	if err != nil {
+		return "", fmt.Errorf("connect to %s: %w (start PostgreSQL, or pass -pg, or -direct-only)", admin, err)
+	}
+	defer conn.Close(cctx)
+	if _, err := conn.Exec(cctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	u, err := url.Parse(admin)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// dropDatabase runs at exit, even after a signal, so it has its own context.
+func dropDatabase(admin, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	return err
+}
+
+func countTraces(ctx context.Context, dbURL string) (int64, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(cctx)
+	var n int64
+	if err := conn.QueryRow(cctx, "SELECT count(*) FROM traces").Scan(&n); err != nil {
+		return 0, fmt.Errorf("count traces: %w", err)
+	}
+	return n, nil
+}

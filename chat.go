@@ -1,0 +1,290 @@
+package loom
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/stream"
+	"github.com/loom-gateway/loom/tenancy"
+	"github.com/loom-gateway/loom/tracing"
+)
+
+// exchange is one request's way through the gateway: what the trace needs, filled in as
+// the request goes.
+type exchange struct {
+	g     *Gateway
+	w     http.ResponseWriter
+	r     *http.Request
+	t     *tracing.Trace
+	start time.Time
+	sent  time.Time // the upstream request was handed to the provider
+	last  time.Time // the upstream's last byte arrived
+}
+
+func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
+	start := g.now()
+	id, err := uuid.NewV7()
+	if err != nil {
+		writeError(w, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Message: "Could not allocate a request id."})
+		return
+	}
+	t := &tracing.Trace{ID: id.String(), CreatedAt: start.UTC(), RequestID: r.Header.Get("X-Request-Id")}
+	w.Header().Set("X-Request-Id", t.ID)
+	principal, err := g.authenticate(r)
+	if err != nil {
+		// Nobody to attribute a trace to: the request is refused without one.
+		writeError(w, toAPIError(err))
+		return
+	}
+	t.TenantID, t.APIKeyID = principal.TenantID, principal.KeyID
+	x := &exchange{g: g, w: w, r: r, t: t, start: start}
+	x.serve()
+	g.record(r.Context(), t)
+}
+
+func (g *Gateway) authenticate(r *http.Request) (tenancy.Principal, error) {
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || key == "" {
+		return tenancy.Principal{}, &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "missing_api_key",
+			Message: "You didn't provide an API key. Send it as 'Authorization: Bearer loom_…'."}
+	}
+	return g.auth.Authenticate(r.Context(), strings.TrimSpace(key))
+}
+
+// record hands a finished trace to the pipeline. The client may have left: the trace is
+// still kept, so the wait (strict mode only) is not bound to the request's cancellation.
+func (g *Gateway) record(ctx context.Context, t *tracing.Trace) {
+	if g.traces == nil {
+		return
+	}
+	if err := g.traces.Record(context.WithoutCancel(ctx), t); err != nil {
+		g.log.Error("trace not kept", "trace_id", t.ID, "err", err)
+	}
+}
+
+func (x *exchange) serve() {
+	g, r, t := x.g, x.r, x.t
+	body, err := readBody(r, g.cfg.MaxBodyBytes)
+	if err != nil {
+		x.fail(err)
+		return
+	}
+	t.RequestBody = body
+	req, err := provider.ParseChatRequest(body)
+	if err != nil {
+		x.fail(err)
+		return
+	}
+	t.Model, t.Stream = req.Model, req.Stream
+	route, model, err := g.routes.resolve(r.Context(), t.TenantID, req.Model)
+	if err != nil {
+		x.fail(err)
+		return
+	}
+	t.Provider = route.Name
+
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	timer := time.AfterFunc(g.cfg.UpstreamTimeout, func() { cancel(errUpstreamTimeout) })
+	defer timer.Stop()
+	x.sent = g.now()
+	resp, err := route.Provider.Chat(ctx, &provider.Request{Model: model, Body: req.UpstreamBody(model), Stream: req.Stream, Header: r.Header})
+	x.last = g.now()
+	t.TTFBUS = x.last.Sub(x.start).Microseconds()
+	if err != nil {
+		x.fail(upstreamCause(ctx, err))
+		return
+	}
+	defer resp.Body.Close()
+	h := x.w.Header()
+	for _, k := range passedUpstreamHeaders {
+		if v := resp.Header.Get(k); v != "" {
+			h.Set(k, v)
+		}
+	}
+	if req.Stream {
+		x.relayStream(ctx, req, resp)
+	} else {
+		x.relayJSON(ctx, resp)
+	}
+}
+
+// upstreamCause sorts an upstream call's failure: a timeout, the client leaving, the
+// upstream's own error answer, or an upstream that could not be reached.
+func upstreamCause(ctx context.Context, err error) error {
+	var ue *provider.UpstreamError
+	switch {
+	case errors.Is(context.Cause(ctx), errUpstreamTimeout):
+		return errUpstreamTimeout
+	case errors.Is(err, context.Canceled), errors.As(err, &ue):
+		return err
+	}
+	return fmt.Errorf("%w: %w", errUnreachable, err)
+}
+
+// fail answers with the error and notes it in the trace.
+func (x *exchange) fail(err error) {
+	a := toAPIError(err)
+	if a.Status >= 500 && a.Status != http.StatusGatewayTimeout {
+		x.g.log.Warn("upstream failure", "trace_id", x.t.ID, "provider", x.t.Provider, "err", err)
+	}
+	if x.r.Context().Err() != nil {
+		x.t.ClientAborted = true
+	} else {
+		writeError(x.w, a)
+	}
+	x.t.Status, x.t.ErrorType = a.Status, a.Type
+	x.t.ResponseBody = a.body()
+	x.t.UsageSource = tracing.UsageMissing
+	x.finish()
+}
+
+func (x *exchange) relayJSON(ctx context.Context, resp *provider.Response) {
+	body, err := readAll(resp.Body, resp.Header.Get("Content-Length"))
+	x.last = x.g.now()
+	if err != nil {
+		x.fail(upstreamCause(ctx, err))
+		return
+	}
+	c := provider.ReadCompletion(body)
+	x.setUsage(c.Usage, string(c.Model), 0)
+	h := x.w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	x.w.WriteHeader(resp.StatusCode)
+	if _, err := x.w.Write(body); err != nil {
+		x.t.ClientAborted = true
+	}
+	x.t.Status = resp.StatusCode
+	x.capture(body)
+	x.finish()
+}
+
+func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, resp *provider.Response) {
+	h := x.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	x.w.WriteHeader(http.StatusOK)
+	x.t.Status = http.StatusOK
+	res := stream.Relay(x.w, resp.Body, stream.RelayOptions{
+		StripUsage: !req.IncludeUsage,
+		Capture:    x.g.cfg.MaxCaptureBytes,
+		Now:        x.g.now,
+	})
+	x.last = res.End
+	if !res.FirstEvent.IsZero() {
+		x.t.TTFBUS = res.FirstEvent.Sub(x.start).Microseconds()
+	}
+	x.t.ResponseBody, x.t.ResponseTruncated = res.Captured, res.Truncated
+	x.setUsage(res.Usage, res.Model, res.Chunks)
+	switch {
+	case res.WriteErr != nil || (res.ReadErr != nil && x.r.Context().Err() != nil):
+		x.t.ClientAborted = true
+	case res.ReadErr != nil:
+		// The stream has started: the error can only travel as an event.
+		a := toAPIError(upstreamCause(ctx, res.ReadErr))
+		if a.Code == "upstream_unreachable" {
+			a = &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_stream_interrupted",
+				Message: "The upstream provider's stream broke off before it was complete."}
+		}
+		x.t.ErrorType = a.Type
+		stream.WriteError(x.w, a.body())
+	case res.UpstreamError:
+		x.t.ErrorType = "upstream_error"
+	}
+	x.finish()
+}
+
+// setUsage notes the usage the upstream reported or, when it reported none, an estimate:
+// about four bytes of request per prompt token and one token per content chunk.
+func (x *exchange) setUsage(u *provider.Usage, served string, chunks int) {
+	t := x.t
+	t.ServedModel = served
+	switch {
+	case u != nil:
+		t.PromptTokens, t.CompletionTokens = u.PromptTokens, u.CompletionTokens
+		t.CachedTokens = u.PromptTokensDetails.CachedTokens
+		t.ReasoningTokens = u.CompletionTokensDetails.ReasoningTokens
+		t.UsageSource = tracing.UsageReported
+	case chunks > 0:
+		t.PromptTokens = int64(len(t.RequestBody) / 4)
+		t.CompletionTokens = int64(chunks)
+		t.UsageSource = tracing.UsageEstimated
+	default:
+		t.UsageSource = tracing.UsageMissing
+	}
+}
+
+func (x *exchange) capture(b []byte) {
+	if n := x.g.cfg.MaxCaptureBytes; len(b) > n {
+		b, x.t.ResponseTruncated = b[:n], true
+	}
+	x.t.ResponseBody = b
+}
+
+// finish stamps the timings: Loom's own time is everything but the wait for the upstream.
+func (x *exchange) finish() {
+	end := x.g.now()
+	t := x.t
+	t.LatencyUS = end.Sub(x.start).Microseconds()
+	if x.sent.IsZero() {
+		t.OverheadUS = t.LatencyUS
+		return
+	}
+	t.OverheadUS = (x.sent.Sub(x.start) + end.Sub(x.last)).Microseconds()
+}
+
+// readAll reads an upstream body, sized by its Content-Length when it has one.
+func readAll(r io.Reader, contentLength string) ([]byte, error) {
+	n, err := strconv.Atoi(contentLength)
+	if err != nil || n < 0 || n > 64<<20 {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, n+1)
+	m, err := io.ReadFull(r, buf)
+	switch err {
+	case io.ErrUnexpectedEOF, io.EOF:
+		if m < n {
+			return nil, io.ErrUnexpectedEOF
+		}
+		return buf[:m], nil
+	case nil:
+		rest, err := io.ReadAll(r)
+		return append(buf, rest...), err
+	}
+	return nil, err
+}
+
+func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request) {
+	p, err := g.authenticate(r)
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	models, err := g.routes.models(r.Context(), p.TenantID)
+	if err != nil {
+		g.log.Error("list models", "err", err)
+		writeError(w, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Message: "Could not list models."})
+		return
+	}
+	if models == nil {
+		models = []modelEntry{}
+	}
+	body, _ := json.Marshal(struct {
+		Object string       `json:"object"`
+		Data   []modelEntry `json:"data"`
+	}{"list", models})
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
+}

@@ -1,0 +1,149 @@
+package loom
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/tenancy"
+)
+
+// This file is the one place where errors become OpenAI error JSON and HTTP statuses.
+
+// apiError is an error as the client sees it.
+type apiError struct {
+	Status  int
+	Type    string // OpenAI error type
+	Code    string // machine-readable code; empty encodes as null
+	Param   string // offending request field; empty encodes as null
+	Message string
+	// Body, when set, is sent as is instead of the fields above: an upstream's own error.
+	Body   []byte
+	Header http.Header // extra response headers (Retry-After, upstream rate limits)
+}
+
+var (
+	errUpstreamTimeout = errors.New("loom: upstream timed out")
+	errBodyTooLarge    = errors.New("loom: request body too large")
+	errUnreachable     = errors.New("loom: upstream unreachable")
+)
+
+// toAPIError maps an error from the request path to what the client is told. Internal
+// details never reach the client; the caller logs err.
+func toAPIError(err error) *apiError {
+	var (
+		invalid  *provider.InvalidRequestError
+		upstream *provider.UpstreamError
+		maxBytes *http.MaxBytesError
+		api      *apiError
+	)
+	switch {
+	case errors.As(err, &api):
+		return api
+	case errors.As(err, &invalid):
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: invalid.Param, Message: invalid.Message}
+	case errors.As(err, &maxBytes), errors.Is(err, errBodyTooLarge):
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
+			Message: "The request body is larger than this gateway accepts."}
+	case errors.Is(err, tenancy.ErrRevokedKey):
+		return &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+			Message: "This API key has been revoked."}
+	case errors.Is(err, tenancy.ErrInvalidKey):
+		return &apiError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+			Message: "Incorrect API key provided."}
+	case errors.Is(err, tenancy.ErrTenantInactive):
+		return &apiError{Status: http.StatusForbidden, Type: "permission_denied", Code: "tenant_inactive",
+			Message: "The tenant this API key belongs to is inactive."}
+	case errors.As(err, &upstream):
+		return upstreamAPIError(upstream)
+	case errors.Is(err, errUpstreamTimeout):
+		return &apiError{Status: http.StatusGatewayTimeout, Type: "timeout", Code: "upstream_timeout",
+			Message: "The upstream provider did not answer in time."}
+	case errors.Is(err, errUnreachable):
+		return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_unreachable",
+			Message: "The upstream provider could not be reached."}
+	case errors.Is(err, context.Canceled):
+		// The client left; nobody reads this answer, but the trace records the status.
+		return &apiError{Status: 499, Type: "client_closed_request", Message: "The client closed the request."}
+	}
+	return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "unavailable",
+		Message: "The gateway cannot serve this request right now; retry shortly."}
+}
+
+// passedUpstreamHeaders are upstream response headers a client may act on.
+var passedUpstreamHeaders = []string{
+	"Retry-After",
+	"X-Ratelimit-Limit-Requests", "X-Ratelimit-Limit-Tokens",
+	"X-Ratelimit-Remaining-Requests", "X-Ratelimit-Remaining-Tokens",
+	"X-Ratelimit-Reset-Requests", "X-Ratelimit-Reset-Tokens",
+}
+
+// upstreamAPIError passes an upstream's error on with its status and body. A body that is
+// not an OpenAI error object is wrapped in one, so SDKs can always parse it.
+func upstreamAPIError(e *provider.UpstreamError) *apiError {
+	a := &apiError{Status: e.StatusCode, Type: "upstream_error", Header: http.Header{}}
+	for _, k := range passedUpstreamHeaders {
+		if v := e.Header.Get(k); v != "" {
+			a.Header.Set(k, v)
+		}
+	}
+	var shape struct {
+		Error *struct {
+			Type string `json:"type"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(e.Body, &shape) == nil && shape.Error != nil {
+		a.Body = e.Body
+		if shape.Error.Type != "" {
+			a.Type = shape.Error.Type
+		}
+		return a
+	}
+	a.Message = "The upstream provider answered " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode) + "."
+	return a
+}
+
+// body returns the error's JSON: {"error":{"message":…,"type":…,"param":…,"code":…}}.
+func (a *apiError) body() []byte {
+	if a.Body != nil {
+		return a.Body
+	}
+	type inner struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	}
+	in := inner{Message: a.Message, Type: a.Type}
+	if a.Param != "" {
+		in.Param = &a.Param
+	}
+	if a.Code != "" {
+		in.Code = &a.Code
+	}
+	b, _ := json.Marshal(struct {
+		Error inner `json:"error"`
+	}{in})
+	return b
+}
+
+func (a *apiError) Error() string { return a.Message }
+
+// writeError sends a as the whole response.
+func writeError(w http.ResponseWriter, a *apiError) {
+	h := w.Header()
+	for k, v := range a.Header {
+		h[k] = v
+	}
+	if (a.Status == http.StatusTooManyRequests || a.Status == http.StatusServiceUnavailable) && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", "1")
+	}
+	body := a.body()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(a.Status)
+	w.Write(body)
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// config is everything the server reads from flags and the environment.
+type config struct {
+	Addr            string
+	DataDir         string
+	DatabaseURL     string
+	BootstrapKey    string
+	MasterKey       string
+	PricesFile      string
+	Tracing         bool
+	StrictTraces    bool
+	ShutdownTimeout time.Duration
+
+	OpenAIKey, OpenAIBaseURL string
+	OpenAIModels             []string // nil: any "openai/…" model
+	AzureEndpoint, AzureKey  string
+	AzureVersion             string
+	AzureDeployments         []string
+}
+
+// defaultOpenAIModels can be asked for without the "openai/" prefix.
+var defaultOpenAIModels = "gpt-4o,gpt-4o-mini,gpt-4.1,gpt-4.1-mini,gpt-4.1-nano,gpt-5,gpt-5-mini,gpt-5-nano,o3,o3-mini,o4-mini"
+
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	env := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	var c config
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.StringVar(&c.Addr, "addr", env("LOOM_ADDR", ":8080"), "listen address (LOOM_ADDR)")
+	fs.StringVar(&c.DataDir, "data", env("LOOM_DATA_DIR", "./loom-data"), "data directory for the embedded store, key file and trace spool (LOOM_DATA_DIR)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may take to finish on shutdown")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	c.DatabaseURL = getenv("DATABASE_URL")
+	c.BootstrapKey = getenv("LOOM_BOOTSTRAP_KEY")
+	c.MasterKey = getenv("LOOM_MASTER_KEY")
+	c.PricesFile = getenv("LOOM_PRICES_FILE")
+	switch v := env("LOOM_TRACING", "on"); v {
+	case "on":
+		c.Tracing = true
+	case "off":
+	default:
+		return c, fmt.Errorf("LOOM_TRACING must be on or off, not %q", v)
+	}
+	c.StrictTraces = getenv("LOOM_TRACE_STRICT") == "on"
+	c.OpenAIKey, c.OpenAIBaseURL = getenv("OPENAI_API_KEY"), getenv("OPENAI_BASE_URL")
+	if m := env("LOOM_OPENAI_MODELS", defaultOpenAIModels); m != "*" {
+		c.OpenAIModels = splitList(m)
+	}
+	c.AzureEndpoint, c.AzureKey = getenv("AZURE_OPENAI_ENDPOINT"), getenv("AZURE_OPENAI_API_KEY")
+	c.AzureVersion = getenv("AZURE_OPENAI_API_VERSION")
+	c.AzureDeployments = splitList(getenv("AZURE_OPENAI_DEPLOYMENTS"))
+	return c, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/loom-gateway/loom"
+	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/internal/sqlitedb"
+	"github.com/loom-gateway/loom/migrations"
+	"github.com/loom-gateway/loom/pricing"
+	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/tenancy"
+	"github.com/loom-gateway/loom/tracing"
+)
+
+// Server is a running standalone gateway.
+type Server struct {
+	Gateway *loom.Gateway
+	// Addr is the address the server listens on (with the real port when :0 was asked).
+	Addr string
+	// BootstrapKey is the key printed on first start ("" when the store had tenants).
+	BootstrapKey string
+
+	http    *http.Server
+	serving chan error
+	ready   atomic.Bool
+	ping    func(context.Context) error
+	closers []func() error
+}
+
+// Start opens the stores, builds the gateway and starts serving.
+func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err error) {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s := &Server{serving: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+
+	keyring, err := openKeyring(cfg, stdout)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		store tenancy.Store
+		sink  tracing.Sink
+	)
+	if cfg.DatabaseURL != "" {
+		store, sink, err = s.openPostgres(ctx, cfg.DatabaseURL)
+	} else {
+		store, sink, err = s.openSQLite(ctx, filepath.Join(cfg.DataDir, "loom.db"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	prices, err := pricing.Default()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.PricesFile != "" {
+		override, err := pricing.LoadFile(cfg.PricesFile)
+		if err != nil {
+			return nil, err
+		}
+		prices = prices.Merge(override)
+	}
+
+	routes := upstreamRoutes(cfg)
+	if len(routes) == 0 {
+		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
+		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT): serving the built-in mock provider as model \"mock-1\"")
+	}
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log}
+	if cfg.Tracing {
+		gcfg.Tracing = tracing.PipelineConfig{
+			Sinks:    []tracing.Sink{sink},
+			SpoolDir: filepath.Join(cfg.DataDir, "spool"),
+			Strict:   cfg.StrictTraces,
+		}
+	}
+	gw, err := loom.New(gcfg)
+	if err != nil {
+		return nil, err
+	}
+	s.Gateway = gw
+	s.closers = append([]func() error{func() error { return gw.Shutdown(context.Background()) }}, s.closers...)
+
+	if s.BootstrapKey, err = bootstrap(ctx, gw.Admin(), cfg.BootstrapKey); err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !s.ready.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if err := s.ping(ctx); err != nil {
+			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("/", gw)
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s.Addr = ln.Addr().String()
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	go func() { s.serving <- s.http.Serve(ln) }()
+	s.ready.Store(true)
+
+	if s.BootstrapKey != "" {
+		fmt.Fprintf(stdout, "loom: created tenant \"default\" with API key (shown once, keep it):\n\n    %s\n\n", s.BootstrapKey)
+	}
+	fmt.Fprintf(stdout, "loom: listening on http://%s (OpenAI base URL http://%s/v1)\n", s.Addr, s.Addr)
+	return s, nil
+}
+
+// Close stops accepting, lets in-flight requests finish (bounded by ctx), flushes every
+// trace and closes the stores.
+func (s *Server) Close(ctx context.Context) error {
+	s.ready.Store(false)
+	err := s.http.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.http.Close() // streams still open past the bound are cut
+	}
+	if serr := <-s.serving; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	if gerr := s.Gateway.Shutdown(ctx); gerr != nil {
+		err = errors.Join(err, gerr)
+	}
+	s.closers = s.closers[1:] // the gateway is shut down
+	return errors.Join(err, s.closeAll())
+}
+
+func (s *Server) closeAll() error {
+	var err error
+	for _, c := range s.closers {
+		err = errors.Join(err, c())
+	}
+	s.closers = nil
+	return err
+}
+
+func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tracing.Sink, error) {
+	db, err := sqlitedb.Open(ctx, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.closers = append(s.closers, db.Close)
+	if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
+		return nil, nil, err
+	}
+	s.ping = db.PingContext
+	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), nil
+}
+
+func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, error) {
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	s.closers = append(s.closers, func() error { pool.Close(); return nil })
+	db := stdlib.OpenDBFromPool(pool)
+	s.closers = append(s.closers, db.Close)
+	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
+		return nil, nil, err
+	}
+	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.ping = pool.Ping
+	return tenancy.NewPostgresStore(pool), sink, nil
+}
+
+// openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated
+// key in the data directory; with PostgreSQL (a production deployment) a missing key is
+// an error, since bodies sealed with a key file on one machine could not be read by
+// another replica.
+func openKeyring(cfg config, stdout io.Writer) (*loomcrypto.Keyring, error) {
+	if cfg.MasterKey != "" {
+		k, err := loomcrypto.ParseKeyring(cfg.MasterKey)
+		if err != nil {
+			return nil, fmt.Errorf("LOOM_MASTER_KEY: %w", err)
+		}
+		return k, nil
+	}
+	if cfg.DatabaseURL != "" {
+		return nil, errors.New("LOOM_MASTER_KEY is required with DATABASE_URL: trace bodies and provider keys are encrypted with it " +
+			"(make one with: head -c 32 /dev/urandom | base64)")
+	}
+	path := filepath.Join(cfg.DataDir, "master.key")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key, err := loomcrypto.GenerateMasterKey()
+		if err != nil {
+			return nil, err
+		}
+		if err := writeFileSync(path, []byte(key+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("master key file: %w", err)
+		}
+		fmt.Fprintf(stdout, "loom: no LOOM_MASTER_KEY set: created a master key in %s (mode 0600); back it up, traces cannot be decrypted without it\n", path)
+		b = []byte(key)
+	} else if err != nil {
+		return nil, fmt.Errorf("master key file: %w", err)
+	}
+	k, err := loomcrypto.ParseKeyring(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("master key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// upstreamRoutes builds the routes the environment configures.
+func upstreamRoutes(cfg config) []loom.Route {
+	var routes []loom.Route
+	if cfg.OpenAIKey != "" || cfg.OpenAIBaseURL != "" {
+		routes = append(routes, loom.Route{Name: "openai",
+			Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIKey}),
+			Models:   cfg.OpenAIModels})
+	}
+	if cfg.AzureEndpoint != "" {
+		routes = append(routes, loom.Route{Name: "azure",
+			Provider: provider.NewAzure(provider.AzureConfig{Endpoint: cfg.AzureEndpoint, APIKey: cfg.AzureKey, APIVersion: cfg.AzureVersion}),
+			Models:   cfg.AzureDeployments})
+	}
+	return routes
+}
+
+// bootstrap creates the "default" tenant and its first key when the store has no tenant,
+// and returns the raw key. A given key (LOOM_BOOTSTRAP_KEY) is stored instead of a new
+// one.
+func bootstrap(ctx context.Context, admin *tenancy.Service, given string) (string, error) {
+	tenants, err := admin.ListTenants(ctx)
+	if err != nil || len(tenants) > 0 {
+		return "", err
+	}
+	t, err := admin.CreateTenant(ctx, "default")
+	if err != nil {
+		return "", err
+	}
+	if given == "" {
+		raw, _, err := admin.CreateKey(ctx, t.ID, "bootstrap")
+		return raw, err
+	}
+	if !strings.HasPrefix(given, tenancy.KeyPrefix) || len(given) < 20 {
+		return "", fmt.Errorf("LOOM_BOOTSTRAP_KEY must start with %q and be at least 20 characters", tenancy.KeyPrefix)
+	}
+	_, err = admin.ImportKey(ctx, t.ID, "bootstrap", given)
+	return given, err
+}

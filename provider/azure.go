@@ -1,0 +1,59 @@
+package provider
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// AzureConfig configures an Azure OpenAI resource.
+type AzureConfig struct {
+	// Endpoint is the resource URL, e.g. https://my-resource.openai.azure.com. Required.
+	Endpoint string
+	// APIKey is sent in the api-key header.
+	APIKey string
+	// APIVersion selects the classic deployments path,
+	// /openai/deployments/{deployment}/chat/completions?api-version=…, with the request's
+	// model as the deployment. If empty, the v1 path /openai/v1/chat/completions is used
+	// and the deployment travels as the body's model.
+	APIVersion string
+	// Client sends the requests. If nil, a client over NewTransport is used.
+	Client *http.Client
+}
+
+// Azure is the adapter for Azure OpenAI. Its answers are OpenAI's wire format with extra
+// members (prompt_filter_results, content_filter_results) and extra stream chunks (a
+// first chunk with empty choices, filter annotations after the finish); they pass through
+// untouched, which the OpenAI SDKs accept.
+type Azure struct {
+	base, version string
+	header        http.Header
+	client        *http.Client
+}
+
+var _ Provider = (*Azure)(nil)
+
+// NewAzure returns an Azure OpenAI adapter.
+func NewAzure(cfg AzureConfig) *Azure {
+	h := http.Header{"Content-Type": {"application/json"}}
+	if cfg.APIKey != "" {
+		h.Set("api-key", cfg.APIKey)
+	}
+	return &Azure{
+		base:    strings.TrimRight(cfg.Endpoint, "/"),
+		version: cfg.APIVersion,
+		header:  h,
+		client:  clientOr(cfg.Client),
+	}
+}
+
+// Chat implements Provider.
+func (p *Azure) Chat(ctx context.Context, req *Request) (*Response, error) {
+	u := p.base + "/openai/v1/chat/completions"
+	if p.version != "" {
+		u = p.base + "/openai/deployments/" + url.PathEscape(req.Model) +
+			"/chat/completions?api-version=" + url.QueryEscape(p.version)
+	}
+	return post(ctx, p.client, u, p.header, req)
+}

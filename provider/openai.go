@@ -1,0 +1,117 @@
+package provider
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// NewTransport returns an http.Transport tuned for a gateway: many idle keep-alive
+// connections per upstream host (the default of 2 would open a new connection for most
+// concurrent requests), no compression negotiation (bodies are relayed as they come), and
+// HTTP/2 where the upstream offers it over TLS.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 512,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+		DisableCompression:  true,
+	}
+}
+
+// OpenAIConfig configures an OpenAI or OpenAI-compatible upstream.
+type OpenAIConfig struct {
+	// BaseURL is the API root, ending in /v1. If empty, https://api.openai.com/v1 is used.
+	BaseURL string
+	// APIKey is sent as a bearer token. If empty, no Authorization header is sent (local
+	// upstreams such as Ollama need none).
+	APIKey string
+	// Organization and Project, if set, are sent as OpenAI-Organization and OpenAI-Project.
+	Organization, Project string
+	// Client sends the requests. If nil, a client over NewTransport is used.
+	Client *http.Client
+}
+
+// OpenAI is the adapter for OpenAI and every upstream that speaks its chat completions
+// API (vLLM, Ollama, Groq, …). Bodies pass through byte for byte.
+type OpenAI struct {
+	url    string
+	header http.Header
+	client *http.Client
+}
+
+var _ Provider = (*OpenAI)(nil)
+
+// NewOpenAI returns an OpenAI adapter.
+func NewOpenAI(cfg OpenAIConfig) *OpenAI {
+	base := strings.TrimRight(cfg.BaseURL, "/")
+	if base == "" {
+		base = "https://api.openai.com/v1"
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	if cfg.APIKey != "" {
+		h.Set("Authorization", "Bearer "+cfg.APIKey)
+	}
+	if cfg.Organization != "" {
+		h.Set("OpenAI-Organization", cfg.Organization)
+	}
+	if cfg.Project != "" {
+		h.Set("OpenAI-Project", cfg.Project)
+	}
+	return &OpenAI{url: base + "/chat/completions", header: h, client: clientOr(cfg.Client)}
+}
+
+// Chat implements Provider.
+func (p *OpenAI) Chat(ctx context.Context, req *Request) (*Response, error) {
+	return post(ctx, p.client, p.url, p.header, req)
+}
+
+func clientOr(c *http.Client) *http.Client {
+	if c != nil {
+		return c
+	}
+	return &http.Client{Transport: NewTransport()}
+}
+
+// passedHeaders are client request headers an OpenAI-compatible upstream may act on.
+var passedHeaders = []string{"OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta"}
+
+// post sends an OpenAI-shaped request and sorts the answer into a Response or an
+// *UpstreamError.
+func post(ctx context.Context, client *http.Client, url string, header http.Header, req *Request) (*Response, error) {
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(req.Body))
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	hr.Header = header.Clone()
+	for _, k := range passedHeaders {
+		if v := req.Header.Get(k); v != "" && hr.Header.Get(k) == "" {
+			hr.Header.Set(k, v)
+		}
+	}
+	if req.Stream {
+		hr.Header.Set("Accept", "text/event-stream")
+	}
+	resp, err := client.Do(hr)
+	if err != nil {
+		return nil, fmt.Errorf("provider: %w", err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return nil, fmt.Errorf("provider: read error body: %w", err)
+		}
+		return nil, &UpstreamError{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
+	}
+	return &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: resp.Body}, nil
+}

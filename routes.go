@@ -1,0 +1,172 @@
+package loom
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/tenancy"
+)
+
+// router picks the provider for a model: the tenant's own routes first, then the
+// gateway's.
+type router struct {
+	global []Route
+	store  tenancy.Store
+	ttl    time.Duration
+	now    func() time.Time
+
+	mu sync.Mutex
+	// tenants caches each tenant's routes built from its provider configurations.
+	tenants *simplelru.LRU[string, tenantRoutes]
+	// openKey unseals a tenant provider's API key; nil when the gateway has no keyring.
+	openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
+	client  *http.Client // upstream client for tenant-configured providers
+}
+
+type tenantRoutes struct {
+	routes  []Route
+	expires time.Time
+}
+
+func newRouter(global []Route, store tenancy.Store, size int, ttl time.Duration, now func() time.Time, openKey func(string, string, int, []byte) ([]byte, error)) *router {
+	cache, _ := simplelru.NewLRU[string, tenantRoutes](size, nil) // size ≥ 1, set by New
+	return &router{
+		global:  global,
+		tenants: cache,
+		store:   store,
+		ttl:     ttl,
+		now:     now,
+		openKey: openKey,
+		client:  &http.Client{Transport: provider.NewTransport()},
+	}
+}
+
+// resolve returns the route serving model for the tenant and the upstream model name.
+func (rt *router) resolve(ctx context.Context, tenantID, model string) (*Route, string, error) {
+	own, err := rt.tenantRoutes(ctx, tenantID)
+	if err != nil {
+		return nil, "", err
+	}
+	if name, rest, ok := strings.Cut(model, "/"); ok && rest != "" {
+		for _, routes := range [2][]Route{own, rt.global} {
+			for i := range routes {
+				r := &routes[i]
+				if r.Name == name && (len(r.Models) == 0 || slices.Contains(r.Models, rest)) {
+					return r, rest, nil
+				}
+			}
+		}
+	}
+	for _, routes := range [2][]Route{own, rt.global} {
+		for i := range routes {
+			if slices.Contains(routes[i].Models, model) {
+				return &routes[i], model, nil
+			}
+		}
+	}
+	return nil, "", &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
+		Message: "The model `" + model + "` does not exist or you do not have access to it."}
+}
+
+// models lists the model ids a tenant can ask for, prefixed and bare.
+func (rt *router) models(ctx context.Context, tenantID string) ([]modelEntry, error) {
+	own, err := rt.tenantRoutes(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	var out []modelEntry
+	seen := map[string]bool{}
+	add := func(id, owner string) {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, modelEntry{ID: id, Object: "model", OwnedBy: owner})
+		}
+	}
+	for _, routes := range [2][]Route{own, rt.global} {
+		for _, r := range routes {
+			for _, m := range r.Models {
+				add(r.Name+"/"+m, r.Name)
+			}
+		}
+	}
+	for _, routes := range [2][]Route{own, rt.global} {
+		for _, r := range routes {
+			for _, m := range r.Models {
+				add(m, r.Name)
+			}
+		}
+	}
+	return out, nil
+}
+
+type modelEntry struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+// tenantRoutes returns the routes built from the tenant's provider configurations.
+func (rt *router) tenantRoutes(ctx context.Context, tenantID string) ([]Route, error) {
+	now := rt.now()
+	rt.mu.Lock()
+	c, ok := rt.tenants.Get(tenantID)
+	rt.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.routes, nil
+	}
+	cfgs, err := rt.store.ListProviderConfigs(ctx, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("loom: tenant providers: %w", err)
+	}
+	routes := make([]Route, 0, len(cfgs))
+	for _, c := range cfgs {
+		p, err := rt.build(c)
+		if err != nil {
+			return nil, fmt.Errorf("loom: tenant %s provider %q: %w", tenantID, c.Name, err)
+		}
+		routes = append(routes, Route{Name: c.Name, Provider: p, Models: c.Models})
+	}
+	rt.mu.Lock()
+	rt.tenants.Add(tenantID, tenantRoutes{routes, now.Add(rt.ttl)})
+	rt.mu.Unlock()
+	return routes, nil
+}
+
+// forget drops a tenant's cached routes, after its configuration changed.
+func (rt *router) forget(tenantID string) {
+	rt.mu.Lock()
+	rt.tenants.Remove(tenantID)
+	rt.mu.Unlock()
+}
+
+func (rt *router) build(c tenancy.ProviderConfig) (provider.Provider, error) {
+	var key string
+	if len(c.SealedAPIKey) > 0 {
+		if rt.openKey == nil {
+			return nil, fmt.Errorf("a sealed API key needs Config.Keyring")
+		}
+		k, err := rt.openKey(c.TenantID, c.Name, c.KeyVersion, c.SealedAPIKey)
+		if err != nil {
+			return nil, err
+		}
+		key = string(k)
+	}
+	switch c.Kind {
+	case "openai":
+		return provider.NewOpenAI(provider.OpenAIConfig{BaseURL: c.BaseURL, APIKey: key, Client: rt.client}), nil
+	case "azure":
+		return provider.NewAzure(provider.AzureConfig{Endpoint: c.BaseURL, APIKey: key, APIVersion: c.APIVersion, Client: rt.client}), nil
+	case "mock":
+		return provider.NewMock(provider.MockConfig{}), nil
+	}
+	return nil, fmt.Errorf("unknown provider kind %q", c.Kind)
+}

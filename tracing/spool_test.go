@@ -1,0 +1,288 @@
+package tracing
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"os"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func crcTable() *crc32.Table { return crc32.MakeTable(crc32.Castagnoli) }
+
+func TestSpoolEncoding(t *testing.T) {
+	zero := int64(0)
+	big := int64(math.MaxInt64)
+	tests := []struct {
+		name string
+		t    *Trace
+	}{
+		{name: "zero", t: &Trace{}},
+		{name: "full", t: pipeWant(3)},
+		{name: "edges", t: &Trace{
+			ID:               "ünïcödé-\x00-id",
+			CreatedAt:        time.Date(1969, 7, 20, 20, 17, 40, 123456789, time.UTC),
+			Status:           -1,
+			PromptTokens:     math.MaxInt64,
+			CompletionTokens: math.MinInt64,
+			CostMicroUSD:     &zero,
+			UsageSource:      UsageMissing,
+			SealedRequest:    []byte{},
+			SealedResponse:   bytes.Repeat([]byte{0xff}, 300),
+			KeyVersion:       math.MaxInt32,
+			Stream:           true, ClientAborted: true, ResponseTruncated: true,
+		}},
+		{name: "cost max", t: &Trace{ID: "x", CostMicroUSD: &big, UsageSource: UsageEstimated}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := appendTrace(nil, 42, tt.t)
+			if got := payloadSeq(p); got != 42 {
+				t.Errorf("seq = %d, want 42", got)
+			}
+			got, err := decodeTrace(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.t, got, exactBytes); diff != "" {
+				t.Errorf("round trip (-want +got):\n%s", diff)
+			}
+			for n := range len(p) {
+				if _, err := decodeTrace(p[:n]); err == nil {
+					t.Fatalf("a %d-byte prefix of a %d-byte record decoded", n, len(p))
+				}
+			}
+		})
+	}
+}
+
+func TestSpoolPlaintextNeverEncoded(t *testing.T) {
+	tr := pipeTrace(1) // bodies still set, as if a caller skipped sealing
+	if p := appendTrace(nil, 1, tr); bytes.Contains(p, []byte("secret")) {
+		t.Error("the encoding holds plaintext bodies")
+	}
+}
+
+// spoolFixture leaves a spool in dir holding traces 0..n-1, none acknowledged.
+// Small segmentBytes spread them over several segments.
+func spoolFixture(t *testing.T, dir string, n int, segmentBytes int64) {
+	t.Helper()
+	p := newTestPipeline(t, PipelineConfig{
+		Sinks: []Sink{newFlakySink(true)}, Sealer: pipeSealer{}, Enrich: pipeEnrich, SpoolDir: dir,
+		segmentBytes: segmentBytes,
+	})
+	recordAll(t, p, 0, n)
+	waitFor(t, "everything spooled", func() bool { return p.Stats().Spooled == int64(n) })
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	p.Shutdown(ctx) // gives up at once: everything stays in the spool
+}
+
+// lastSegment returns the path of the newest segment holding records.
+func lastSegment(t *testing.T, dir string) string {
+	t.Helper()
+	firsts, err := listSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(firsts) - 1; i >= 0; i-- {
+		path := segPath(dir, firsts[i])
+		if fi, err := os.Stat(path); err == nil && fi.Size() > segHeaderLen {
+			return path
+		}
+	}
+	t.Fatal("no segment with records")
+	return ""
+}
+
+func TestSpoolTornTail(t *testing.T) {
+	const n = 50
+	tests := []struct {
+		name        string
+		damage      func(b []byte) []byte
+		wantN       int
+		wantCorrupt int64
+	}{
+		{name: "intact", damage: func(b []byte) []byte { return b }, wantN: n},
+		{name: "last record cut short", damage: func(b []byte) []byte { return b[:len(b)-3] }, wantN: n - 1, wantCorrupt: 1},
+		{name: "half a record header", damage: func(b []byte) []byte { return append(b, 0x20, 0, 0) }, wantN: n, wantCorrupt: 1},
+		{name: "garbage appended", damage: func(b []byte) []byte { return append(b, bytes.Repeat([]byte("garbage!"), 40)...) }, wantN: n, wantCorrupt: 1},
+		{name: "zeros appended", damage: func(b []byte) []byte { return append(b, make([]byte, 4096)...) }, wantN: n, wantCorrupt: 1},
+		{name: "last record flipped", damage: func(b []byte) []byte { b[len(b)-1] ^= 1; return b }, wantN: n - 1, wantCorrupt: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			spoolFixture(t, dir, n, 0)
+			path := lastSegment(t, dir)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, tt.damage(b), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			sink := NewMemorySink()
+			p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir})
+			// Replay cut the damage off the file: a second look finds nothing to cut.
+			if _, _, cut, err := scanSegment(path, 1, 0, crcTable()); err != nil || cut != 0 {
+				t.Errorf("after replay: cut %d, err %v; want 0, nil", cut, err)
+			}
+			if err := p.ForceFlush(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(pipeWants(tt.wantN), sortedByID(sink.Traces()), exactBytes); diff != "" {
+				t.Errorf("replayed (-want +got):\n%s", diff)
+			}
+			st := p.Stats()
+			if st.Replayed != int64(tt.wantN) || st.LostCorrupt != tt.wantCorrupt || st.Written != int64(tt.wantN) {
+				t.Errorf("Stats: Replayed %d, LostCorrupt %d, Written %d; want %d, %d, %d",
+					st.Replayed, st.LostCorrupt, st.Written, tt.wantN, tt.wantCorrupt, tt.wantN)
+			}
+		})
+	}
+}
+
+// TestSpoolResume: after an unclean stop, a restart re-delivers what the sinks had not
+// acknowledged, and new traces continue the sequence.
+func TestSpoolResume(t *testing.T) {
+	for _, segBytes := range []int64{0, 2 << 10} {
+		t.Run(fmt.Sprintf("segmentBytes=%d", segBytes), func(t *testing.T) {
+			dir := t.TempDir()
+			spoolFixture(t, dir, 20, segBytes)
+			sink := NewMemorySink()
+			p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, Sealer: pipeSealer{}, Enrich: pipeEnrich,
+				SpoolDir: dir, segmentBytes: segBytes, BatchSize: 3})
+			recordAll(t, p, 20, 30)
+			if err := p.ForceFlush(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(pipeWants(30), sortedByID(sink.Traces()), exactBytes); diff != "" {
+				t.Errorf("sink (-want +got):\n%s", diff)
+			}
+			if st := p.Stats(); st.Replayed != 20 || st.Recorded != 10 || st.Written != 30 || st.Pending != 0 {
+				t.Errorf("Stats: Replayed %d, Recorded %d, Written %d, Pending %d; want 20, 10, 30, 0",
+					st.Replayed, st.Recorded, st.Written, st.Pending)
+			}
+		})
+	}
+}
+
+// TestSpoolTornMiddle: damage in an older segment cuts only the damaged record; the
+// shippers step over the gap.
+func TestSpoolTornMiddle(t *testing.T) {
+	const n = 40
+	dir := t.TempDir()
+	spoolFixture(t, dir, n, 2<<10)
+	firsts, err := listSegments(dir)
+	if err != nil || len(firsts) < 3 {
+		t.Fatalf("segments %v, err %v; want at least 3", firsts, err)
+	}
+	path := segPath(dir, firsts[0])
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, fi.Size()-3); err != nil {
+		t.Fatal(err)
+	}
+	sink := NewMemorySink()
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir, BatchSize: 4})
+	if err := p.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	got := sortedByID(sink.Traces())
+	var want []*Trace
+	for i := range n {
+		if w := pipeWant(i); slices.ContainsFunc(got, func(g *Trace) bool { return g.ID == w.ID }) {
+			want = append(want, w)
+		}
+	}
+	if diff := cmp.Diff(want, got, exactBytes); diff != "" {
+		t.Errorf("replayed (-want +got):\n%s", diff)
+	}
+	if st := p.Stats(); len(got) != n-1 || st.LostCorrupt != 1 || st.Written != n-1 || st.Pending != 0 {
+		t.Errorf("got %d traces, Stats %+v; want %d, LostCorrupt 1, Written %d, Pending 0", len(got), st, n-1, n-1)
+	}
+}
+
+const crashN = 300
+
+// TestHelperProcess is the child of TestPipelineCrash: it spools crashN traces that its
+// sink never takes, says "ready" once the group commit covered them, and waits to be
+// killed.
+func TestHelperProcess(t *testing.T) {
+	dir := os.Getenv("LOOM_TRACING_CRASH_SPOOL")
+	if dir == "" {
+		t.Skip("helper process of TestPipelineCrash")
+	}
+	p, err := NewPipeline(PipelineConfig{
+		Sinks: []Sink{newFlakySink(true)}, Sealer: pipeSealer{}, Enrich: pipeEnrich, SpoolDir: dir,
+		retryMin: time.Millisecond, retryMax: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recordAll(t, p, 0, crashN)
+	waitFor(t, "the group commit", func() bool { return p.Stats().Spooled == crashN })
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+	t.Fatal("not killed")
+}
+
+func TestPipelineCrash(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.CommandContext(ctxT(t), os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "LOOM_TRACING_CRASH_SPOOL="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := false
+	for sc := bufio.NewScanner(out); sc.Scan(); {
+		if sc.Text() == "ready" {
+			ready = true
+			break
+		}
+	}
+	if !ready {
+		cmd.Wait()
+		t.Fatalf("child never got ready; stderr:\n%s", stderr.String())
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL: no deferred cleanup runs
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	sink := NewMemorySink()
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir})
+	if err := p.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(pipeWants(crashN), sortedByID(sink.Traces()), exactBytes); diff != "" {
+		t.Errorf("after the crash (-want +got):\n%s", diff)
+	}
+	if st := p.Stats(); st.Replayed != crashN || st.Written != crashN || st.Lost != 0 {
+		t.Errorf("Stats: Replayed %d, Written %d, Lost %d; want %d, %d, 0", st.Replayed, st.Written, st.Lost, crashN, crashN)
+	}
+}
+
+// exactBytes compares byte slices fast (cmp's element-wise walk is slow under -race) and
+// still tells nil from empty.
+var exactBytes = cmp.Comparer(func(a, b []byte) bool {
+	return bytes.Equal(a, b) && (a == nil) == (b == nil)
+})
