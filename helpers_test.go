@@ -38,7 +38,7 @@ type env struct {
 	key      string
 }
 
-func newEnv(t *testing.T, routes []loom.Route, modify ...func(*loom.Config)) *env {
+func newEnv(t testing.TB, routes []loom.Route, modify ...func(*loom.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "loom.db"))

@@ -129,11 +129,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	auth := tenancy.NewAuthenticator(cfg.Store, tenancy.AuthOptions{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, Now: cfg.Now})
 	g := &Gateway{
-		cfg:     cfg,
-		log:     log,
-		now:     cfg.Now,
-		auth:    auth,
-		admin:   tenancy.NewService(cfg.Store, auth),
+		cfg:   cfg,
+		log:   log,
+		now:   cfg.Now,
+		auth:  auth,
+		admin: tenancy.NewService(cfg.Store, auth),
 	}
 	if cfg.Prices == nil {
 		p, err := pricing.Default()

@@ -1,0 +1,69 @@
+package provider
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestUpstreamBody(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    string
+		model string
+		want  string
+	}{
+		{"unchanged", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`, "gpt-4o",
+			`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`},
+		{"prefix removed", `{"model":"openai/gpt-4o","messages":[1]}`, "gpt-4o", `{"model":"gpt-4o","messages":[1]}`},
+		{"usage asked for a stream", `{"messages":[1],"stream":true,"model":"m"}`, "m",
+			`{"stream_options":{"include_usage":true},"messages":[1],"stream":true,"model":"m"}`},
+		{"usage forced in existing options", ` { "model" : "a/m", "stream": true, "stream_options": {"include_usage": false, "x": 1}, "messages": [1]}`, "m",
+			` { "model" : "m", "stream": true, "stream_options": {"include_usage":true,"x":1}, "messages": [1]}`},
+		{"client asked already", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[1]}`, "m",
+			`{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[1]}`},
+		{"escapes kept", `{"model":"a/m","messages":[{"content":"\"model\":\"x\""}]}`, "m",
+			`{"model":"m","messages":[{"content":"\"model\":\"x\""}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := ParseChatRequest([]byte(tt.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := string(r.UpstreamBody(tt.model))
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("body (-want +got):\n%s", diff)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Errorf("invalid JSON: %s", got)
+			}
+		})
+	}
+}
+
+func TestReadCompletion(t *testing.T) {
+	c := ReadCompletion([]byte(`{"id":"x","model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1},"completion_tokens_details":{"reasoning_tokens":1}},"error":null}`))
+	if string(c.Model) != "gpt-4o-2024-08-06" || !c.NoChoices || c.HasContent || c.HasError || c.Usage == nil || c.Usage.PromptTokens != 3 {
+		t.Errorf("completion = %+v", c)
+	}
+	if c := ReadCompletion([]byte(`{"error":{"message":"x"}}`)); !c.HasError {
+		t.Error("error member not seen")
+	}
+}
+
+// BenchmarkParseChatRequest is the request-side parse: validation and the fields Loom
+// routes and meters by, on a typical short conversation.
+func BenchmarkParseChatRequest(b *testing.B) {
+	body := []byte(`{"model":"openai/gpt-4o-mini","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France? Answer in one word."}],"temperature":0.2,"max_tokens":64}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		r, err := ParseChatRequest(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.UpstreamBody("gpt-4o-mini")
+	}
+}

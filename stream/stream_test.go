@@ -1,0 +1,112 @@
+package stream
+
+import (
+	"bytes"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestReader(t *testing.T) {
+	long := strings.Repeat("x", 20<<10) // longer than the read buffer
+	tests := []struct {
+		name string
+		in   string
+		want []string
+	}{
+		{"LF", "data: a\n\ndata: b\n\n", []string{"data: a\n\n", "data: b\n\n"}},
+		{"CRLF", "data: a\r\n\r\ndata: b\r\n\r\n", []string{"data: a\r\n\r\n", "data: b\r\n\r\n"}},
+		{"event and data lines", "event: message_start\ndata: {}\n\n", []string{"event: message_start\ndata: {}\n\n"}},
+		{"stray blank lines", "\n\ndata: a\n\n\n", []string{"data: a\n\n"}},
+		{"cut short", "data: a\n\ndata: b", []string{"data: a\n\n", "data: b"}},
+		{"long line", "data: " + long + "\n\n", []string{"data: " + long + "\n\n"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewReader(strings.NewReader(tt.in))
+			var got []string
+			for {
+				ev, err := r.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, string(ev))
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestData(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"one line", "data: {\"a\":1}\n\n", `{"a":1}`},
+		{"no space", "data:[DONE]\n\n", "[DONE]"},
+		{"CRLF", "data: x\r\n\r\n", "x"},
+		{"several lines", "data: a\ndata: b\ndata: c\n\n", "a\nb\nc"},
+		{"comment", ": keep-alive\n\n", ""},
+		{"event line", "event: ping\ndata: {}\n\n", "{}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := string(Data([]byte(tt.in))); got != tt.want {
+				t.Errorf("Data = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+const chunk = `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":"word"},"logprobs":null,"finish_reason":null}],"usage":null}` + "\n\n"
+const usageChunk = `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}}` + "\n\n"
+
+func TestRelay(t *testing.T) {
+	in := chunk + chunk + usageChunk + "data: [DONE]\n\n"
+	for _, strip := range []bool{false, true} {
+		w := httptest.NewRecorder()
+		res := Relay(w, strings.NewReader(in), RelayOptions{StripUsage: strip, Capture: 1 << 20})
+		want := in
+		if strip {
+			want = chunk + chunk + "data: [DONE]\n\n"
+		}
+		if diff := cmp.Diff(want, w.Body.String()); diff != "" {
+			t.Errorf("strip=%v: relayed (-want +got):\n%s", strip, diff)
+		}
+		if res.Usage == nil || res.Usage.PromptTokens != 9 || res.Usage.CompletionTokens != 3 ||
+			res.Usage.PromptTokensDetails.CachedTokens != 2 || res.Usage.CompletionTokensDetails.ReasoningTokens != 1 {
+			t.Errorf("usage = %+v", res.Usage)
+		}
+		if !res.Done || res.Chunks != 2 || res.Model != "gpt-4o-2024-08-06" || string(res.Captured) != in || res.Truncated {
+			t.Errorf("result = %+v", res)
+		}
+	}
+	w := httptest.NewRecorder()
+	res := Relay(w, strings.NewReader(in), RelayOptions{Capture: 10})
+	if len(res.Captured) != 10 || !res.Truncated {
+		t.Errorf("capture 10: %d bytes, truncated %v", len(res.Captured), res.Truncated)
+	}
+}
+
+// discardFlusher is a ResponseWriter that throws bytes away and can flush.
+type discardFlusher struct{ httptest.ResponseRecorder }
+
+func (d *discardFlusher) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardFlusher) Flush()                      {}
+
+// BenchmarkRelay is the gateway's cost per relayed chunk: split, inspect, write, flush.
+func BenchmarkRelay(b *testing.B) {
+	in := []byte(strings.Repeat(chunk, 100) + usageChunk + "data: [DONE]\n\n")
+	w := &discardFlusher{}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		Relay(w, bytes.NewReader(in), RelayOptions{StripUsage: true})
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*102), "ns/chunk")
+}
