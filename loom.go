@@ -275,6 +275,15 @@ func priceTrace(prices *pricing.Table) func(*tracing.Trace) {
 	}
 }
 
+// TraceStats reports the trace pipeline's counters: traces recorded, written, pending and
+// lost (by reason). It is the zero value when tracing is off.
+func (g *Gateway) TraceStats() tracing.Stats {
+	if g.traces == nil {
+		return tracing.Stats{}
+	}
+	return g.traces.Stats()
+}
+
 // readBody reads a request body of at most limit bytes.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {

@@ -45,7 +45,7 @@ func newRouter(global []Route, store tenancy.Store, size int, ttl time.Duration,
 		ttl:     ttl,
 		now:     now,
 		openKey: openKey,
-		client:  &http.Client{Transport: provider.NewTransport()},
+		client:  &http.Client{Transport: &provider.Transport{}},
 	}
 }
 

@@ -18,7 +18,7 @@ type AzureConfig struct {
 	// model as the deployment. If empty, the v1 path /openai/v1/chat/completions is used
 	// and the deployment travels as the body's model.
 	APIVersion string
-	// Client sends the requests. If nil, a client over NewTransport is used.
+	// Client sends the requests. If nil, a client over a Transport is used.
 	Client *http.Client
 }
 

@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// NewTransport returns an http.Transport tuned for a gateway: many idle keep-alive
+// NewTransport returns an http.Transport tuned for a gateway, for upstreams that need what
+// Transport lacks (an HTTP proxy, HTTP/2): many idle keep-alive
 // connections per upstream host (the default of 2 would open a new connection for most
 // concurrent requests), no compression negotiation (bodies are relayed as they come), and
 // HTTP/2 where the upstream offers it over TLS.
@@ -37,7 +38,8 @@ type OpenAIConfig struct {
 	APIKey string
 	// Organization and Project, if set, are sent as OpenAI-Organization and OpenAI-Project.
 	Organization, Project string
-	// Client sends the requests. If nil, a client over NewTransport is used.
+	// Client sends the requests. If nil, a client over a Transport is used (HTTP/1.1 on
+	// the calling goroutine); pass one over NewTransport for proxies or HTTP/2.
 	Client *http.Client
 }
 
@@ -79,27 +81,29 @@ func clientOr(c *http.Client) *http.Client {
 	if c != nil {
 		return c
 	}
-	return &http.Client{Transport: NewTransport()}
+	return &http.Client{Transport: &Transport{}}
 }
 
 // passedHeaders are client request headers an OpenAI-compatible upstream may act on.
 var passedHeaders = []string{"OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta"}
 
 // post sends an OpenAI-shaped request and sorts the answer into a Response or an
-// *UpstreamError.
+// *UpstreamError. header is shared by every request of an adapter and never modified: it
+// is copied only when the client sent headers to pass on.
 func post(ctx context.Context, client *http.Client, url string, header http.Header, req *Request) (*Response, error) {
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(req.Body))
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
-	hr.Header = header.Clone()
+	hr.Header = header
+	cloned := false
 	for _, k := range passedHeaders {
-		if v := req.Header.Get(k); v != "" && hr.Header.Get(k) == "" {
+		if v := req.Header.Get(k); v != "" && header.Get(k) == "" {
+			if !cloned {
+				hr.Header, cloned = header.Clone(), true
+			}
 			hr.Header.Set(k, v)
 		}
-	}
-	if req.Stream {
-		hr.Header.Set("Accept", "text/event-stream")
 	}
 	resp, err := client.Do(hr)
 	if err != nil {

@@ -122,6 +122,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		}
 		io.WriteString(w, "ready\n")
 	})
+	mux.HandleFunc("GET /metrics", metrics(gw))
 	mux.Handle("/", gw)
 
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/loom-gateway/loom"
+)
+
+// metrics serves the trace pipeline's counters in the Prometheus text format. Lost traces
+// have their own counter per reason, so an alert can fire on any of them.
+func metrics(gw *loom.Gateway) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st := gw.TraceStats()
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		counter := func(name, help string, v int64) {
+			fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
+		}
+		counter("loom_traces_recorded_total", "Traces accepted by the pipeline.", st.Recorded)
+		counter("loom_traces_written_total", "Traces acknowledged by every sink.", st.Written)
+		counter("loom_trace_write_retries_total", "Failed sink writes, retried later.", st.Retries)
+		counter("loom_trace_seal_errors_total", "Trace bodies dropped because sealing failed.", st.SealErrors)
+		fmt.Fprintf(w, "# HELP loom_traces_pending Traces not yet acknowledged by every sink.\n# TYPE loom_traces_pending gauge\nloom_traces_pending %d\n", st.Pending)
+		fmt.Fprintf(w, "# HELP loom_traces_lost_total Traces that could not be kept, by reason.\n# TYPE loom_traces_lost_total counter\n")
+		for _, l := range []struct {
+			reason string
+			n      int64
+		}{
+			{"queue_full", st.LostQueueFull}, {"closed", st.LostClosed}, {"spool_full", st.LostSpoolFull},
+			{"write", st.LostWrite}, {"encode", st.LostEncode}, {"corrupt", st.LostCorrupt}, {"shutdown", st.LostShutdown},
+		} {
+			fmt.Fprintf(w, "loom_traces_lost_total{reason=%q} %d\n", l.reason, l.n)
+		}
+	}
+}

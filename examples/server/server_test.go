@@ -1,0 +1,531 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/internal/pgtest"
+	"github.com/loom-gateway/loom/internal/sqlitedb"
+	"github.com/loom-gateway/loom/provider"
+)
+
+// childEnv, when set, makes the test binary run the server (run with its arguments) instead
+// of the tests: the crash test starts the real server in a child process it can SIGKILL.
+const childEnv = "LOOM_TEST_SERVER_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loom:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func noEnv(string) string { return "" }
+
+func chatClient(addr, key string) openai.Client {
+	return openai.NewClient(option.WithBaseURL("http://"+addr+"/v1"), option.WithAPIKey(key), option.WithMaxRetries(0))
+}
+
+// chat sends a non-streaming request for the mock model and returns the trace id.
+func chat(t *testing.T, addr, key, prompt string) string {
+	t.Helper()
+	var hr *http.Response
+	c := chatClient(addr, key)
+	got, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    "mock-1",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+	}, option.WithResponseInto(&hr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := provider.MockReply(prompt); len(got.Choices) != 1 || got.Choices[0].Message.Content != want {
+		t.Errorf("answer %+v, want %q", got.Choices, want)
+	}
+	return hr.Header.Get("X-Request-Id")
+}
+
+func TestQuickstart(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", dir}, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	s, err := Start(context.Background(), cfg, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			s.Close(context.Background())
+		}
+	})
+	key := s.BootstrapKey
+	if !strings.HasPrefix(key, "loom_") || !strings.Contains(out.String(), key) {
+		t.Fatalf("bootstrap key %q not printed:\n%s", key, out.String())
+	}
+	if !strings.Contains(out.String(), `serving the built-in mock provider as model "mock-1"`) {
+		t.Errorf("no mock notice:\n%s", out.String())
+	}
+	fi, err := os.Stat(filepath.Join(dir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("master key file mode %v, want 0600", fi.Mode().Perm())
+	}
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + s.Addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d", path, resp.StatusCode)
+		}
+	}
+
+	ids := []string{chat(t, s.Addr, key, "hello quickstart")}
+	c := chatClient(s.Addr, key)
+	var hr *http.Response
+	st := c.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
+		Model:    "mock-1",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("stream please")},
+	}, option.WithResponseInto(&hr))
+	var content strings.Builder
+	for st.Next() {
+		if ch := st.Current(); len(ch.Choices) > 0 {
+			content.WriteString(ch.Choices[0].Delta.Content)
+		}
+	}
+	if err := st.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := provider.MockReply("stream please"); content.String() != want {
+		t.Errorf("streamed %q, want %q", content.String(), want)
+	}
+	ids = append(ids, hr.Header.Get("X-Request-Id"))
+
+	closed = true
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	keyFile, err := os.ReadFile(filepath.Join(dir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyring, err := loomcrypto.ParseKeyring(strings.TrimSpace(string(keyFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSQLiteTraces(t, filepath.Join(dir, "loom.db"), keyring, ids)
+
+	// A second start on the same data: no new key, no new master key, the first key works.
+	out.Reset()
+	s2, err := Start(context.Background(), cfg, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(context.Background())
+	if s2.BootstrapKey != "" || strings.Contains(out.String(), "API key") || strings.Contains(out.String(), "created a master key") {
+		t.Errorf("second start made new keys (bootstrap %q):\n%s", s2.BootstrapKey, out.String())
+	}
+	ids = append(ids, chat(t, s2.Addr, key, "hello again"))
+	if err := s2.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	checkSQLiteTraces(t, filepath.Join(dir, "loom.db"), keyring, ids)
+}
+
+// checkSQLiteTraces checks that the database holds exactly the traces ids, with bodies that
+// open with keyring.
+func checkSQLiteTraces(t *testing.T, path string, keyring *loomcrypto.Keyring, ids []string) {
+	t.Helper()
+	db, err := sqlitedb.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query("SELECT id, tenant_id, status, key_version, request_sealed FROM traces")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string]bool{}
+	for rows.Next() {
+		var (
+			id, tenant      string
+			status, version int
+			sealed          []byte
+		)
+		if err := rows.Scan(&id, &tenant, &status, &version, &sealed); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = true
+		if status != http.StatusOK {
+			t.Errorf("trace %s: status %d", id, status)
+		}
+		if _, err := keyring.Open(tenant, id, version, sealed); err != nil {
+			t.Errorf("trace %s: request body does not open with the key file: %v", id, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(ids) {
+		t.Errorf("%d traces, want %d", len(got), len(ids))
+	}
+	for _, id := range ids {
+		if !got[id] {
+			t.Errorf("no trace for request %s", id)
+		}
+	}
+}
+
+func TestPostgresNeedsMasterKey(t *testing.T) {
+	getenv := func(k string) string {
+		if k == "DATABASE_URL" {
+			return "postgres://postgres@127.0.0.1:1/none?sslmode=disable"
+		}
+		return ""
+	}
+	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Start(context.Background(), cfg, io.Discard)
+	if err == nil {
+		s.Close(context.Background())
+		t.Fatal("Start succeeded with DATABASE_URL and no LOOM_MASTER_KEY")
+	}
+	if !strings.Contains(err.Error(), "LOOM_MASTER_KEY") {
+		t.Errorf("error %q does not name LOOM_MASTER_KEY", err)
+	}
+}
+
+// TestCrashLosesNoTrace: traces answered before a SIGKILL, while the trace store was
+// unreachable, reach the store once after a restart replays the spool.
+func TestCrashLosesNoTrace(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.New(t)
+	direct, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(direct.Close)
+	count := func() (n, distinct int) {
+		t.Helper()
+		err := direct.QueryRow(ctx, "SELECT count(*), count(DISTINCT id) FROM traces").Scan(&n, &distinct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, distinct
+	}
+	proxy := newTCPProxy(t, "127.0.0.1:5432")
+	masterKey, err := loomcrypto.GenerateMasterKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "loom_" + hex.EncodeToString([]byte("crash-test-bootstrap-key"))
+	env := serverEnv("DATABASE_URL="+proxy.url(t, dbURL), "LOOM_MASTER_KEY="+masterKey, "LOOM_BOOTSTRAP_KEY="+key)
+	dataDir := t.TempDir()
+
+	c1 := startChild(t, dataDir, env)
+	// The first answer caches the key and the routes: from then on, requests need no database.
+	ids := []string{chat(t, c1.addr, key, "before the outage")}
+	waitFor(t, 20*time.Second, func() bool { n, _ := count(); return n == 1 })
+
+	proxy.cut()
+	const n = 10
+	for i := 1; i < n; i++ {
+		ids = append(ids, chat(t, c1.addr, key, fmt.Sprintf("during the outage %d", i)))
+	}
+	time.Sleep(100 * time.Millisecond) // well past the 5ms group commit: every answer is in the spool
+	if got, _ := count(); got != 1 {
+		t.Fatalf("%d traces reached the store through a cut proxy", got)
+	}
+	c1.kill(t)
+	proxy.restore()
+
+	c2 := startChild(t, dataDir, env)
+	waitFor(t, 30*time.Second, func() bool { got, _ := count(); return got >= n })
+	c2.terminate(t)
+	if got, distinct := count(); got != n || distinct != n {
+		t.Fatalf("count(*) = %d, count(DISTINCT id) = %d; want %d", got, distinct, n)
+	}
+	rows, err := direct.Query(ctx, "SELECT id::text FROM traces")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		stored[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if !stored[id] {
+			t.Errorf("request %s was answered but its trace is not stored", id)
+		}
+	}
+}
+
+func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// serverEnv is this process's environment without any Loom or upstream setting, plus extra
+// and the child marker.
+func serverEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "LOOM_") || strings.HasPrefix(k, "OPENAI_") || strings.HasPrefix(k, "AZURE_") ||
+			strings.HasPrefix(k, "ANTHROPIC_") || k == "DATABASE_URL" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(append(env, childEnv+"=1"), extra...)
+}
+
+// child is the server running in a child process.
+type child struct {
+	cmd    *exec.Cmd
+	addr   string
+	out    *lockedBuffer
+	errOut *lockedBuffer
+	exited chan struct{} // closed once the process has been waited for
+	err    error         // the exit status, once exited is closed
+}
+
+var listeningLine = regexp.MustCompile(`listening on http://(\S+) `)
+
+func startChild(t *testing.T, dataDir string, env []string) *child {
+	t.Helper()
+	c := &child{out: &lockedBuffer{}, errOut: &lockedBuffer{}, exited: make(chan struct{})}
+	c.cmd = exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-data", dataDir)
+	c.cmd.Env = env
+	c.cmd.Stdout, c.cmd.Stderr = c.out, c.errOut
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.err = c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-c.exited:
+		default:
+			c.cmd.Process.Kill()
+			<-c.exited
+		}
+		if t.Failed() {
+			t.Logf("server %d stdout:\n%s\nstderr:\n%s", c.cmd.Process.Pid, c.out.String(), c.errOut.String())
+		}
+	})
+	deadline := time.After(30 * time.Second)
+	for {
+		if m := listeningLine.FindStringSubmatch(c.out.String()); m != nil {
+			c.addr = m[1]
+			return c
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("server exited before listening: %v\nstderr:\n%s", c.err, c.errOut.String())
+		case <-deadline:
+			t.Fatalf("server did not print its address\nstdout:\n%s\nstderr:\n%s", c.out.String(), c.errOut.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// kill ends the server with SIGKILL: no shutdown, no flush.
+func (c *child) kill(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-c.exited
+}
+
+// terminate asks the server to shut down gracefully and checks that it exits cleanly.
+func (c *child) terminate(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.exited:
+		if c.err != nil {
+			t.Errorf("server exit: %v\nstderr:\n%s", c.err, c.errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not exit after SIGTERM")
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// tcpProxy forwards loopback connections to a target; cut makes the target unreachable.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]bool
+}
+
+func newTCPProxy(t testing.TB, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// url returns dbURL with its host replaced by the proxy's address.
+func (p *tcpProxy) url(t testing.TB, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = p.ln.Addr().String()
+	return u.String()
+}
+
+func (p *tcpProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(c) {
+			c.Close() // down: refused at once
+			continue
+		}
+		p.wg.Add(1)
+		go p.pipe(c)
+	}
+}
+
+func (p *tcpProxy) pipe(c net.Conn) {
+	defer p.wg.Done()
+	defer p.untrack(c)
+	u, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer p.untrack(u)
+	if !p.track(u) {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(u, c); done <- struct{}{} }()
+	go func() { io.Copy(c, u); done <- struct{}{} }()
+	<-done
+	c.Close()
+	u.Close()
+	<-done
+}
+
+func (p *tcpProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return false
+	}
+	p.conns[c] = true
+	return true
+}
+
+func (p *tcpProxy) untrack(c net.Conn) {
+	c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// cut closes every connection and refuses new ones until restore.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+func (p *tcpProxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
