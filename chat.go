@@ -150,7 +150,7 @@ func (x *exchange) fail(err error) {
 }
 
 func (x *exchange) relayJSON(ctx context.Context, resp *provider.Response) {
-	body, err := readAll(resp.Body, resp.Header.Get("Content-Length"))
+	body, err := readAll(resp.Body, resp.ContentLength)
 	x.last = x.g.now()
 	if err != nil {
 		x.fail(upstreamCause(ctx, err))
@@ -245,17 +245,16 @@ func (x *exchange) finish() {
 	t.OverheadUS = (x.sent.Sub(x.start) + end.Sub(x.last)).Microseconds()
 }
 
-// readAll reads an upstream body, sized by its Content-Length when it has one.
-func readAll(r io.Reader, contentLength string) ([]byte, error) {
-	n, err := strconv.Atoi(contentLength)
-	if err != nil || n < 0 || n > 64<<20 {
+// readAll reads an upstream body, sized by its Content-Length when it has one (n ≥ 0).
+func readAll(r io.Reader, n int64) ([]byte, error) {
+	if n < 0 || n > 64<<20 {
 		return io.ReadAll(r)
 	}
 	buf := make([]byte, n+1)
 	m, err := io.ReadFull(r, buf)
 	switch err {
 	case io.ErrUnexpectedEOF, io.EOF:
-		if m < n {
+		if int64(m) < n {
 			return nil, io.ErrUnexpectedEOF
 		}
 		return buf[:m], nil

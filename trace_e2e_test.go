@@ -30,7 +30,7 @@ import (
 	"github.com/loom-gateway/loom"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/internal/pgtest"
-	"github.com/loom-gateway/loom/internal/sqlitedb"
+	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"

@@ -76,7 +76,7 @@ func (m *Mock) Chat(ctx context.Context, req *Request) (*Response, error) {
 		body := head("chat.completion") + `,"choices":[{"index":0,"message":{"role":"assistant","content":` +
 			string(content) + `},"finish_reason":"stop"}],"usage":` + usage + `}`
 		return &Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
-			Body: io.NopCloser(strings.NewReader(body))}, nil
+			Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body))}, nil
 	}
 
 	chunk := head("chat.completion.chunk")
@@ -95,7 +95,7 @@ func (m *Mock) Chat(ctx context.Context, req *Request) (*Response, error) {
 	}
 	events = append(events, []byte("data: [DONE]\n\n"))
 	return &Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"text/event-stream"}},
-		Body: &eventReader{ctx: ctx, events: events, delay: m.cfg.ChunkDelay}}, nil
+		Body: &eventReader{ctx: ctx, events: events, delay: m.cfg.ChunkDelay}, ContentLength: -1}, nil
 }
 
 // eventReader yields one SSE event per Read, pausing between events.

@@ -117,5 +117,5 @@ func post(ctx context.Context, client *http.Client, url string, header http.Head
 		}
 		return nil, &UpstreamError{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
 	}
-	return &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: resp.Body}, nil
+	return &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: resp.Body, ContentLength: resp.ContentLength}, nil
 }

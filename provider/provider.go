@@ -39,6 +39,8 @@ type Response struct {
 	// processing time); may be nil.
 	Header http.Header
 	Body   io.ReadCloser
+	// ContentLength is Body's length, or -1 when unknown (as for streams).
+	ContentLength int64
 }
 
 // UpstreamError is an upstream's non-2xx answer. Body is what it sent, usually an OpenAI

@@ -161,7 +161,7 @@ func (t *Transport) conn(ctx context.Context, req *http.Request) (*upConn, bool,
 	if err != nil {
 		return nil, false, err
 	}
-	return &upConn{Conn: nc, key: key, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 8<<10)}, false, nil
+	return &upConn{Conn: nc, key: key, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
 }
 
 // put returns a connection whose response was read to its end to the idle pool.

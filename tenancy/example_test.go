@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/loom-gateway/loom/internal/sqlitedb"
+	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/tenancy"
 )

@@ -21,7 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/loom-gateway/loom/internal/pgtest"
-	"github.com/loom-gateway/loom/internal/sqlitedb"
+	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/migrations"
 )
 

@@ -26,7 +26,7 @@ import (
 
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/internal/pgtest"
-	"github.com/loom-gateway/loom/internal/sqlitedb"
+	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/provider"
 )
 
