@@ -2,6 +2,7 @@ package loom_test
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -32,6 +33,29 @@ func BenchmarkChatCompletion(b *testing.B) {
 		if w.Code != 200 {
 			b.Fatalf("status %d: %s", w.Code, w.Body)
 		}
+	}
+}
+
+// BenchmarkDirectUpstream is the baseline for BenchmarkChatCompletion: the same request
+// to the same fake upstream, sent straight from an HTTP client. The difference between the
+// two is what the gateway adds.
+func BenchmarkDirectUpstream(b *testing.B) {
+	body := fixture(b, "openai_chat_nonstream_usage.json")
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	defer up.Close()
+	client := &http.Client{Transport: &provider.Transport{}}
+	req := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"What is 4200 + 42?"}]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := client.Post(up.URL+"/chat/completions", "application/json", bytes.NewReader(req))
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
 }
 
