@@ -30,10 +30,10 @@ import (
 	"github.com/loom-gateway/loom"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/internal/pgtest"
-	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
 	"github.com/loom-gateway/loom/tracing"
 )

@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/loom-gateway/loom/internal/pgtest"
-	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/migrations"
+	"github.com/loom-gateway/loom/sqlitedb"
 )
 
 func TestSQLiteStore(t *testing.T) {

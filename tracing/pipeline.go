@@ -249,6 +249,7 @@ type shipper struct {
 	sink  Sink
 	idx   int
 	kick  chan struct{} // new data or a flush; capacity 1
+	retry chan struct{} // a flush: cut a retry backoff short; capacity 1
 	acked uint64        // every record up to this seq is acknowledged; written under mu by the shipper only
 	count int64         // records acknowledged since start; under mu
 	batch []*Trace
@@ -319,7 +320,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	}
 	p.abortCtx, p.abort = context.WithCancelCause(context.Background())
 	for i, s := range p.sinks {
-		p.shippers = append(p.shippers, &shipper{sink: s, idx: i, kick: make(chan struct{}, 1), acked: acked})
+		p.shippers = append(p.shippers, &shipper{sink: s, idx: i, kick: make(chan struct{}, 1), retry: make(chan struct{}, 1), acked: acked})
 	}
 	go p.runWriter()
 	p.wg.Add(len(p.shippers))
@@ -460,6 +461,7 @@ func (p *Pipeline) ForceFlush(ctx context.Context) error {
 		}
 	}
 	p.kickAll()
+	p.retryAll()
 	if err := p.waitAcked(ctx, target); err != nil {
 		return fmt.Errorf("tracing: flush: %w", err)
 	}
@@ -514,6 +516,7 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	// Ship without waiting for full batches from now on.
 	p.flushTo.Store(math.MaxUint64)
 	p.kickAll()
+	p.retryAll()
 	close(p.stopWriter)
 	var errs []error
 	select {
@@ -629,6 +632,17 @@ func (p *Pipeline) lose(r lossReason, n int64, err error) {
 		return
 	}
 	p.log.Error("tracing: traces lost", append([]any{"reason", lossNames[r], "n", n, "err", err}, lossAttrs(p.Stats())...)...)
+}
+
+// retryAll cuts the shippers' retry backoffs short: a flush wants a store that came back
+// used at once.
+func (p *Pipeline) retryAll() {
+	for _, sh := range p.shippers {
+		select {
+		case sh.retry <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (p *Pipeline) kickAll() {
@@ -1015,7 +1029,7 @@ func (p *Pipeline) runShipper(sh *shipper) {
 		batch, through, err := p.read(sh)
 		if err != nil {
 			p.log.Error("tracing: reading the spool", "sink", sh.idx, "err", err)
-			if !p.sleep(jitter(backoff)) {
+			if !p.sleep(jitter(backoff), sh.retry) {
 				return
 			}
 			backoff = min(2*backoff, p.retryMax)
@@ -1100,7 +1114,7 @@ func (p *Pipeline) deliver(sh *shipper, batch []*Trace) bool {
 		wait := jitter(backoff)
 		p.log.Warn("tracing: sink write failed; retrying", "sink", sh.idx, "traces", len(batch),
 			"attempt", attempt, "retry_in", wait, "err", err)
-		if !p.sleep(wait) {
+		if !p.sleep(wait, sh.retry) {
 			return false
 		}
 		backoff = min(2*backoff, p.retryMax)
@@ -1112,12 +1126,15 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// sleep waits for d; false means Shutdown gave up meanwhile.
-func (p *Pipeline) sleep(d time.Duration) bool {
+// sleep waits for d, or until a flush asks for an early retry; false means Shutdown gave
+// up meanwhile.
+func (p *Pipeline) sleep(d time.Duration, early <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return true
+	case <-early:
 		return true
 	case <-p.abortCtx.Done():
 		return false

@@ -21,8 +21,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/loom-gateway/loom/internal/pgtest"
-	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/migrations"
+	"github.com/loom-gateway/loom/sqlitedb"
 )
 
 // sinkStore is one database under test: a sink writing to it, and a way to read its rows

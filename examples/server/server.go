@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,10 +20,10 @@ import (
 
 	"github.com/loom-gateway/loom"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
-	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
 	"github.com/loom-gateway/loom/tracing"
 )
@@ -35,11 +36,13 @@ type Server struct {
 	// BootstrapKey is the key printed on first start ("" when the store had tenants).
 	BootstrapKey string
 
-	http    *http.Server
-	serving chan error
-	ready   atomic.Bool
-	ping    func(context.Context) error
-	closers []func() error
+	http      *http.Server
+	serving   chan error
+	closeOnce sync.Once
+	closeErr  error
+	ready     atomic.Bool
+	ping      func(context.Context) error
+	closers   []func() error
 }
 
 // Start opens the stores, builds the gateway and starts serving.
@@ -142,8 +145,13 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 }
 
 // Close stops accepting, lets in-flight requests finish (bounded by ctx), flushes every
-// trace and closes the stores.
+// trace and closes the stores. Later calls return the first call's result.
 func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
+	return s.closeErr
+}
+
+func (s *Server) close(ctx context.Context) error {
 	s.ready.Store(false)
 	err := s.http.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {

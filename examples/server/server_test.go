@@ -26,8 +26,8 @@ import (
 
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/internal/pgtest"
-	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/sqlitedb"
 )
 
 // childEnv, when set, makes the test binary run the server (run with its arguments) instead
@@ -79,16 +79,7 @@ func TestQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	s, err := Start(context.Background(), cfg, &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := false
-	t.Cleanup(func() {
-		if !closed {
-			s.Close(context.Background())
-		}
-	})
+	s, closeServer := startServer(t, cfg, &out)
 	key := s.BootstrapKey
 	if !strings.HasPrefix(key, "loom_") || !strings.Contains(out.String(), key) {
 		t.Fatalf("bootstrap key %q not printed:\n%s", key, out.String())
@@ -136,8 +127,7 @@ func TestQuickstart(t *testing.T) {
 	}
 	ids = append(ids, hr.Header.Get("X-Request-Id"))
 
-	closed = true
-	if err := s.Close(context.Background()); err != nil {
+	if err := closeServer(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
 	keyFile, err := os.ReadFile(filepath.Join(dir, "master.key"))
@@ -152,19 +142,37 @@ func TestQuickstart(t *testing.T) {
 
 	// A second start on the same data: no new key, no new master key, the first key works.
 	out.Reset()
-	s2, err := Start(context.Background(), cfg, &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close(context.Background())
+	s2, closeServer2 := startServer(t, cfg, &out)
 	if s2.BootstrapKey != "" || strings.Contains(out.String(), "API key") || strings.Contains(out.String(), "created a master key") {
 		t.Errorf("second start made new keys (bootstrap %q):\n%s", s2.BootstrapKey, out.String())
 	}
 	ids = append(ids, chat(t, s2.Addr, key, "hello again"))
-	if err := s2.Close(context.Background()); err != nil {
+	if err := closeServer2(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
 	checkSQLiteTraces(t, filepath.Join(dir, "loom.db"), keyring, ids)
+}
+
+// startServer starts the server in-process; the returned func closes it (once: a second
+// Server.Close would wait forever for the serve loop's result) and runs at cleanup too.
+func startServer(t *testing.T, cfg config, out io.Writer) (*Server, func() error) {
+	t.Helper()
+	s, err := Start(context.Background(), cfg, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	var closeErr error
+	closeServer := func() error {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			closeErr = s.Close(ctx)
+		})
+		return closeErr
+	}
+	t.Cleanup(func() { closeServer() })
+	return s, closeServer
 }
 
 // checkSQLiteTraces checks that the database holds exactly the traces ids, with bodies that
