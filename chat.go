@@ -19,6 +19,10 @@ import (
 	"github.com/loom-gateway/loom/tracing"
 )
 
+// strictRecordTimeout bounds how long a response waits for its trace's durable append in
+// strict mode.
+const strictRecordTimeout = 10 * time.Second
+
 // exchange is one request's way through the gateway: what the trace needs, filled in as
 // the request goes.
 type exchange struct {
@@ -43,7 +47,11 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	principal, err := g.authenticate(r)
 	if err != nil {
 		// Nobody to attribute a trace to: the request is refused without one.
-		writeError(w, toAPIError(err))
+		a := toAPIError(err)
+		if a.Status >= 500 {
+			g.log.Error("authentication failed", "err", err)
+		}
+		writeError(w, a)
 		return
 	}
 	t.TenantID, t.APIKeyID = principal.TenantID, principal.KeyID
@@ -62,12 +70,19 @@ func (g *Gateway) authenticate(r *http.Request) (tenancy.Principal, error) {
 }
 
 // record hands a finished trace to the pipeline. The client may have left: the trace is
-// still kept, so the wait (strict mode only) is not bound to the request's cancellation.
+// still kept, so the wait (strict mode only) is bounded by its own timeout, not by the
+// request's cancellation.
 func (g *Gateway) record(ctx context.Context, t *tracing.Trace) {
 	if g.traces == nil {
 		return
 	}
-	if err := g.traces.Record(context.WithoutCancel(ctx), t); err != nil {
+	ctx = context.WithoutCancel(ctx)
+	if g.cfg.Tracing.Strict {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, strictRecordTimeout)
+		defer cancel()
+	}
+	if err := g.traces.Record(ctx, t); err != nil {
 		g.log.Error("trace not kept", "trace_id", t.ID, "err", err)
 	}
 }
@@ -93,12 +108,13 @@ func (x *exchange) serve() {
 	}
 	t.Provider = route.Name
 
+	up := &provider.Request{Model: model, Body: req.UpstreamBody(model), Stream: req.Stream, Header: r.Header}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	timer := time.AfterFunc(g.cfg.UpstreamTimeout, func() { cancel(errUpstreamTimeout) })
 	defer timer.Stop()
 	x.sent = g.now()
-	resp, err := route.Provider.Chat(ctx, &provider.Request{Model: model, Body: req.UpstreamBody(model), Stream: req.Stream, Header: r.Header})
+	resp, err := route.Provider.Chat(ctx, up)
 	x.last = g.now()
 	t.TTFBUS = x.last.Sub(x.start).Microseconds()
 	if err != nil {

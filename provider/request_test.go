@@ -67,3 +67,32 @@ func BenchmarkParseChatRequest(b *testing.B) {
 		r.UpstreamBody("gpt-4o-mini")
 	}
 }
+
+func TestReadUsage(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want Usage
+	}{
+		{"full", `{"prompt_tokens":3663,"completion_tokens":117,"total_tokens":3780,"prompt_tokens_details":{"cached_tokens":3584,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":64,"audio_tokens":0}}`,
+			usage(3663, 117, 3584, 64)},
+		{"sorted keys and spaces (Azure)", `{ "completion_tokens" : 12, "completion_tokens_details": {"reasoning_tokens": 0}, "prompt_tokens": 15, "prompt_tokens_details": null }`,
+			usage(15, 12, 0, 0)},
+		{"minimal", `{"prompt_tokens":1,"completion_tokens":2}`, usage(1, 2, 0, 0)},
+		{"not integers", `{"prompt_tokens":"x","completion_tokens":2.0}`, usage(0, 0, 0, 0)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, *readUsage([]byte(tt.in))); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func usage(prompt, completion, cached, reasoning int64) Usage {
+	var u Usage
+	u.PromptTokens, u.CompletionTokens = prompt, completion
+	u.PromptTokensDetails.CachedTokens, u.CompletionTokensDetails.ReasoningTokens = cached, reasoning
+	return u
+}

@@ -1,6 +1,6 @@
 package provider
 
-import "encoding/json"
+import "strconv"
 
 // Usage is the token accounting of one chat completion, as OpenAI reports it.
 type Usage struct {
@@ -44,10 +44,7 @@ func ReadCompletion(b []byte) Completion {
 			}
 		case "usage":
 			if v[0] == '{' {
-				var u Usage
-				if json.Unmarshal(v, &u) == nil {
-					c.Usage = &u
-				}
+				c.Usage = readUsage(v)
 			}
 		case "choices":
 			c.NoChoices = isEmptyArray(v)
@@ -58,4 +55,49 @@ func ReadCompletion(b []byte) Completion {
 		return true
 	})
 	return c
+}
+
+// readUsage reads a usage object (valid JSON) without reflection: it runs for every
+// answer. Members it does not know are skipped; a count that is not an integer reads as 0.
+func readUsage(v []byte) *Usage {
+	u := &Usage{}
+	members(v, func(key []byte, start, end int) bool {
+		val := v[start:end]
+		switch string(key) {
+		case "prompt_tokens":
+			u.PromptTokens = readInt(val)
+		case "completion_tokens":
+			u.CompletionTokens = readInt(val)
+		case "prompt_tokens_details":
+			members(val, func(k []byte, s, e int) bool {
+				if string(k) == "cached_tokens" {
+					u.PromptTokensDetails.CachedTokens = readInt(val[s:e])
+				}
+				return true
+			})
+		case "completion_tokens_details":
+			members(val, func(k []byte, s, e int) bool {
+				if string(k) == "reasoning_tokens" {
+					u.CompletionTokensDetails.ReasoningTokens = readInt(val[s:e])
+				}
+				return true
+			})
+		}
+		return true
+	})
+	return u
+}
+
+func readInt(b []byte) int64 {
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			if i, err := strconv.ParseInt(string(b), 10, 64); err == nil {
+				return i
+			}
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }

@@ -18,6 +18,7 @@ type config struct {
 	Tracing         bool
 	StrictTraces    bool
 	ShutdownTimeout time.Duration
+	PprofAddr       string
 
 	OpenAIKey, OpenAIBaseURL string
 	OpenAIModels             []string // nil: any "openai/…" model
@@ -44,6 +45,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.PprofAddr = getenv("LOOM_PPROF_ADDR")
 	c.DatabaseURL = getenv("DATABASE_URL")
 	c.BootstrapKey = getenv("LOOM_BOOTSTRAP_KEY")
 	c.MasterKey = getenv("LOOM_MASTER_KEY")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 
 	"github.com/loom-gateway/loom"
 )
@@ -31,5 +32,9 @@ func metrics(gw *loom.Gateway) http.HandlerFunc {
 		} {
 			fmt.Fprintf(w, "loom_traces_lost_total{reason=%q} %d\n", l.reason, l.n)
 		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(w, "# HELP go_memstats_heap_inuse_bytes Bytes in in-use heap spans.\n# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes %d\n", ms.HeapInuse)
+		fmt.Fprintf(w, "# HELP go_goroutines Goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
 	}
 }

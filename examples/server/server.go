@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,6 +129,11 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	mux.HandleFunc("GET /metrics", metrics(gw))
 	mux.Handle("/", gw)
 
+	if cfg.PprofAddr != "" {
+		if err := s.servePprof(cfg.PprofAddr, stdout); err != nil {
+			return nil, err
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, err
@@ -165,6 +171,23 @@ func (s *Server) close(ctx context.Context) error {
 	}
 	s.closers = s.closers[1:] // the gateway is shut down
 	return errors.Join(err, s.closeAll())
+}
+
+// servePprof serves the runtime profiles on their own listener (LOOM_PPROF_ADDR), never
+// on the gateway's address.
+func (s *Server) servePprof(addr string, stdout io.Writer) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("LOOM_PPROF_ADDR: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	s.closers = append(s.closers, srv.Close)
+	fmt.Fprintf(stdout, "loom: profiles on http://%s/debug/pprof/\n", ln.Addr())
+	return nil
 }
 
 func (s *Server) closeAll() error {
