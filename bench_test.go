@@ -13,7 +13,10 @@ import (
 
 // BenchmarkChatCompletion measures one non-streaming request through Gateway.ServeHTTP:
 // authentication (cached), parsing, routing, the upstream call over loopback to an
-// in-process fake, relaying the answer and handing the trace to the pipeline.
+// in-process fake, relaying the answer and handing the trace to the pipeline. The
+// "http.Transport" variant sends upstream through the standard library's transport (its
+// per-connection goroutines), the default one through provider.Transport (on the
+// handler's goroutine).
 func BenchmarkChatCompletion(b *testing.B) {
 	body := fixture(b, "openai_chat_nonstream_usage.json")
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -21,18 +24,27 @@ func BenchmarkChatCompletion(b *testing.B) {
 		w.Write(body)
 	}))
 	defer up.Close()
-	e := newEnv(b, []loom.Route{{Name: "openai", Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: up.URL, APIKey: "sk"}), Models: []string{"gpt-4o"}}})
-	req := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"What is 4200 + 42?"}]}`)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(req))
-		r.Header.Set("Authorization", "Bearer "+e.key)
-		w := httptest.NewRecorder()
-		e.gw.ServeHTTP(w, r)
-		if w.Code != 200 {
-			b.Fatalf("status %d: %s", w.Code, w.Body)
-		}
+	for _, tt := range []struct {
+		name   string
+		client *http.Client
+	}{
+		{"provider.Transport", nil},
+		{"http.Transport", &http.Client{Transport: provider.NewTransport()}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			e := newEnv(b, []loom.Route{{Name: "openai", Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: up.URL, APIKey: "sk", Client: tt.client}), Models: []string{"gpt-4o"}}})
+			req := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"What is 4200 + 42?"}]}`)
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(req))
+				r.Header.Set("Authorization", "Bearer "+e.key)
+				w := httptest.NewRecorder()
+				e.gw.ServeHTTP(w, r)
+				if w.Code != 200 {
+					b.Fatalf("status %d: %s", w.Code, w.Body)
+				}
+			}
+		})
 	}
 }
 
