@@ -1,30 +1,48 @@
 // Command overhead measures what the Loom gateway adds on top of its upstream: latency,
-// time to first byte, per-chunk delay, throughput, CPU and memory, in one go.
+// time to first byte, per-chunk delay, throughput, CPU and memory, in one go, next to a
+// bare reverse proxy as the reference point.
 //
 //	go run ./bench/overhead                      # the full matrix, 10 s per run
 //	go run ./bench/overhead -duration 3s -direct-only
+//	go run ./bench/overhead -slow-streams 1000 -slow-streams-only
 //
-// It builds examples/mockupstream, examples/loadgen and examples/server into a temporary
-// directory, starts the mock upstream, and then two gateways in front of it, both on a
-// fresh PostgreSQL database loom_bench_<pid> (created on -pg, dropped at the end):
+// It builds examples/mockupstream, examples/loadgen, examples/server and bench/reverseproxy
+// into a temporary directory, starts the mock upstream, and in front of it:
 //
+//   - "reverseproxy": a bare net/http/httputil.ReverseProxy (no auth, no tracing),
+//     flushing every write; -no-reverseproxy leaves it out;
 //   - "gateway": PostgreSQL store and trace sink, encrypted bodies (LOOM_MASTER_KEY);
 //   - "tracing off": the same with LOOM_TRACING=off.
 //
+// The gateways share a fresh PostgreSQL database loom_bench_<pid> (created on -pg,
+// dropped at the end).
+//
 // For each concurrency and mode (non-streaming, streaming) it runs loadgen (closed model,
-// -warmup then -duration) against the mock directly, through the gateway and through the
-// tracing-off gateway, one right after the other so the three see the same machine load.
-// Around each run it reads utime+stime of the gateway and of the mock from
-// /proc/PID/stat (waiting for the gateway to go idle first, so trace writes that trail a
-// run are counted) and divides by the requests sent, warm-up included; peak RSS is
-// VmHWM from /proc/PID/status. PostgreSQL's own CPU is not counted.
+// -warmup then -duration) against the mock directly, through the reverse proxy, through
+// the gateway and through the tracing-off gateway, one right after the other so all four
+// see the same machine load. Around each run it reads utime+stime of the target and of
+// the mock from /proc/PID/stat (waiting for the target to go idle first, so trace writes
+// that trail a run are counted) and divides by the requests sent, warm-up included; peak
+// RSS is VmHWM from /proc/PID/status. PostgreSQL's own CPU is not counted.
 //
-// At the end it stops the gateway with SIGTERM (which flushes its traces), checks that
+// At the end it stops the gateways with SIGTERM (which flushes their traces), checks that
 // the traces table holds one row per request the gateway answered, and that the
-// tracing-off gateway wrote none. Every process it started is stopped on exit, on error
-// and on SIGINT/SIGTERM.
+// tracing-off gateway wrote none.
 //
-// "Added" figures are differences of percentiles (gateway p99 − direct p99), not
+// -slow-streams N then measures the memory an open stream holds (after the matrix, or
+// alone with -slow-streams-only). A second mock streams 40 chunks 250 ms apart (10 s per
+// stream); a dedicated gateway (tracing on, same database, key and master key) and a
+// dedicated reverse proxy stand in front of it. For each, after one warm-up stream, it
+// reads the idle figures, runs loadgen with N concurrent streams for 8 s (so the N first
+// streams are all still open), and samples between 4 and 7 s: VmRSS, the number of
+// established connections into the target and into the mock, and for the gateway its
+// /metrics (go_memstats_heap_inuse_bytes, go_goroutines), both as scraped and right after
+// a GC forced through its LOOM_PPROF_ADDR (/debug/pprof/heap?gc=1). Per-stream figures
+// are (max during − idle) / N. The gateway's traces are checked as above.
+//
+// Every process it started is stopped on exit, on error and on SIGINT/SIGTERM.
+//
+// "Added" figures are differences of percentiles (target p99 − direct p99), not
 // percentiles of differences. Chunk delays compare the mock's "loom_sent_ns" stamps with
 // loadgen's clock, which is only valid because both run on this host.
 package main
@@ -74,11 +92,21 @@ type options struct {
 	concurrency      []int
 	modes            []bool // stream or not
 	directOnly       bool
+	noReverseProxy   bool
 	pgAdmin          string
 	mockArgs         []string
+	chunkBytes       int
+	slowStreams      int
+	slowStreamsOnly  bool
 	out              string
 	keep             bool
 }
+
+// The slow-streams mock: 40 chunks 250 ms apart, a 10-second stream.
+const (
+	slowChunks     = 40
+	slowChunkDelay = 250 * time.Millisecond
+)
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("overhead", flag.ContinueOnError)
@@ -92,12 +120,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "warm-up before each run (sent, not counted)")
 	conc := fs.String("concurrency", "1,16,64", "comma-separated concurrencies (closed model)")
 	modes := fs.String("modes", "nonstream,stream", "comma-separated modes: nonstream, stream")
-	fs.BoolVar(&o.directOnly, "direct-only", false, "measure the mock upstream directly, no gateway")
+	fs.BoolVar(&o.directOnly, "direct-only", false, "no gateway: measure the mock directly (and through the reverse proxy)")
+	fs.BoolVar(&o.noReverseProxy, "no-reverseproxy", false, "leave out the bare httputil.ReverseProxy reference")
 	fs.StringVar(&o.pgAdmin, "pg", defPG, "PostgreSQL server URL to create the bench database on")
 	chunks := fs.Int("chunks", 16, "mock upstream: content chunks per stream")
-	chunkBytes := fs.Int("chunk-bytes", 8, "mock upstream: content bytes per chunk")
+	fs.IntVar(&o.chunkBytes, "chunk-bytes", 8, "mock upstream: content bytes per chunk")
 	latency := fs.Duration("latency", 0, "mock upstream: delay before answering")
 	chunkDelay := fs.Duration("chunk-delay", 0, "mock upstream: delay before each content chunk")
+	fs.IntVar(&o.slowStreams, "slow-streams", 0, fmt.Sprintf("after the matrix, hold this many concurrent %v streams open and measure the memory they take (0: off)",
+		slowChunks*slowChunkDelay))
+	fs.BoolVar(&o.slowStreamsOnly, "slow-streams-only", false, "run only the -slow-streams measurement, not the matrix")
 	fs.StringVar(&o.out, "out", "", "also write every run's numbers to this JSON file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binaries, logs, loadgen output)")
 	if err := fs.Parse(args); err != nil {
@@ -123,7 +155,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			return nil, fmt.Errorf("-modes: bad value %q", m)
 		}
 	}
-	o.mockArgs = []string{"-chunks", strconv.Itoa(*chunks), "-chunk-bytes", strconv.Itoa(*chunkBytes),
+	switch {
+	case o.slowStreams < 0:
+		return nil, errors.New("-slow-streams must not be negative")
+	case o.slowStreamsOnly && o.slowStreams == 0:
+		return nil, errors.New("-slow-streams-only needs -slow-streams N")
+	case o.slowStreams > 0 && o.directOnly:
+		return nil, errors.New("-slow-streams measures the gateway: not with -direct-only")
+	}
+	o.mockArgs = []string{"-chunks", strconv.Itoa(*chunks), "-chunk-bytes", strconv.Itoa(o.chunkBytes),
 		"-latency", latency.String(), "-chunk-delay", chunkDelay.String()}
 	return o, nil
 }
@@ -163,14 +203,27 @@ type runResult struct {
 // target is where a run sends its load.
 type target struct {
 	name, url, model, key string
-	proc                  *process // the gateway; nil for direct
+	proc                  *process // the reverse proxy or the gateway; nil for direct
+	gateway               bool     // it writes traces (unless tracing is off)
 }
 
 const (
-	direct     = "direct"
-	gateway    = "gateway"
-	tracingOff = "tracing off"
+	direct       = "direct"
+	reverseProxy = "reverseproxy"
+	gateway      = "gateway"
+	tracingOff   = "tracing off"
 )
+
+// bench holds what the matrix and the slow-streams measurement share.
+type bench struct {
+	o     *options
+	tmp   string
+	logf  func(string, ...any)
+	procs []*process // stopped in reverse order on exit
+	env   []string   // the gateways' environment, without OPENAI_BASE_URL and LOOM_TRACING
+	key   string     // the bootstrap API key
+	dbURL string
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseFlags(args, stderr)
@@ -192,44 +245,32 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	var procs []*process
+	b := &bench{o: o, tmp: tmp, logf: logf}
 	defer func() {
-		for i := len(procs) - 1; i >= 0; i-- {
-			procs[i].stop(5 * time.Second)
+		for i := len(b.procs) - 1; i >= 0; i-- {
+			b.procs[i].stop(5 * time.Second)
 		}
 	}()
 
-	bins := []string{"mockupstream", "loadgen"}
+	pkgs := []string{"./examples/mockupstream", "./examples/loadgen"}
 	if !o.directOnly {
-		bins = append(bins, "server")
+		pkgs = append(pkgs, "./examples/server")
 	}
-	for _, b := range bins {
-		logf("building examples/%s", b)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(tmp, b), "./examples/"+b)
+	if !o.noReverseProxy {
+		pkgs = append(pkgs, "./bench/reverseproxy")
+	}
+	for _, pkg := range pkgs {
+		logf("building %s", strings.TrimPrefix(pkg, "./"))
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(tmp, filepath.Base(pkg)), pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./examples/%s: %v\n%s", b, err, out)
+			return fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
 
-	mock, err := startProcess(filepath.Join(tmp, "mockupstream"), append([]string{"-addr", "127.0.0.1:0"}, o.mockArgs...),
-		nil, filepath.Join(tmp, "mockupstream.log"))
-	if err != nil {
-		return err
-	}
-	procs = append(procs, mock)
-	mockURL, err := mock.waitLine(ctx, "listening on ", 10*time.Second)
-	if err != nil {
-		return fmt.Errorf("mock upstream: %w", err)
-	}
-	mockURL = strings.TrimSpace(mockURL)
-	logf("mock upstream at %s (%s)", mockURL, strings.Join(o.mockArgs, " "))
-
-	targets := []*target{{name: direct, url: mockURL + "/v1", model: "gpt-4o-mini"}}
-	var dbURL string
 	if !o.directOnly {
 		dbName := fmt.Sprintf("loom_bench_%d", os.Getpid())
-		if dbURL, err = createDatabase(ctx, o.pgAdmin, dbName); err != nil {
+		if b.dbURL, err = createDatabase(ctx, o.pgAdmin, dbName); err != nil {
 			return err
 		}
 		logf("created database %s", dbName)
@@ -240,37 +281,120 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				logf("dropped database %s", dbName)
 			}
 		}()
-		key := "loom_bench" + randomHex(16)
+		b.key = "loom_bench" + randomHex(16)
 		masterKey := make([]byte, 32)
 		rand.Read(masterKey)
-		env := append(cleanEnv(),
-			"DATABASE_URL="+dbURL,
+		// Every gateway gets the same database, master key and bootstrap key: the first
+		// to start runs the migrations and makes the bootstrap tenant, the others find
+		// both done and accept the same key.
+		b.env = append(cleanEnv(),
+			"DATABASE_URL="+b.dbURL,
 			"LOOM_MASTER_KEY="+base64.StdEncoding.EncodeToString(masterKey),
-			"LOOM_BOOTSTRAP_KEY="+key,
-			"OPENAI_BASE_URL="+mockURL+"/v1",
+			"LOOM_BOOTSTRAP_KEY="+b.key,
 			"OPENAI_API_KEY=sk-bench-mock",
 		)
-		// Start them one after the other: the first runs the migrations and makes the
-		// bootstrap tenant, the second finds both done.
+	}
+
+	var results []*runResult
+	var checks []string
+	if !o.slowStreamsOnly {
+		if results, checks, err = b.matrix(ctx); err != nil {
+			return err
+		}
+	}
+	var slow []*slowResult
+	if o.slowStreams > 0 {
+		var more []string
+		if slow, more, err = b.slowStreams(ctx); err != nil {
+			return err
+		}
+		checks = append(checks, more...)
+	}
+
+	report(stdout, o, results, slow, checks)
+	if o.out != "" {
+		out, _ := json.MarshalIndent(struct {
+			Runs        []*runResult  `json:"runs"`
+			SlowStreams []*slowResult `json:"slow_streams,omitempty"`
+		}{results, slow}, "", "  ")
+		if err := os.WriteFile(o.out, append(out, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// start starts a child whose log is tmp/NAME.log and stops it on exit.
+func (b *bench) start(name, bin string, args, env []string) (*process, error) {
+	p, err := startProcess(filepath.Join(b.tmp, bin), args, env, filepath.Join(b.tmp, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	b.procs = append(b.procs, p)
+	return p, nil
+}
+
+// startListener starts a mock upstream or a reverse proxy and returns its base URL.
+func (b *bench) startListener(ctx context.Context, name, bin string, args []string) (*process, string, error) {
+	p, err := b.start(name, bin, append([]string{"-addr", "127.0.0.1:0"}, args...), nil)
+	if err != nil {
+		return nil, "", err
+	}
+	u, err := p.waitLine(ctx, "listening on ", 10*time.Second)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", name, err)
+	}
+	return p, strings.TrimSpace(u), nil
+}
+
+// startGateway starts examples/server in front of upstream (a mock's base URL) and
+// waits until it is ready.
+func (b *bench) startGateway(ctx context.Context, name, tracing, upstream string, extraEnv ...string) (*process, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	slug := strings.ReplaceAll(name, " ", "-")
+	env := append(append(slices.Clip(b.env), "OPENAI_BASE_URL="+upstream+"/v1", "LOOM_TRACING="+tracing), extraEnv...)
+	p, err := b.start(slug, "server", []string{"-addr", addr, "-data", filepath.Join(b.tmp, "data-"+slug)}, env)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := p.waitReady(ctx, "http://"+addr+"/readyz", 60*time.Second); err != nil {
+		return nil, "", fmt.Errorf("%s (LOOM_TRACING=%s): %w", name, tracing, err)
+	}
+	b.logf("%s ready at http://%s (LOOM_TRACING=%s, PID %d)", name, addr, tracing, p.pid())
+	return p, "http://" + addr, nil
+}
+
+// matrix measures every target at every concurrency and mode, then checks the traces.
+func (b *bench) matrix(ctx context.Context) ([]*runResult, []string, error) {
+	o := b.o
+	mock, mockURL, err := b.startListener(ctx, "mockupstream", "mockupstream", o.mockArgs)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.logf("mock upstream at %s (%s)", mockURL, strings.Join(o.mockArgs, " "))
+
+	targets := []*target{{name: direct, url: mockURL + "/v1", model: "gpt-4o-mini"}}
+	if !o.noReverseProxy {
+		p, u, err := b.startListener(ctx, reverseProxy, "reverseproxy", []string{"-upstream", mockURL})
+		if err != nil {
+			return nil, nil, err
+		}
+		b.logf("reverse proxy at %s (PID %d)", u, p.pid())
+		targets = append(targets, &target{name: reverseProxy, url: u + "/v1", model: "gpt-4o-mini", proc: p})
+	}
+	if !o.directOnly {
+		// One after the other: the first runs the migrations and makes the bootstrap
+		// tenant, the second finds both done.
 		for _, g := range []struct{ name, tracing string }{{gateway, "on"}, {tracingOff, "off"}} {
-			addr, err := freeAddr()
+			p, u, err := b.startGateway(ctx, g.name, g.tracing, mockURL)
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
-			slug := strings.ReplaceAll(g.name, " ", "-")
-			p, err := startProcess(filepath.Join(tmp, "server"),
-				[]string{"-addr", addr, "-data", filepath.Join(tmp, "data-"+slug)},
-				append(env, "LOOM_TRACING="+g.tracing), filepath.Join(tmp, slug+".log"))
-			if err != nil {
-				return err
-			}
-			procs = append(procs, p)
-			if err := p.waitReady(ctx, "http://"+addr+"/readyz", 60*time.Second); err != nil {
-				return fmt.Errorf("%s (LOOM_TRACING=%s): %w", g.name, g.tracing, err)
-			}
-			logf("%s ready at http://%s (LOOM_TRACING=%s, PID %d)", g.name, addr, g.tracing, p.pid())
-			targets = append(targets, &target{name: g.name, url: "http://" + addr + "/v1",
-				model: "openai/gpt-4o-mini", key: key, proc: p})
+			targets = append(targets, &target{name: g.name, url: u + "/v1",
+				model: "openai/gpt-4o-mini", key: b.key, proc: p, gateway: true})
 		}
 	}
 
@@ -278,15 +402,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	for _, c := range o.concurrency {
 		for _, stream := range o.modes {
 			for _, t := range targets {
-				r, err := measure(ctx, tmp, o, t, mock, c, stream)
+				r, err := measure(ctx, b.tmp, o, t, mock, c, stream)
 				if err != nil {
-					return err
+					return nil, nil, err
 				}
-				logf("%-12s c=%-3d %-9s %8.0f req/s  p50 %8.1fµs  p99 %8.1fµs  errors %d  cpu %.1fµs/req",
+				b.logf("%-12s c=%-3d %-9s %8.0f req/s  p50 %8.1fµs  p99 %8.1fµs  errors %d  cpu %.1fµs/req",
 					t.name, c, mode(stream), r.Load.RPS, r.Load.Latency.P50, r.Load.Latency.P99, r.Load.Errors,
 					r.TargetCPUUS+r.UpstreamCPUUS)
 				if r.Load.Errors > 0 {
-					logf("  errors %v, first: %s", r.Load.ErrorsByKind, r.Load.FirstError)
+					b.logf("  errors %v, first: %s", r.Load.ErrorsByKind, r.Load.FirstError)
 				}
 				results = append(results, r)
 			}
@@ -295,19 +419,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	var checks []string
 	if !o.directOnly {
-		checks, err = checkTraces(ctx, targets, results, dbURL, logf)
-		if err != nil {
-			return err
+		if checks, err = checkTraces(ctx, targets, results, b.dbURL, b.logf); err != nil {
+			return nil, nil, err
 		}
 	}
-	report(stdout, o, results, checks)
-	if o.out != "" {
-		b, _ := json.MarshalIndent(results, "", "  ")
-		if err := os.WriteFile(o.out, append(b, '\n'), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return results, checks, nil
 }
 
 func mode(stream bool) string {

@@ -127,16 +127,23 @@ func TestQuickstart(t *testing.T) {
 	}
 	ids = append(ids, hr.Header.Get("X-Request-Id"))
 
-	// Both traces are counted in /metrics once flushed; nothing is lost.
-	if err := s.Gateway.ForceFlush(context.Background()); err != nil {
-		t.Fatal(err)
+	// Both traces are counted in /metrics once flushed (the stream's trace is recorded as
+	// its handler returns, just after the client read the end); nothing is lost.
+	var metrics []byte
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err := s.Gateway.ForceFlush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Get("http://" + s.Addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(metrics), "\nloom_traces_written_total 2\n") {
+			break
+		}
 	}
-	resp, err := http.Get("http://" + s.Addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, want := range []string{"\nloom_traces_recorded_total 2\n", "\nloom_traces_written_total 2\n", "\nloom_traces_lost_total{reason=\"queue_full\"} 0\n"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
