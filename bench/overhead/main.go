@@ -66,6 +66,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -499,7 +500,7 @@ func checkTraces(ctx context.Context, targets []*target, results []*runResult, d
 	var checks []string
 	var before int64
 	for _, t := range targets {
-		if t.proc == nil {
+		if !t.gateway {
 			continue
 		}
 		logf("stopping %s (SIGTERM) and waiting for its traces", t.name)
@@ -526,7 +527,341 @@ func checkTraces(ctx context.Context, targets []*target, results []*runResult, d
 	return checks, nil
 }
 
-func report(w io.Writer, o *options, results []*runResult, checks []string) {
+// slowResult is what N concurrent slow streams cost a target.
+type slowResult struct {
+	Target  string `json:"target"`
+	Streams int    `json:"streams"`
+	Samples int    `json:"samples"`
+	// The fewest established connections into the target, and into the mock, over the
+	// samples: streams open (plus idle keep-alive connections, if any).
+	ConnsIn       int   `json:"min_connections_in"`
+	ConnsUpstream int   `json:"min_connections_upstream"`
+	RSSIdleKB     int64 `json:"rss_idle_kb"`
+	RSSDuringKB   int64 `json:"rss_during_kb"` // max over the samples
+	// From the gateway's /metrics; zero for the reverse proxy. Heap is
+	// go_memstats_heap_inuse_bytes as scraped, Live the same right after a forced GC.
+	Metrics          bool     `json:"has_metrics"`
+	HeapIdle         int64    `json:"heap_inuse_idle_bytes,omitempty"`
+	HeapDuring       int64    `json:"heap_inuse_during_bytes,omitempty"`
+	LiveIdle         int64    `json:"heap_inuse_after_gc_idle_bytes,omitempty"`
+	LiveDuring       int64    `json:"heap_inuse_after_gc_during_bytes,omitempty"`
+	GoroutinesIdle   int64    `json:"goroutines_idle,omitempty"`
+	GoroutinesDuring int64    `json:"goroutines_during,omitempty"`
+	Load             lgResult `json:"loadgen"`
+	Warmup           lgResult `json:"warmup"`
+}
+
+// perStream is (during − idle) / streams.
+func (r *slowResult) perStream(idle, during int64) float64 {
+	return float64(during-idle) / float64(r.Streams)
+}
+
+// slowTarget is a target of the slow-streams measurement.
+type slowTarget struct {
+	target
+	metricsURL, gcURL string // the gateway's /metrics and its forced-GC heap profile
+}
+
+// slowStreams starts a slow mock, a gateway (tracing on) and a reverse proxy in front of
+// it, and measures each with -slow-streams concurrent streams.
+func (b *bench) slowStreams(ctx context.Context) ([]*slowResult, []string, error) {
+	o := b.o
+	streamLen := slowChunks * slowChunkDelay
+	mockArgs := []string{"-chunks", strconv.Itoa(slowChunks), "-chunk-bytes", strconv.Itoa(o.chunkBytes),
+		"-chunk-delay", slowChunkDelay.String()}
+	mock, mockURL, err := b.startListener(ctx, "mockupstream-slow", "mockupstream", mockArgs)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.logf("slow mock upstream at %s (%s)", mockURL, strings.Join(mockArgs, " "))
+	mockPort, err := urlPort(mockURL)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	var results []*slowResult
+	var checks []string
+
+	var tracesBefore int64 // with -slow-streams-only, the database is new: no traces table yet
+	if !o.slowStreamsOnly {
+		if tracesBefore, err = countTraces(ctx, b.dbURL); err != nil {
+			return nil, nil, err
+		}
+	}
+	pprofAddr, err := freeAddr()
+	if err != nil {
+		return nil, nil, err
+	}
+	gw, gwURL, err := b.startGateway(ctx, "gateway-slow", "on", mockURL, "LOOM_PPROF_ADDR="+pprofAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	t := &slowTarget{target: target{name: gateway, url: gwURL + "/v1", model: "openai/gpt-4o-mini", key: b.key,
+		proc: gw, gateway: true}, metricsURL: gwURL + "/metrics", gcURL: "http://" + pprofAddr + "/debug/pprof/heap?gc=1"}
+	r, err := b.measureSlow(ctx, t, mock, mockPort, streamLen)
+	if err != nil {
+		return nil, nil, err
+	}
+	results = append(results, r)
+	b.logf("stopping the slow-streams gateway (SIGTERM) and waiting for its traces")
+	if err := gw.stop(60 * time.Second); err != nil {
+		checks = append(checks, fmt.Sprintf("FAIL slow-streams gateway did not stop cleanly: %v", err))
+	}
+	n, err := countTraces(ctx, b.dbURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	want := r.Warmup.AnsweredTotal + r.Load.AnsweredTotal
+	status := "ok  "
+	if n-tracesBefore != want {
+		status = "FAIL"
+	}
+	checks = append(checks, fmt.Sprintf("%s slow-streams gateway: %d new rows in traces, %d expected (requests answered, warm-up included)",
+		status, n-tracesBefore, want))
+
+	if !o.noReverseProxy {
+		p, u, err := b.startListener(ctx, "reverseproxy-slow", "reverseproxy", []string{"-upstream", mockURL})
+		if err != nil {
+			return nil, nil, err
+		}
+		b.logf("slow-streams reverse proxy at %s (PID %d)", u, p.pid())
+		r, err := b.measureSlow(ctx, &slowTarget{target: target{name: reverseProxy, url: u + "/v1", model: "gpt-4o-mini", proc: p}},
+			mock, mockPort, streamLen)
+		if err != nil {
+			return nil, nil, err
+		}
+		results = append(results, r)
+		p.stop(5 * time.Second)
+	}
+
+	for _, r := range results {
+		switch {
+		case r.Load.Errors > 0:
+			checks = append(checks, fmt.Sprintf("FAIL slow streams %s: %d errors %v, first: %s",
+				r.Target, r.Load.Errors, r.Load.ErrorsByKind, r.Load.FirstError))
+		case r.Load.Requests != int64(r.Streams):
+			checks = append(checks, fmt.Sprintf("FAIL slow streams %s: %d streams, %d wanted (a stream ended before the load did?)",
+				r.Target, r.Load.Requests, r.Streams))
+		}
+		if r.ConnsIn < r.Streams || r.ConnsUpstream < r.Streams {
+			checks = append(checks, fmt.Sprintf("FAIL slow streams %s: at some sample only %d connections in and %d to the mock were open, for %d streams",
+				r.Target, r.ConnsIn, r.ConnsUpstream, r.Streams))
+		}
+		if r.Load.ChunksPerRequest != results[0].Load.ChunksPerRequest {
+			checks = append(checks, fmt.Sprintf("FAIL slow streams %s: %.2f chunks per stream, %s %.2f",
+				r.Target, r.Load.ChunksPerRequest, results[0].Target, results[0].Load.ChunksPerRequest))
+		}
+	}
+	return results, checks, nil
+}
+
+// measureSlow sends one warm-up stream, reads t's idle figures, then holds
+// -slow-streams streams open and samples its figures while they are.
+func (b *bench) measureSlow(ctx context.Context, t *slowTarget, mock *process, mockPort int, streamLen time.Duration) (*slowResult, error) {
+	n := b.o.slowStreams
+	r := &slowResult{Target: t.name, Streams: n, Metrics: t.metricsURL != ""}
+	port, err := urlPort(t.url)
+	if err != nil {
+		return nil, err
+	}
+	args := func(conc int, extra ...string) []string {
+		a := []string{"-url", t.url, "-model", t.model, "-stream", "-include-usage", "-concurrency", strconv.Itoa(conc),
+			"-warmup", "0s", "-timeout", (3*streamLen + 30*time.Second).String(), "-json"}
+		if t.key != "" {
+			a = append(a, "-key", t.key)
+		}
+		return append(a, extra...)
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections()
+
+	b.logf("slow streams %s: one warm-up stream (%v)", t.name, streamLen)
+	if err := b.loadgen(ctx, args(1, "-max-requests", "1", "-duration", "10m"), &r.Warmup); err != nil {
+		return nil, err
+	}
+	if r.Warmup.Errors > 0 || r.Warmup.AnsweredTotal != 1 {
+		return nil, fmt.Errorf("slow streams %s: warm-up stream failed: %v %s", t.name, r.Warmup.ErrorsByKind, r.Warmup.FirstError)
+	}
+	t.proc.settle(10 * time.Second)
+	mock.settle(2 * time.Second)
+	idle, err := t.sample(client)
+	if err != nil {
+		return nil, err
+	}
+	r.RSSIdleKB, r.HeapIdle, r.LiveIdle, r.GoroutinesIdle = idle.rssKB, idle.heap, idle.live, idle.goroutines
+
+	// The load lasts 8/10 of a stream, so each worker sends exactly one stream and all N
+	// are open from the ramp-up until the first ends; samples fall in 4/10–7/10.
+	b.logf("slow streams %s: %d concurrent streams", t.name, n)
+	la := args(n, "-duration", (streamLen * 8 / 10).String())
+	cmd := exec.CommandContext(ctx, filepath.Join(b.tmp, "loadgen"), la...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r.ConnsIn, r.ConnsUpstream = -1, -1
+	var sampleErr error
+	for i := 4; i <= 7; i++ {
+		if err := sleepCtx(ctx, time.Until(start.Add(streamLen*time.Duration(i)/10))); err != nil {
+			sampleErr = err
+			break
+		}
+		in, err1 := establishedTo(port)
+		up, err2 := establishedTo(mockPort)
+		s, err3 := t.sample(client)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			sampleErr = err
+			break
+		}
+		r.Samples++
+		if r.ConnsIn < 0 || in < r.ConnsIn {
+			r.ConnsIn = in
+		}
+		if r.ConnsUpstream < 0 || up < r.ConnsUpstream {
+			r.ConnsUpstream = up
+		}
+		r.RSSDuringKB = max(r.RSSDuringKB, s.rssKB)
+		r.HeapDuring, r.LiveDuring = max(r.HeapDuring, s.heap), max(r.LiveDuring, s.live)
+		r.GoroutinesDuring = max(r.GoroutinesDuring, s.goroutines)
+		b.logf("  %4.1fs: %d connections in, %d to the mock, RSS %.1fMiB, heap %.1fMiB (after GC %.1fMiB), %d goroutines",
+			time.Since(start).Seconds(), in, up, float64(s.rssKB)/1024, float64(s.heap)/(1<<20), float64(s.live)/(1<<20), s.goroutines)
+	}
+	if err := cmd.Wait(); err != nil {
+		return nil, fmt.Errorf("loadgen %s: %v\n%s", strings.Join(la, " "), err, stderr.String())
+	}
+	if sampleErr != nil {
+		return nil, fmt.Errorf("slow streams %s: sample: %w", t.name, sampleErr)
+	}
+	if err := json.Unmarshal([]byte(stdout.String()), &r.Load); err != nil {
+		return nil, fmt.Errorf("loadgen output: %v\n%s", err, stdout.String())
+	}
+	os.WriteFile(filepath.Join(b.tmp, fmt.Sprintf("loadgen-slow-%s.json", t.name)), []byte(stdout.String()), 0o644)
+	b.logf("slow streams %s: %d streams, %d errors, %.1f chunks per stream", t.name, r.Load.Requests, r.Load.Errors, r.Load.ChunksPerRequest)
+	return r, nil
+}
+
+// loadgen runs loadgen with args and decodes its JSON output into res.
+func (b *bench) loadgen(ctx context.Context, args []string, res *lgResult) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(b.tmp, "loadgen"), args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("loadgen %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	if err := json.Unmarshal(out, res); err != nil {
+		return fmt.Errorf("loadgen output: %v\n%s", err, out)
+	}
+	return nil
+}
+
+type memSample struct {
+	rssKB, heap, live, goroutines int64
+}
+
+// sample reads the target's VmRSS and, if it has /metrics, its heap and goroutines as
+// scraped and its heap right after a forced GC.
+func (t *slowTarget) sample(client *http.Client) (memSample, error) {
+	var s memSample
+	var err error
+	if s.rssKB, err = t.proc.statusKB("VmRSS"); err != nil || t.metricsURL == "" {
+		return s, err
+	}
+	m, err := scrape(client, t.metricsURL)
+	if err != nil {
+		return s, err
+	}
+	s.heap, s.goroutines = m["go_memstats_heap_inuse_bytes"], m["go_goroutines"]
+	resp, err := client.Get(t.gcURL)
+	if err != nil {
+		return s, fmt.Errorf("forced GC: %w", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("forced GC: %s", resp.Status)
+	}
+	if m, err = scrape(client, t.metricsURL); err != nil {
+		return s, err
+	}
+	s.live = m["go_memstats_heap_inuse_bytes"]
+	return s, nil
+}
+
+// scrape reads the unlabelled integer samples of a Prometheus text page.
+func scrape(client *http.Client, url string) (map[string]int64, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	m := map[string]int64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+			m[name] = n
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	for _, k := range []string{"go_memstats_heap_inuse_bytes", "go_goroutines"} {
+		if _, ok := m[k]; !ok {
+			return nil, fmt.Errorf("GET %s: no %s", url, k)
+		}
+	}
+	return m, nil
+}
+
+// urlPort is the port of an http://host:port URL.
+func urlPort(raw string) (int, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return 0, err
+	}
+	p, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return 0, fmt.Errorf("no port in %q", raw)
+	}
+	return p, nil
+}
+
+// establishedTo counts the established TCP connections whose local port is port, on
+// this host: the accepted side of the connections into a listener on that port.
+func establishedTo(port int) (int, error) {
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return 0, err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			fields := strings.Fields(line)
+			if i == 0 || len(fields) < 4 || fields[3] != "01" { // 01: ESTABLISHED
+				continue
+			}
+			_, hexPort, ok := strings.Cut(fields[1], ":")
+			if p, err := strconv.ParseUint(hexPort, 16, 16); ok && err == nil && int(p) == port {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+func report(w io.Writer, o *options, results []*runResult, slow []*slowResult, checks []string) {
 	byKey := map[string]*runResult{}
 	for _, r := range results {
 		byKey[fmt.Sprint(r.Target, r.Concurrency, r.Stream)] = r
@@ -545,62 +880,70 @@ func report(w io.Writer, o *options, results []*runResult, checks []string) {
 		return "-" + f(-v)
 	}
 
-	fmt.Fprintf(w, "\nLoom gateway overhead: closed-model load, %v measured after %v warm-up per run; %d CPUs, %s.\n",
-		o.duration, o.warmup, runtime.NumCPU(), runtime.Version())
-	fmt.Fprintf(w, "Mock upstream: %s. Streams ask for usage (include_usage).\n", strings.Join(o.mockArgs, " "))
-	fmt.Fprintln(w, "gateway: PostgreSQL store and traces, encrypted; tracing off: the same with LOOM_TRACING=off.")
-	fmt.Fprintln(w, "added = target percentile − direct percentile. CPU = utime+stime per request sent (warm-up included);")
-	fmt.Fprintln(w, "upstream = the mock's, during the same run; CPU ratio = gateway CPU / upstream CPU.")
+	fmt.Fprintf(w, "\nLoom gateway overhead: %d CPUs, %s.\n", runtime.NumCPU(), runtime.Version())
+	if len(results) > 0 {
+		fmt.Fprintf(w, "Closed-model load, %v measured after %v warm-up per run.\n", o.duration, o.warmup)
+		fmt.Fprintf(w, "Mock upstream: %s. Streams ask for usage (include_usage).\n", strings.Join(o.mockArgs, " "))
+		fmt.Fprintln(w, "Targets: direct = the mock itself; reverseproxy = a bare net/http/httputil.ReverseProxy (no auth, no tracing,")
+		fmt.Fprintln(w, "flushing every write), the reference point; gateway = Loom with PostgreSQL store and traces, encrypted;")
+		fmt.Fprintln(w, "tracing off = the same gateway with LOOM_TRACING=off. All four are measured back to back in each cell.")
+		fmt.Fprintln(w, "added = target percentile − direct percentile. CPU = utime+stime per request sent (warm-up included);")
+		fmt.Fprintln(w, "upstream = the mock's, during the same run; CPU ratio = target CPU / upstream CPU.")
 
-	fmt.Fprintln(w, "\nLatency (full response), throughput, CPU and memory")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "conc\tmode\ttarget\tp50\tp99\tadded p50\tadded p99\treq/s\trps ratio\tCPU/req\tupstream CPU/req\tCPU ratio\tpeak RSS\tloadgen CPU/req\t")
-	for _, r := range results {
-		l, d := r.Load.Latency, directOf(r)
-		line := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t", r.Concurrency, mode(r.Stream), r.Target, f(l.P50), f(l.P99))
-		if r.Target == direct || d == nil {
-			line += fmt.Sprintf("\t\t%.0f\t\t\t%.1fµs\t\t\t%.1fµs\t", r.Load.RPS, r.UpstreamCPUUS, r.LoadgenCPUUS)
-		} else {
-			ratio, cpuRatio := 0.0, 0.0
-			if d.Load.RPS > 0 {
-				ratio = r.Load.RPS / d.Load.RPS
-			}
-			if r.UpstreamCPUUS > 0 {
-				cpuRatio = r.TargetCPUUS / r.UpstreamCPUUS
-			}
-			line += fmt.Sprintf("%s\t%s\t%.0f\t%.2f\t%.1fµs\t%.1fµs\t%.2f\t%.0fMB\t%.1fµs\t",
-				signed(l.P50-d.Load.Latency.P50), signed(l.P99-d.Load.Latency.P99), r.Load.RPS, ratio,
-				r.TargetCPUUS, r.UpstreamCPUUS, cpuRatio, float64(r.PeakRSSKB)/1024, r.LoadgenCPUUS)
-		}
-		fmt.Fprintln(tw, line)
-	}
-	tw.Flush()
-
-	hasStream := false
-	for _, s := range o.modes {
-		hasStream = hasStream || s
-	}
-	if hasStream {
-		fmt.Fprintln(w, "\nStreams: time to first body byte, and per-chunk delay (mock's loom_sent_ns to loadgen's receive)")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "conc\ttarget\tTTFB p50\tTTFB p99\tadded p50\tadded p99\tchunk p50\tchunk p99\tchunks/req\t")
+		fmt.Fprintln(w, "\nLatency (full response), throughput, CPU and memory")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "conc\tmode\ttarget\tp50\tp99\tadded p50\tadded p99\treq/s\trps ratio\tCPU/req\tupstream CPU/req\tCPU ratio\tpeak RSS\tloadgen CPU/req\t")
 		for _, r := range results {
-			if !r.Stream {
-				continue
+			l, d := r.Load.Latency, directOf(r)
+			line := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t", r.Concurrency, mode(r.Stream), r.Target, f(l.P50), f(l.P99))
+			if r.Target == direct || d == nil {
+				line += fmt.Sprintf("\t\t%.0f\t\t\t%.1fµs\t\t\t%.1fµs\t", r.Load.RPS, r.UpstreamCPUUS, r.LoadgenCPUUS)
+			} else {
+				ratio, cpuRatio := 0.0, 0.0
+				if d.Load.RPS > 0 {
+					ratio = r.Load.RPS / d.Load.RPS
+				}
+				if r.UpstreamCPUUS > 0 {
+					cpuRatio = r.TargetCPUUS / r.UpstreamCPUUS
+				}
+				line += fmt.Sprintf("%s\t%s\t%.0f\t%.2f\t%.1fµs\t%.1fµs\t%.2f\t%.0fMB\t%.1fµs\t",
+					signed(l.P50-d.Load.Latency.P50), signed(l.P99-d.Load.Latency.P99), r.Load.RPS, ratio,
+					r.TargetCPUUS, r.UpstreamCPUUS, cpuRatio, float64(r.PeakRSSKB)/1024, r.LoadgenCPUUS)
 			}
-			t, d := r.Load.TTFB, directOf(r)
-			c50, c99 := "-", "-"
-			if cd := r.Load.ChunkDelay; cd != nil {
-				c50, c99 = f(cd.P50), f(cd.P99)
-			}
-			a50, a99 := "", ""
-			if r.Target != direct && d != nil {
-				a50, a99 = signed(t.P50-d.Load.TTFB.P50), signed(t.P99-d.Load.TTFB.P99)
-			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Concurrency, r.Target, f(t.P50), f(t.P99),
-				a50, a99, c50, c99, r.Load.ChunksPerRequest)
+			fmt.Fprintln(tw, line)
 		}
 		tw.Flush()
+
+		hasStream := false
+		for _, s := range o.modes {
+			hasStream = hasStream || s
+		}
+		if hasStream {
+			fmt.Fprintln(w, "\nStreams: time to first body byte, and per-chunk delay (mock's loom_sent_ns to loadgen's receive)")
+			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "conc\ttarget\tTTFB p50\tTTFB p99\tadded p50\tadded p99\tchunk p50\tchunk p99\tchunks/req\t")
+			for _, r := range results {
+				if !r.Stream {
+					continue
+				}
+				t, d := r.Load.TTFB, directOf(r)
+				c50, c99 := "-", "-"
+				if cd := r.Load.ChunkDelay; cd != nil {
+					c50, c99 = f(cd.P50), f(cd.P99)
+				}
+				a50, a99 := "", ""
+				if r.Target != direct && d != nil {
+					a50, a99 = signed(t.P50-d.Load.TTFB.P50), signed(t.P99-d.Load.TTFB.P99)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t\n", r.Concurrency, r.Target, f(t.P50), f(t.P99),
+					a50, a99, c50, c99, r.Load.ChunksPerRequest)
+			}
+			tw.Flush()
+		}
+	}
+
+	if len(slow) > 0 {
+		reportSlow(w, o, slow)
 	}
 
 	var problems []string
@@ -621,6 +964,70 @@ func report(w io.Writer, o *options, results []*runResult, checks []string) {
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// reportSlow prints the slow-streams figures, one column per target.
+func reportSlow(w io.Writer, o *options, slow []*slowResult) {
+	size := func(v float64) string {
+		a := max(v, -v)
+		switch {
+		case a >= 1<<20:
+			return fmt.Sprintf("%.1fMiB", v/(1<<20))
+		case a >= 1<<10:
+			return fmt.Sprintf("%.1fKiB", v/(1<<10))
+		}
+		return fmt.Sprintf("%.0fB", v)
+	}
+	fmt.Fprintf(w, "\nSlow streams: %d concurrent streams of %d chunks %v apart (%v each), -chunk-bytes %d.\n",
+		o.slowStreams, slowChunks, slowChunkDelay, slowChunks*slowChunkDelay, o.chunkBytes)
+	fmt.Fprintln(w, "gateway: a dedicated one, tracing on (PostgreSQL, encrypted); reverseproxy: httputil.ReverseProxy.")
+	fmt.Fprintln(w, "idle = after one warm-up stream; during = max of samples at 4, 5, 6, 7 s into the load, while every")
+	fmt.Fprintln(w, "stream is open; per stream = (during − idle) / streams. heap = go_memstats_heap_inuse_bytes from /metrics,")
+	fmt.Fprintln(w, "as scraped and right after a forced GC (live data); RSS = VmRSS. connections = fewest established over the samples.")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(label string, cell func(r *slowResult) string) {
+		line := label + "\t"
+		for _, r := range slow {
+			line += cell(r) + "\t"
+		}
+		fmt.Fprintln(tw, line)
+	}
+	metric := func(cell func(r *slowResult) string) func(r *slowResult) string {
+		return func(r *slowResult) string {
+			if !r.Metrics {
+				return "-"
+			}
+			return cell(r)
+		}
+	}
+	row("", func(r *slowResult) string { return r.Target })
+	row("streams (answered, errors)", func(r *slowResult) string {
+		return fmt.Sprintf("%d (%d, %d)", r.Streams, r.Load.AnsweredTotal, r.Load.Errors)
+	})
+	row("connections in / to the mock", func(r *slowResult) string { return fmt.Sprintf("%d / %d", r.ConnsIn, r.ConnsUpstream) })
+	row("chunks per stream", func(r *slowResult) string { return fmt.Sprintf("%.1f", r.Load.ChunksPerRequest) })
+	row("stream latency p50 / p99", func(r *slowResult) string {
+		return fmt.Sprintf("%.2fs / %.2fs", r.Load.Latency.P50/1e6, r.Load.Latency.P99/1e6)
+	})
+	row("heap in use idle / during", metric(func(r *slowResult) string {
+		return size(float64(r.HeapIdle)) + " / " + size(float64(r.HeapDuring))
+	}))
+	row("heap per stream", metric(func(r *slowResult) string { return size(r.perStream(r.HeapIdle, r.HeapDuring)) }))
+	row("heap after GC idle / during", metric(func(r *slowResult) string {
+		return size(float64(r.LiveIdle)) + " / " + size(float64(r.LiveDuring))
+	}))
+	row("heap after GC per stream", metric(func(r *slowResult) string { return size(r.perStream(r.LiveIdle, r.LiveDuring)) }))
+	row("goroutines idle / during", metric(func(r *slowResult) string {
+		return fmt.Sprintf("%d / %d", r.GoroutinesIdle, r.GoroutinesDuring)
+	}))
+	row("goroutines per stream", metric(func(r *slowResult) string {
+		return fmt.Sprintf("%.2f", r.perStream(r.GoroutinesIdle, r.GoroutinesDuring))
+	}))
+	row("RSS idle / during", func(r *slowResult) string {
+		return size(float64(r.RSSIdleKB)*1024) + " / " + size(float64(r.RSSDuringKB)*1024)
+	})
+	row("RSS per stream", func(r *slowResult) string { return size(r.perStream(r.RSSIdleKB, r.RSSDuringKB) * 1024) })
+	tw.Flush()
 }
 
 // process is a child process whose output goes to a log file.
@@ -785,17 +1192,20 @@ func (p *process) settle(timeout time.Duration) {
 }
 
 // peakRSSKB is VmHWM from /proc/PID/status.
-func (p *process) peakRSSKB() (int64, error) {
+func (p *process) peakRSSKB() (int64, error) { return p.statusKB("VmHWM") }
+
+// statusKB is a field of /proc/PID/status given in kB, such as VmRSS.
+func (p *process) statusKB(field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		}
 	}
-	return 0, errors.New("no VmHWM")
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, p.pid())
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

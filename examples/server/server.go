@@ -146,8 +146,20 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	if s.BootstrapKey != "" {
 		fmt.Fprintf(stdout, "loom: created tenant \"default\" with API key (shown once, keep it):\n\n    %s\n\n", s.BootstrapKey)
 	}
-	fmt.Fprintf(stdout, "loom: listening on http://%s (OpenAI base URL http://%s/v1)\n", s.Addr, s.Addr)
+	fmt.Fprintf(stdout, "loom: listening on http://%s (OpenAI base URL http://%s/v1)\n", s.Addr, displayAddr(s.Addr))
 	return s, nil
+}
+
+// displayAddr is addr as a client on this machine would dial it.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // Close stops accepting, lets in-flight requests finish (bounded by ctx), flushes every
