@@ -672,8 +672,8 @@ func (b *bench) measureSlow(ctx context.Context, t *slowTarget, mock *process, m
 		}
 		return append(a, extra...)
 	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	defer client.CloseIdleConnections()
+	// No keep-alive: the scrapes' connections must not count as streams.
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 
 	b.logf("slow streams %s: one warm-up stream (%v)", t.name, streamLen)
 	if err := b.loadgen(ctx, args(1, "-max-requests", "1", "-duration", "10m"), &r.Warmup); err != nil {
@@ -725,8 +725,13 @@ func (b *bench) measureSlow(ctx context.Context, t *slowTarget, mock *process, m
 		r.RSSDuringKB = max(r.RSSDuringKB, s.rssKB)
 		r.HeapDuring, r.LiveDuring = max(r.HeapDuring, s.heap), max(r.LiveDuring, s.live)
 		r.GoroutinesDuring = max(r.GoroutinesDuring, s.goroutines)
-		b.logf("  %4.1fs: %d connections in, %d to the mock, RSS %.1fMiB, heap %.1fMiB (after GC %.1fMiB), %d goroutines",
-			time.Since(start).Seconds(), in, up, float64(s.rssKB)/1024, float64(s.heap)/(1<<20), float64(s.live)/(1<<20), s.goroutines)
+		line := fmt.Sprintf("  %4.1fs: %d connections in, %d to the mock, RSS %.1fMiB",
+			time.Since(start).Seconds(), in, up, float64(s.rssKB)/1024)
+		if r.Metrics {
+			line += fmt.Sprintf(", heap %.1fMiB (after GC %.1fMiB), %d goroutines",
+				float64(s.heap)/(1<<20), float64(s.live)/(1<<20), s.goroutines)
+		}
+		b.logf("%s", line)
 	}
 	if err := cmd.Wait(); err != nil {
 		return nil, fmt.Errorf("loadgen %s: %v\n%s", strings.Join(la, " "), err, stderr.String())
@@ -986,7 +991,7 @@ func reportSlow(w io.Writer, o *options, slow []*slowResult) {
 	fmt.Fprintln(w, "as scraped and right after a forced GC (live data); RSS = VmRSS. connections = fewest established over the samples.")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	row := func(label string, cell func(r *slowResult) string) {
-		line := label + "\t"
+		line := fmt.Sprintf("%-30s\t", label) // labels to the left, figures to the right
 		for _, r := range slow {
 			line += cell(r) + "\t"
 		}
@@ -1108,6 +1113,7 @@ func (p *process) waitLine(ctx context.Context, marker string, timeout time.Dura
 // waitReady polls url until it answers 200.
 func (p *process) waitReady(ctx context.Context, url string, timeout time.Duration) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	defer client.CloseIdleConnections() // an idle connection would count as an open stream
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if resp, err := client.Get(url); err == nil {

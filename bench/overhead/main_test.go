@@ -2,6 +2,9 @@ package main
 
 import (
 	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -68,5 +71,64 @@ func TestCleanEnv(t *testing.T) {
 				t.Errorf("%s passed to the gateway", kv)
 			}
 		}
+	}
+}
+
+func TestParseFlagsSlowStreams(t *testing.T) {
+	o, err := parseFlags([]string{"-slow-streams", "500", "-slow-streams-only", "-no-reverseproxy"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.slowStreams != 500 || !o.slowStreamsOnly || !o.noReverseProxy {
+		t.Errorf("got slowStreams %d, slowStreamsOnly %v, noReverseProxy %v", o.slowStreams, o.slowStreamsOnly, o.noReverseProxy)
+	}
+	for _, bad := range [][]string{{"-slow-streams", "-1"}, {"-slow-streams-only"}, {"-slow-streams", "10", "-direct-only"}} {
+		if _, err := parseFlags(bad, io.Discard); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestScrape(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "# HELP go_goroutines Goroutines.\n# TYPE go_goroutines gauge\ngo_goroutines 42\n"+
+			"loom_traces_lost_total{reason=\"write\"} 3\ngo_memstats_heap_inuse_bytes 123456\n")
+	}))
+	defer srv.Close()
+	m, err := scrape(srv.Client(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]int64{"go_goroutines": 42, "go_memstats_heap_inuse_bytes": 123456}, m); diff != "" {
+		t.Errorf("scrape (-want +got):\n%s", diff)
+	}
+}
+
+func TestEstablishedTo(t *testing.T) {
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("no /proc/net/tcp")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	var conns []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		conns = append(conns, c)
+	}
+	if n, err := establishedTo(port); err != nil || n != len(conns) {
+		t.Errorf("establishedTo(%d) = %d, %v; want %d", port, n, err, len(conns))
 	}
 }

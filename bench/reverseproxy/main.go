@@ -5,9 +5,9 @@
 //
 //	go run ./bench/reverseproxy -addr 127.0.0.1:9091 -upstream http://127.0.0.1:9090
 //
-// Streams are flushed after every write (FlushInterval -1), and the transport keeps up
-// to 256 idle connections to the upstream, so a load of 64 concurrent requests reuses
-// its connections. It prints "reverseproxy: listening on http://HOST:PORT" once it
+// Streams are flushed after every write (FlushInterval -1), the transport keeps up to
+// 256 idle connections to the upstream, so a load of 64 concurrent requests reuses its
+// connections, and requests are served full duplex (see fullDuplex). It prints "reverseproxy: listening on http://HOST:PORT" once it
 // accepts connections, and shuts down gracefully on SIGINT or SIGTERM.
 package main
 
@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           proxy,
+		Handler:           fullDuplex(proxy),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
@@ -80,6 +80,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		srv.Close()
 	}
 	return nil
+}
+
+// fullDuplex lets h read the request body after it has started the response. Without
+// it the HTTP/1 server closes the body when the proxy writes the upstream's response
+// headers, and the transport's final read of the body it is still sending (the check
+// that it is no longer than its Content-Length) can then fail and tear down the upstream
+// connection mid-stream: the client gets a truncated stream, the proxy logs "read error
+// during body copy: use of closed network connection" (golang/go#40747).
+func fullDuplex(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // newProxy is httputil.NewSingleHostReverseProxy to upstream, flushing every write and

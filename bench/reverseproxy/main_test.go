@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -63,5 +64,30 @@ func TestProxyFlushesEachWrite(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("first event not flushed through the proxy")
+	}
+}
+
+// TestFullDuplex checks that the request body can still be read once the response has
+// started, which the transport may do while the proxy copies the upstream's answer.
+func TestFullDuplex(t *testing.T) {
+	got := make(chan string, 1)
+	front := httptest.NewServer(fullDuplex(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- string(b)
+	})))
+	defer front.Close()
+	resp, err := http.Post(front.URL, "application/json", strings.NewReader(`{"model":"m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if b := <-got; b != `{"model":"m"}` {
+		t.Errorf("body read after the response started: %q", b)
 	}
 }
