@@ -21,6 +21,14 @@ func NewReader(r io.Reader) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, 8<<10), buf: make([]byte, 0, 1<<10)}
 }
 
+// Ready reports whether a whole next event is already buffered, so Next will return it
+// without waiting on the underlying reader.
+func (r *Reader) Ready() bool {
+	b, _ := r.br.Peek(r.br.Buffered())
+	b = bytes.TrimLeft(b, "\r\n") // blank lines before an event are skipped, not an event
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
+}
+
 // Next returns the next event: its lines as sent, including the blank line that ends it
 // (absent only for a last event cut short by the end of the stream). The slice is valid
 // until the next call. At the end of the stream it returns io.EOF.
@@ -116,8 +124,9 @@ type Result struct {
 	WriteErr error
 }
 
-// Relay copies the SSE stream src to w event by event, flushing after each, so every
-// chunk reaches the client the moment it arrives. It reads usage and the served model on
+// Relay copies the SSE stream src to w event by event and flushes whenever it has written
+// every event received so far, so every chunk reaches the client the moment it arrives
+// (events that arrived together leave together). It reads usage and the served model on
 // the way without re-encoding anything. The caller has written the response header.
 func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 	now := opts.Now
@@ -171,10 +180,19 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 			res.WriteErr = err
 			break
 		}
+		// Flush unless the next event has already arrived: then it goes out in the same
+		// write, a moment later, instead of costing a system call of its own. Nothing is
+		// ever held back waiting for the upstream.
+		if rd.Ready() {
+			continue
+		}
 		if err := rc.Flush(); err != nil {
 			res.WriteErr = err
 			break
 		}
+	}
+	if res.WriteErr == nil {
+		rc.Flush() // whatever the loop wrote last, in case it ended on a read error
 	}
 	res.End = now()
 	return res

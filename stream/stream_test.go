@@ -110,3 +110,28 @@ func BenchmarkRelay(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*102), "ns/chunk")
 }
+
+func TestReaderReady(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want bool // after reading the first event
+	}{
+		{"next event buffered", "data: a\n\ndata: b\n\n", true},
+		{"next event partial", "data: a\n\ndata: b", false},
+		{"only blank lines", "data: a\n\n\n\n", false},
+		{"CRLF event", "data: a\r\n\r\ndata: b\r\n\r\n", true},
+		{"nothing", "data: a\n\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewReader(strings.NewReader(tt.in))
+			if _, err := r.Next(); err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Ready(); got != tt.want {
+				t.Errorf("Ready = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
