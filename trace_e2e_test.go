@@ -8,10 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -588,121 +586,13 @@ func testTracesEndToEnd(t *testing.T, s *sinkEnv) {
 	})
 }
 
-// tcpProxy forwards loopback connections to a target; cut makes the target unreachable.
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]bool
-}
-
-func newTCPProxy(t testing.TB, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-// url returns dbURL with its host replaced by the proxy's address.
-func (p *tcpProxy) url(t testing.TB, dbURL string) string {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = p.ln.Addr().String()
-	return u.String()
-}
-
-func (p *tcpProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			c.Close() // down: refused at once
-			continue
-		}
-		p.wg.Add(1)
-		go p.pipe(c)
-	}
-}
-
-func (p *tcpProxy) pipe(c net.Conn) {
-	defer p.wg.Done()
-	defer p.untrack(c)
-	u, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		return
-	}
-	defer p.untrack(u)
-	if !p.track(u) {
-		return
-	}
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(u, c); done <- struct{}{} }()
-	go func() { io.Copy(c, u); done <- struct{}{} }()
-	<-done
-	c.Close()
-	u.Close()
-	<-done
-}
-
-func (p *tcpProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		return false
-	}
-	p.conns[c] = true
-	return true
-}
-
-func (p *tcpProxy) untrack(c net.Conn) {
-	c.Close()
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-}
-
-// cut closes every connection and refuses new ones until restore.
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-func (p *tcpProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
-}
-
 // TestTraceStoreOutage: while the trace store is unreachable, requests are answered at once;
 // when it is back, every trace arrives, once.
 func TestTraceStoreOutage(t *testing.T) {
 	ctx := context.Background()
 	direct, dbURL := newPGPool(t)
-	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	proxied, err := pgxpool.New(ctx, proxy.url(t, dbURL))
+	proxy := pgtest.NewProxy(t)
+	proxied, err := pgxpool.New(ctx, proxy.URL(t, dbURL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -740,7 +630,7 @@ func TestTraceStoreOutage(t *testing.T) {
 	db := stdlib.OpenDBFromPool(direct)
 	defer db.Close()
 
-	proxy.cut()
+	proxy.Cut()
 	const n = 20
 	ids := map[string]bool{}
 	for i := range n {
@@ -768,7 +658,7 @@ func TestTraceStoreOutage(t *testing.T) {
 		t.Fatalf("%d traces reached the store through a cut proxy", got)
 	}
 
-	proxy.restore()
+	proxy.Restore()
 	flushCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := gw.ForceFlush(flushCtx); err != nil {

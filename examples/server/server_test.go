@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -282,13 +280,13 @@ func TestCrashLosesNoTrace(t *testing.T) {
 		}
 		return n, distinct
 	}
-	proxy := newTCPProxy(t, "127.0.0.1:5432")
+	proxy := pgtest.NewProxy(t)
 	masterKey, err := loomcrypto.GenerateMasterKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	key := "loom_" + hex.EncodeToString([]byte("crash-test-bootstrap-key"))
-	env := serverEnv("DATABASE_URL="+proxy.url(t, dbURL), "LOOM_MASTER_KEY="+masterKey, "LOOM_BOOTSTRAP_KEY="+key)
+	env := serverEnv("DATABASE_URL="+proxy.URL(t, dbURL), "LOOM_MASTER_KEY="+masterKey, "LOOM_BOOTSTRAP_KEY="+key)
 	dataDir := t.TempDir()
 
 	c1 := startChild(t, dataDir, env)
@@ -296,7 +294,7 @@ func TestCrashLosesNoTrace(t *testing.T) {
 	ids := []string{chat(t, c1.addr, key, "before the outage")}
 	waitFor(t, 20*time.Second, func() bool { n, _ := count(); return n == 1 })
 
-	proxy.cut()
+	proxy.Cut()
 	const n = 10
 	for i := 1; i < n; i++ {
 		ids = append(ids, chat(t, c1.addr, key, fmt.Sprintf("during the outage %d", i)))
@@ -306,7 +304,7 @@ func TestCrashLosesNoTrace(t *testing.T) {
 		t.Fatalf("%d traces reached the store through a cut proxy", got)
 	}
 	c1.kill(t)
-	proxy.restore()
+	proxy.Restore()
 
 	c2 := startChild(t, dataDir, env)
 	waitFor(t, 30*time.Second, func() bool { got, _ := count(); return got >= n })
@@ -451,112 +449,4 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// tcpProxy forwards loopback connections to a target; cut makes the target unreachable.
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]bool
-}
-
-func newTCPProxy(t testing.TB, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-// url returns dbURL with its host replaced by the proxy's address.
-func (p *tcpProxy) url(t testing.TB, dbURL string) string {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = p.ln.Addr().String()
-	return u.String()
-}
-
-func (p *tcpProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			c.Close() // down: refused at once
-			continue
-		}
-		p.wg.Add(1)
-		go p.pipe(c)
-	}
-}
-
-func (p *tcpProxy) pipe(c net.Conn) {
-	defer p.wg.Done()
-	defer p.untrack(c)
-	u, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		return
-	}
-	defer p.untrack(u)
-	if !p.track(u) {
-		return
-	}
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(u, c); done <- struct{}{} }()
-	go func() { io.Copy(c, u); done <- struct{}{} }()
-	<-done
-	c.Close()
-	u.Close()
-	<-done
-}
-
-func (p *tcpProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		return false
-	}
-	p.conns[c] = true
-	return true
-}
-
-func (p *tcpProxy) untrack(c net.Conn) {
-	c.Close()
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
-}
-
-// cut closes every connection and refuses new ones until restore.
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-func (p *tcpProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
 }
