@@ -194,7 +194,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Admin returns the tenancy service bound to this gateway's auth cache: revoking a key or
-// deactivating a tenant through it takes effect on this gateway at once.
+// deactivating a tenant through it takes effect on this gateway at once. Set tenant
+// provider configurations with SetTenantProvider, which also seals the upstream key and
+// refreshes this gateway's routes.
 func (g *Gateway) Admin() *tenancy.Service { return g.admin }
 
 // SetTenantProvider stores a tenant's own configuration of an upstream provider, sealing
