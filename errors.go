@@ -37,7 +37,6 @@ func toAPIError(err error) *apiError {
 	var (
 		invalid  *provider.InvalidRequestError
 		upstream *provider.UpstreamError
-		maxBytes *http.MaxBytesError
 		api      *apiError
 	)
 	switch {
@@ -45,7 +44,7 @@ func toAPIError(err error) *apiError {
 		return api
 	case errors.As(err, &invalid):
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: invalid.Param, Message: invalid.Message}
-	case errors.As(err, &maxBytes), errors.Is(err, errBodyTooLarge):
+	case errors.Is(err, errBodyTooLarge):
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
 			Message: "The request body is larger than this gateway accepts."}
 	case errors.Is(err, tenancy.ErrRevokedKey):
