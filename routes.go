@@ -165,6 +165,8 @@ func (rt *router) build(c tenancy.ProviderConfig) (provider.Provider, error) {
 		return provider.NewOpenAI(provider.OpenAIConfig{BaseURL: c.BaseURL, APIKey: key, Client: rt.client}), nil
 	case "azure":
 		return provider.NewAzure(provider.AzureConfig{Endpoint: c.BaseURL, APIKey: key, APIVersion: c.APIVersion, Client: rt.client}), nil
+	case "anthropic":
+		return provider.NewAnthropic(provider.AnthropicConfig{BaseURL: c.BaseURL, APIKey: key, Client: rt.client}), nil
 	case "mock":
 		return provider.NewMock(provider.MockConfig{}), nil
 	}

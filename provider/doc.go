@@ -4,7 +4,8 @@
 // upstream's answer in the same format (a JSON body, or an SSE stream of chunks), or an
 // *UpstreamError with the upstream's own status and body. OpenAI, Azure OpenAI (classic
 // deployments path and /openai/v1/) and any OpenAI-compatible upstream are passed through
-// byte for byte; Mock answers by itself for offline use and tests.
+// byte for byte; Anthropic translates the Messages API both ways, streaming included; Mock
+// answers by itself for offline use and tests.
 //
 // The package also owns what Loom reads of the wire format — ParseChatRequest for the
 // request, ReadCompletion and Usage for answers and stream chunks — done by walking the

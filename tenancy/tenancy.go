@@ -57,7 +57,7 @@ type APIKey struct {
 type ProviderConfig struct {
 	TenantID string
 	Name     string // routing prefix, e.g. "openai" for "openai/gpt-4o-mini"
-	Kind     string // adapter: "openai", "azure" or "mock"
+	Kind     string // adapter: "openai", "azure", "anthropic" or "mock"
 	BaseURL  string
 	// SealedAPIKey is the upstream API key, sealed by the caller (see package crypto); the
 	// store keeps it as opaque bytes.

@@ -90,7 +90,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	routes := upstreamRoutes(cfg)
 	if len(routes) == 0 {
 		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
-		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT): serving the built-in mock provider as model \"mock-1\"")
+		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_API_KEY): serving the built-in mock provider as model \"mock-1\"")
 	}
 	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log}
 	if cfg.Tracing {
@@ -309,6 +309,11 @@ func upstreamRoutes(cfg config) []loom.Route {
 		routes = append(routes, loom.Route{Name: "azure",
 			Provider: provider.NewAzure(provider.AzureConfig{Endpoint: cfg.AzureEndpoint, APIKey: cfg.AzureKey, APIVersion: cfg.AzureVersion}),
 			Models:   cfg.AzureDeployments})
+	}
+	if cfg.AnthropicKey != "" {
+		routes = append(routes, loom.Route{Name: "anthropic",
+			Provider: provider.NewAnthropic(provider.AnthropicConfig{BaseURL: cfg.AnthropicBaseURL, APIKey: cfg.AnthropicKey}),
+			Models:   cfg.AnthropicModels})
 	}
 	return routes
 }
