@@ -749,3 +749,38 @@ func TestTenantProvider(t *testing.T) {
 		t.Errorf("calls: shared %d, tenant %d; want 1 each", len(shared.calls), len(own.calls))
 	}
 }
+
+// The keys' last-used times reach the store in batches, off the request path: an unused
+// key has none.
+func TestKeyLastUsed(t *testing.T) {
+	e := newEnv(t, []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{}), Models: []string{"mock-1"}}},
+		func(c *loom.Config) { c.KeyUsageInterval = 20 * time.Millisecond })
+	ctx := context.Background()
+	_, idle, err := e.gw.Admin().CreateKey(ctx, e.tenantID, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := e.post(t, e.key, `{"model":"mock-1","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	lastUsed := func() map[string]bool {
+		keys, err := e.store.ListKeys(ctx, e.tenantID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, k := range keys {
+			m[k.ID] = k.LastUsedAt != nil
+		}
+		return m
+	}
+	var got map[string]bool
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if got = lastUsed(); got[e.keyID] {
+			break
+		}
+	}
+	if diff := cmp.Diff(map[string]bool{e.keyID: true, idle.ID: false}, got); diff != "" {
+		t.Errorf("keys with a last-used time (-want +got):\n%s", diff)
+	}
+}

@@ -64,6 +64,12 @@ type Config struct {
 	AuthCacheSize int
 	AuthCacheTTL  time.Duration
 
+	// KeyUsageInterval is how often the API keys' last-used times are written to the
+	// Store, when it can (a TouchKeys method, as both built-in stores have), batched off
+	// the request path; they are written at Shutdown too. If zero, 30 seconds; if
+	// negative, never.
+	KeyUsageInterval time.Duration
+
 	// Logger receives operational messages. If nil, nothing is logged. Keys and bodies
 	// are never logged.
 	Logger *slog.Logger
@@ -93,6 +99,17 @@ type Gateway struct {
 	inflight     sync.WaitGroup
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	// touch writes keys' last-used times (nil when the store cannot); the loop writing
+	// them periodically stops when stopUsage closes and closes usageDone.
+	touch     func(ctx context.Context, at time.Time, keyIDs ...string) error
+	stopUsage chan struct{}
+	usageDone chan struct{}
+}
+
+// keyToucher is a Store that records when keys were last used.
+type keyToucher interface {
+	TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error
 }
 
 // New returns a Gateway for cfg.
@@ -167,6 +184,14 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.traces = p
 	}
+	if kt, ok := cfg.Store.(keyToucher); ok && cfg.KeyUsageInterval >= 0 {
+		g.touch = kt.TouchKeys
+		if cfg.KeyUsageInterval == 0 {
+			cfg.KeyUsageInterval = 30 * time.Second
+		}
+		g.stopUsage, g.usageDone = make(chan struct{}), make(chan struct{})
+		go g.flushUsageLoop(cfg.KeyUsageInterval)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", g.chatCompletions)
 	mux.HandleFunc("GET /v1/models", g.listModels)
@@ -237,6 +262,13 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			g.shutdownErr = fmt.Errorf("loom: shutdown: requests still in flight: %w", ctx.Err())
 		}
+		if g.touch != nil {
+			close(g.stopUsage)
+			<-g.usageDone
+			if err := g.auth.FlushUsage(ctx, g.touch); err != nil {
+				g.shutdownErr = errors.Join(g.shutdownErr, fmt.Errorf("loom: shutdown: %w", err))
+			}
+		}
 		if g.traces != nil {
 			if err := g.traces.Shutdown(ctx); err != nil {
 				g.shutdownErr = errors.Join(g.shutdownErr, fmt.Errorf("loom: shutdown: %w", err))
@@ -244,6 +276,25 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}
 	})
 	return g.shutdownErr
+}
+
+// flushUsageLoop writes keys' last-used times every interval until Shutdown.
+func (g *Gateway) flushUsageLoop(interval time.Duration) {
+	defer close(g.usageDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stopUsage:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), interval)
+			if err := g.auth.FlushUsage(ctx, g.touch); err != nil {
+				g.log.Warn("key usage not recorded; retrying at the next interval", "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // ForceFlush writes every trace recorded so far to the sinks.

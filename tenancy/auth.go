@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -42,6 +43,13 @@ type authEntry struct {
 	p       Principal
 	err     error
 	expires time.Time
+	use     *keyUse // nil for refusals
+}
+
+// keyUse tracks when an accepted key was last used (unix nanoseconds), and up to when that
+// was written to the store, without a lock or an allocation on the request path.
+type keyUse struct {
+	last, flushed atomic.Int64
 }
 
 // Authenticator turns raw API keys into Principals, caching answers in memory. It is safe for
@@ -111,6 +119,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, rawKey string) (Princi
 	if e, ok := a.known.Get(h); ok {
 		if now.Before(e.expires) {
 			a.mu.Unlock()
+			if e.use != nil {
+				e.use.last.Store(now.UnixNano())
+			}
 			return e.p, e.err
 		}
 		a.known.Remove(h)
@@ -182,6 +193,9 @@ func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (auth
 		e.err = ErrRevokedKey
 	case t.Status != TenantActive:
 		e.err = ErrTenantInactive
+	default:
+		e.use = &keyUse{}
+		e.use.last.Store(a.now().UnixNano())
 	}
 	a.mu.Lock()
 	if a.gen == gen {
@@ -189,6 +203,41 @@ func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (auth
 	}
 	a.mu.Unlock()
 	return e, nil
+}
+
+// FlushUsage writes when cached keys were last used with touch (a store's TouchKeys), for
+// every key used since the last flush, stamped with the current time: last-used times are
+// exact to within the flush interval, and a key evicted from the cache before a flush is not
+// counted. The gateway calls it periodically and at shutdown, off the request path.
+func (a *Authenticator) FlushUsage(ctx context.Context, touch func(ctx context.Context, at time.Time, keyIDs ...string) error) error {
+	type pending struct {
+		use  *keyUse
+		last int64
+	}
+	var ids []string
+	var seen []pending
+	a.mu.Lock()
+	for _, h := range a.known.Keys() {
+		e, ok := a.known.Peek(h)
+		if !ok || e.use == nil {
+			continue
+		}
+		if last := e.use.last.Load(); last > e.use.flushed.Load() {
+			ids = append(ids, e.p.KeyID)
+			seen = append(seen, pending{e.use, last})
+		}
+	}
+	a.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := touch(ctx, a.now(), ids...); err != nil {
+		return fmt.Errorf("tenancy: flush key usage: %w", err)
+	}
+	for _, p := range seen {
+		p.use.flushed.Store(p.last)
+	}
+	return nil
 }
 
 // InvalidateKey drops the cached answer for the key with this id, so the next request with
