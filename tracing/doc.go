@@ -24,8 +24,9 @@
 // Without a spool directory the same shippers work from a bounded in-memory window; a
 // crash then loses what is waiting.
 //
-// Wiring: create the sinks, then NewPipeline; pass the pipeline to the gateway as its
-// Recorder. On shutdown, first stop the HTTP server (so no request records any more), then
-// call Pipeline.Shutdown, which drains to the sinks and shuts them down; the sinks' own
+// Wiring: the gateway builds its Pipeline from loom.Config.Tracing (the sinks, the spool
+// directory) and shuts it down in Gateway.Shutdown; NewPipeline is for using the pipeline on
+// its own. On shutdown, first stop the HTTP server (so no request records any more), then
+// shut the pipeline down, which drains to the sinks and shuts them down; the sinks' own
 // resources (a database pool) are closed after that.
 package tracing
