@@ -19,6 +19,9 @@ type config struct {
 	StrictTraces    bool
 	ShutdownTimeout time.Duration
 	PprofAddr       string
+	// Proxied is set when HTTPS_PROXY or HTTP_PROXY is: upstream calls then go through the
+	// standard transport, which honours them.
+	Proxied bool
 
 	OpenAIKey, OpenAIBaseURL string
 	OpenAIModels             []string // nil: any "openai/…" model
@@ -49,6 +52,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, err
 	}
 	c.PprofAddr = getenv("LOOM_PPROF_ADDR")
+	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+		c.Proxied = c.Proxied || getenv(k) != ""
+	}
 	c.DatabaseURL = getenv("DATABASE_URL")
 	c.BootstrapKey = getenv("LOOM_BOOTSTRAP_KEY")
 	c.MasterKey = getenv("LOOM_MASTER_KEY")

@@ -300,19 +300,23 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 // upstreamRoutes builds the routes the environment configures.
 func upstreamRoutes(cfg config) []loom.Route {
 	var routes []loom.Route
+	var client *http.Client // nil: each adapter's default, provider.Transport
+	if cfg.Proxied {
+		client = &http.Client{Transport: provider.NewTransport()}
+	}
 	if cfg.OpenAIKey != "" || cfg.OpenAIBaseURL != "" {
 		routes = append(routes, loom.Route{Name: "openai",
-			Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIKey}),
+			Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIKey, Client: client}),
 			Models:   cfg.OpenAIModels})
 	}
 	if cfg.AzureEndpoint != "" {
 		routes = append(routes, loom.Route{Name: "azure",
-			Provider: provider.NewAzure(provider.AzureConfig{Endpoint: cfg.AzureEndpoint, APIKey: cfg.AzureKey, APIVersion: cfg.AzureVersion}),
+			Provider: provider.NewAzure(provider.AzureConfig{Endpoint: cfg.AzureEndpoint, APIKey: cfg.AzureKey, APIVersion: cfg.AzureVersion, Client: client}),
 			Models:   cfg.AzureDeployments})
 	}
 	if cfg.AnthropicKey != "" {
 		routes = append(routes, loom.Route{Name: "anthropic",
-			Provider: provider.NewAnthropic(provider.AnthropicConfig{BaseURL: cfg.AnthropicBaseURL, APIKey: cfg.AnthropicKey}),
+			Provider: provider.NewAnthropic(provider.AnthropicConfig{BaseURL: cfg.AnthropicBaseURL, APIKey: cfg.AnthropicKey, Client: client}),
 			Models:   cfg.AnthropicModels})
 	}
 	return routes
