@@ -784,3 +784,35 @@ func TestKeyLastUsed(t *testing.T) {
 		t.Errorf("keys with a last-used time (-want +got):\n%s", diff)
 	}
 }
+
+// Wrong methods and unknown paths get OpenAI error JSON too, not the mux's plain text.
+func TestUnknownRoutes(t *testing.T) {
+	e := newEnv(t, nil)
+	tests := []struct {
+		name, method, path string
+		wantStatus         int
+		wantCode           string
+	}{
+		{"GET chat completions", http.MethodGet, "/v1/chat/completions", 405, "method_not_allowed"},
+		{"DELETE models", http.MethodDelete, "/v1/models", 405, "method_not_allowed"},
+		{"unknown path", http.MethodPost, "/v1/completions", 404, "unknown_url"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, e.srv.URL+tt.path, nil)
+			req.Header.Set("Authorization", "Bearer "+e.key)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var eb errorBody
+			if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil {
+				t.Fatalf("not JSON: %v", err)
+			}
+			if resp.StatusCode != tt.wantStatus || deref(eb.Error.Code) != tt.wantCode || eb.Error.Message == "" {
+				t.Errorf("status %d, error %+v; want %d %s", resp.StatusCode, eb.Error, tt.wantStatus, tt.wantCode)
+			}
+		})
+	}
+}
