@@ -63,6 +63,7 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 			}
 		case "stream_options":
 			if string(v) == "null" {
+				r.optsStart, r.optsEnd = start, end // replaced if Loom must ask for usage
 				break
 			}
 			if v[0] != '{' {
@@ -151,6 +152,9 @@ func (r *ChatRequest) UpstreamBody(upstreamModel string) []byte {
 
 // withIncludeUsage rewrites a stream_options object so include_usage is true.
 func withIncludeUsage(opts []byte) []byte {
+	if string(opts) == "null" {
+		return []byte(`{"include_usage":true}`)
+	}
 	m := map[string]json.RawMessage{}
 	_ = json.Unmarshal(opts, &m) // opts is a validated JSON object
 	m["include_usage"] = json.RawMessage("true")

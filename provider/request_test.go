@@ -21,6 +21,8 @@ func TestUpstreamBody(t *testing.T) {
 			`{"stream_options":{"include_usage":true},"messages":[1],"stream":true,"model":"m"}`},
 		{"usage forced in existing options", ` { "model" : "a/m", "stream": true, "stream_options": {"include_usage": false, "x": 1}, "messages": [1]}`, "m",
 			` { "model" : "m", "stream": true, "stream_options": {"include_usage":true,"x":1}, "messages": [1]}`},
+		{"null options replaced", `{"model":"m","stream":true,"stream_options":null,"messages":[1]}`, "m",
+			`{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[1]}`},
 		{"client asked already", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[1]}`, "m",
 			`{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[1]}`},
 		{"escapes kept", `{"model":"a/m","messages":[{"content":"\"model\":\"x\""}]}`, "m",
