@@ -2,7 +2,9 @@ package provider
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // InvalidRequestError describes a client request Loom refuses before it goes upstream.
@@ -37,9 +39,26 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	r := &ChatRequest{Body: body, modelStart: -1, optsStart: -1}
 	var bad *InvalidRequestError
 	hasMessages := false
-	err := members(body, func(key []byte, start, end int) bool {
+	seen := 0 // bit i: the i-th member of routedKeys was seen
+	err := members(body, func(rawKey []byte, start, end int) bool {
 		v := body[start:end]
-		switch string(key) {
+		key := string(rawKey)
+		if strings.IndexByte(key, '\\') >= 0 {
+			// "mod\u0065l" is "model" to the upstream's decoder: read it as such.
+			key = unquote(append(append([]byte{'"'}, rawKey...), '"'))
+		}
+		// Some decoders (Go's among them) match member names case-insensitively, so
+		// "MODEL" after "model" is a duplicate too.
+		if i := slices.IndexFunc(routedKeys, func(k string) bool { return strings.EqualFold(k, key) }); i >= 0 {
+			if seen&(1<<i) != 0 {
+				// Decoders disagree on which duplicate wins: Loom must route and meter on
+				// what the upstream will use, so it refuses to guess.
+				bad = &InvalidRequestError{Param: key, Message: key + ": given more than once"}
+				return false
+			}
+			seen |= 1 << i
+		}
+		switch key {
 		case "model":
 			if v[0] != '"' {
 				bad = &InvalidRequestError{Param: "model", Message: "model: expected a string"}
@@ -92,6 +111,9 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	}
 	return r, nil
 }
+
+// routedKeys are the members Loom reads to route and meter a request.
+var routedKeys = []string{"model", "messages", "stream", "stream_options"}
 
 // unquote decodes a JSON string value; escapes are rare in model names, so the plain case
 // costs one small allocation.

@@ -2,6 +2,8 @@ package provider
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -42,6 +44,31 @@ func TestUpstreamBody(t *testing.T) {
 				t.Errorf("invalid JSON: %s", got)
 			}
 		})
+	}
+}
+
+// A model named twice, or hidden behind an escaped key, is refused: Loom routes and prices
+// by the model the upstream will use, and decoders disagree on which duplicate wins.
+func TestParseChatRequestDuplicates(t *testing.T) {
+	for _, in := range []string{
+		`{"model":"a","model":"b","messages":[1]}`,
+		`{"model":"mock-1","messages":[1],"mod\u0065l":"gpt-4-32k"}`,
+		`{"model":"m","messages":[1],"stre\u0061m":true,"stream":false}`,
+		`{"model":"mock-1","messages":[1],"MODEL":"gpt-4-32k"}`,
+		`{"model":"mock-1","messages":[1],"Model":"gpt-4-32k"}`,
+	} {
+		_, err := ParseChatRequest([]byte(in))
+		var ir *InvalidRequestError
+		if !errors.As(err, &ir) || !strings.Contains(ir.Message, "more than once") {
+			t.Errorf("%s: err = %v, want a duplicate refusal", in, err)
+		}
+	}
+	r, err := ParseChatRequest([]byte(`{"mod\u0065l":"openai/gpt-4o","messages":[1]}`))
+	if err != nil || r.Model != "openai/gpt-4o" {
+		t.Fatalf("escaped key: %+v, %v", r, err)
+	}
+	if got := string(r.UpstreamBody("gpt-4o")); got != `{"mod\u0065l":"gpt-4o","messages":[1]}` {
+		t.Errorf("upstream body %s", got)
 	}
 }
 
@@ -97,4 +124,42 @@ func usage(prompt, completion, cached, reasoning int64) Usage {
 	u.PromptTokens, u.CompletionTokens = prompt, completion
 	u.PromptTokensDetails.CachedTokens, u.CompletionTokensDetails.ReasoningTokens = cached, reasoning
 	return u
+}
+
+// FuzzUpstreamBody: whatever a client sends, a request Loom accepts becomes a valid JSON
+// body upstream that names the upstream model and, for a stream, asks for usage.
+func FuzzUpstreamBody(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"a/m","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[1]}`,
+		` { "messages" : [ 1 ] , "stream" : true , "model" : "m\\u0041" , "stream_options" : null } `,
+		`{"model":"m","messages":[{"content":"\"model\":\"x\""}],"stream":false}`,
+		`{"model":"mock-1","messages":[1],"mod\u0065l":"gpt-4-32k"}`,
+		`{"model":"a","model":"b","messages":[1]}`,
+		`{"model":"a","MODEL":"b","messages":[1]}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		r, err := ParseChatRequest([]byte(in))
+		if err != nil {
+			return
+		}
+		out := r.UpstreamBody("upstream-model")
+		var got struct {
+			Model         string `json:"model"`
+			StreamOptions *struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("upstream body is not JSON: %v\n%s", err, out)
+		}
+		if got.Model != "upstream-model" {
+			t.Errorf("model = %q in %s", got.Model, out)
+		}
+		if r.Stream && (got.StreamOptions == nil || !got.StreamOptions.IncludeUsage) {
+			t.Errorf("stream without include_usage: %s", out)
+		}
+	})
 }
