@@ -36,7 +36,7 @@ type exchange struct {
 }
 
 func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
-	start := g.now()
+	start := g.cfg.Now()
 	id, err := uuid.NewV7()
 	if err != nil {
 		writeError(w, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Message: "Could not allocate a request id."})
@@ -89,7 +89,7 @@ func (g *Gateway) record(ctx context.Context, t *tracing.Trace) {
 
 func (x *exchange) serve() {
 	g, r, t := x.g, x.r, x.t
-	body, err := readBody(r, g.cfg.MaxBodyBytes)
+	body, err := readAll(r.Body, r.ContentLength, g.cfg.MaxBodyBytes)
 	if err != nil {
 		x.fail(err)
 		return
@@ -109,13 +109,11 @@ func (x *exchange) serve() {
 	t.Provider = route.Name
 
 	up := &provider.Request{Model: model, Body: req.UpstreamBody(model), Stream: req.Stream, Header: r.Header}
-	ctx, cancel := context.WithCancelCause(r.Context())
-	defer cancel(nil)
-	timer := time.AfterFunc(g.cfg.UpstreamTimeout, func() { cancel(errUpstreamTimeout) })
-	defer timer.Stop()
-	x.sent = g.now()
+	ctx, cancel := context.WithTimeoutCause(r.Context(), g.cfg.UpstreamTimeout, errUpstreamTimeout)
+	defer cancel()
+	x.sent = g.cfg.Now()
 	resp, err := route.Provider.Chat(ctx, up)
-	x.last = g.now()
+	x.last = g.cfg.Now()
 	t.TTFBUS = x.last.Sub(x.start).Microseconds()
 	if err != nil {
 		x.fail(upstreamCause(ctx, err))
@@ -166,8 +164,8 @@ func (x *exchange) fail(err error) {
 }
 
 func (x *exchange) relayJSON(ctx context.Context, resp *provider.Response) {
-	body, err := readAll(resp.Body, resp.ContentLength)
-	x.last = x.g.now()
+	body, err := readAll(resp.Body, resp.ContentLength, -1)
+	x.last = x.g.cfg.Now()
 	if err != nil {
 		x.fail(upstreamCause(ctx, err))
 		return
@@ -196,7 +194,7 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 	res := stream.Relay(x.w, resp.Body, stream.RelayOptions{
 		StripUsage: !req.IncludeUsage,
 		Capture:    x.g.cfg.MaxCaptureBytes,
-		Now:        x.g.now,
+		Now:        x.g.cfg.Now,
 	})
 	x.last = res.End
 	if !res.FirstEvent.IsZero() {
@@ -251,7 +249,7 @@ func (x *exchange) capture(b []byte) {
 
 // finish stamps the timings: Loom's own time is everything but the wait for the upstream.
 func (x *exchange) finish() {
-	end := x.g.now()
+	end := x.g.cfg.Now()
 	t := x.t
 	t.LatencyUS = end.Sub(x.start).Microseconds()
 	if x.sent.IsZero() {
@@ -261,24 +259,37 @@ func (x *exchange) finish() {
 	t.OverheadUS = (x.sent.Sub(x.start) + end.Sub(x.last)).Microseconds()
 }
 
-// readAll reads an upstream body, sized by its Content-Length when it has one (n ≥ 0).
-func readAll(r io.Reader, n int64) ([]byte, error) {
-	if n < 0 || n > 64<<20 {
-		return io.ReadAll(r)
-	}
-	buf := make([]byte, n+1)
-	m, err := io.ReadFull(r, buf)
-	switch err {
-	case io.ErrUnexpectedEOF, io.EOF:
-		if int64(m) < n {
-			return nil, io.ErrUnexpectedEOF
+// readAll reads r to its end. n is its length when known (-1 otherwise), so the buffer is
+// sized once; with limit ≥ 0, more than limit bytes is errBodyTooLarge.
+func readAll(r io.Reader, n, limit int64) ([]byte, error) {
+	if limit >= 0 {
+		if n > limit {
+			return nil, errBodyTooLarge
 		}
-		return buf[:m], nil
-	case nil:
-		rest, err := io.ReadAll(r)
-		return append(buf, rest...), err
+		r = io.LimitReader(r, limit+1)
 	}
-	return nil, err
+	size := n + 1 // room to see the end without growing
+	if n < 0 || n > 64<<20 {
+		size = 64 << 10
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if limit >= 0 && int64(len(buf)) > limit {
+		return nil, errBodyTooLarge
+	}
+	return buf, nil
 }
 
 func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -86,7 +85,6 @@ type Config struct {
 type Gateway struct {
 	cfg    Config
 	log    *slog.Logger
-	now    func() time.Time
 	auth   *tenancy.Authenticator
 	admin  *tenancy.Service
 	routes *router
@@ -132,13 +130,23 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.MaxCaptureBytes = 1 << 20
 	}
 	if cfg.AuthCacheSize <= 0 {
-		cfg.AuthCacheSize = 10000
+		cfg.AuthCacheSize = tenancy.DefaultAuthCacheSize
 	}
 	if cfg.AuthCacheTTL <= 0 {
-		cfg.AuthCacheTTL = 30 * time.Second
+		cfg.AuthCacheTTL = tenancy.DefaultAuthCacheTTL
+	}
+	if cfg.KeyUsageInterval == 0 {
+		cfg.KeyUsageInterval = 30 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Prices == nil {
+		p, err := pricing.Default()
+		if err != nil {
+			return nil, fmt.Errorf("loom: %w", err)
+		}
+		cfg.Prices = p
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -148,16 +156,8 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg:   cfg,
 		log:   log,
-		now:   cfg.Now,
 		auth:  auth,
 		admin: tenancy.NewService(cfg.Store, auth),
-	}
-	if cfg.Prices == nil {
-		p, err := pricing.Default()
-		if err != nil {
-			return nil, fmt.Errorf("loom: %w", err)
-		}
-		cfg.Prices = p
 	}
 	var openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
 	if cfg.Keyring != nil {
@@ -165,7 +165,6 @@ func New(cfg Config) (*Gateway, error) {
 			return cfg.Keyring.Open(tenantID, ProviderKeyRecordID(name), version, sealed)
 		}
 	}
-	g.cfg = cfg
 	g.routes = newRouter(cfg.Routes, cfg.Store, cfg.AuthCacheSize, cfg.AuthCacheTTL, cfg.Now, openKey)
 	if len(cfg.Tracing.Sinks) > 0 {
 		tc := cfg.Tracing
@@ -184,11 +183,8 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.traces = p
 	}
-	if kt, ok := cfg.Store.(keyToucher); ok && cfg.KeyUsageInterval >= 0 {
+	if kt, ok := cfg.Store.(keyToucher); ok && cfg.KeyUsageInterval > 0 {
 		g.touch = kt.TouchKeys
-		if cfg.KeyUsageInterval == 0 {
-			cfg.KeyUsageInterval = 30 * time.Second
-		}
 		g.stopUsage, g.usageDone = make(chan struct{}), make(chan struct{})
 		go g.flushUsageLoop(cfg.KeyUsageInterval)
 	}
@@ -327,7 +323,10 @@ func priceTrace(prices *pricing.Table) func(*tracing.Trace) {
 		}
 		u := pricing.Usage{PromptTokens: t.PromptTokens, CompletionTokens: t.CompletionTokens, CachedTokens: t.CachedTokens}
 		for _, m := range [2]string{t.ServedModel, t.Model} {
-			if c, ok := prices.Cost(m, u); ok && m != "" {
+			if m == "" {
+				continue
+			}
+			if c, ok := prices.Cost(m, u); ok {
 				t.CostMicroUSD = &c
 				return
 			}
@@ -344,32 +343,3 @@ func (g *Gateway) TraceStats() tracing.Stats {
 	return g.traces.Stats()
 }
 
-// readBody reads a request body of at most limit bytes.
-func readBody(r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, errBodyTooLarge
-	}
-	n := r.ContentLength
-	if n < 0 || n > 64<<10 {
-		n = 64 << 10
-	}
-	buf := make([]byte, 0, n+1)
-	lr := io.LimitReader(r.Body, limit+1)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		m, err := lr.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+m]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if int64(len(buf)) > limit {
-		return nil, errBodyTooLarge
-	}
-	return buf, nil
-}

@@ -141,7 +141,11 @@ func (t *Transport) conn(ctx context.Context, req *http.Request) (*upConn, bool,
 	defer cancel()
 	addr := req.URL.Host
 	if req.URL.Port() == "" {
-		addr = net.JoinHostPort(req.URL.Hostname(), map[string]string{"http": "80", "https": "443"}[req.URL.Scheme])
+		port := "80"
+		if req.URL.Scheme == "https" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(req.URL.Hostname(), port)
 	}
 	var nc net.Conn
 	var err error
