@@ -342,4 +342,3 @@ func (g *Gateway) TraceStats() tracing.Stats {
 	}
 	return g.traces.Stats()
 }
-
