@@ -52,6 +52,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	s := &Server{serving: make(chan error, 1)}
 	defer func() {
 		if err != nil {
+			if s.Gateway != nil {
+				s.Gateway.Shutdown(ctx)
+			}
 			s.closeAll()
 		}
 	}()
@@ -105,7 +108,6 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		return nil, err
 	}
 	s.Gateway = gw
-	s.closers = append([]func() error{func() error { return gw.Shutdown(context.Background()) }}, s.closers...)
 
 	if s.BootstrapKey, err = bootstrap(ctx, gw.Admin(), cfg.BootstrapKey); err != nil {
 		return nil, err
@@ -181,7 +183,6 @@ func (s *Server) close(ctx context.Context) error {
 	if gerr := s.Gateway.Shutdown(ctx); gerr != nil {
 		err = errors.Join(err, gerr)
 	}
-	s.closers = s.closers[1:] // the gateway is shut down
 	return errors.Join(err, s.closeAll())
 }
 
@@ -202,10 +203,11 @@ func (s *Server) servePprof(addr string, stdout io.Writer) error {
 	return nil
 }
 
+// closeAll releases what Start opened, last opened first.
 func (s *Server) closeAll() error {
 	var err error
-	for _, c := range s.closers {
-		err = errors.Join(err, c())
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		err = errors.Join(err, s.closers[i]())
 	}
 	s.closers = nil
 	return err
