@@ -19,11 +19,7 @@ import (
 // handler's goroutine).
 func BenchmarkChatCompletion(b *testing.B) {
 	body := fixture(b, "openai_chat_nonstream_usage.json")
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
-	}))
-	defer up.Close()
+	up := staticUpstream(b, "application/json", body)
 	for _, tt := range []struct {
 		name   string
 		client *http.Client
@@ -34,16 +30,7 @@ func BenchmarkChatCompletion(b *testing.B) {
 		b.Run(tt.name, func(b *testing.B) {
 			e := newEnv(b, []loom.Route{{Name: "openai", Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: up.URL, APIKey: "sk", Client: tt.client}), Models: []string{"gpt-4o"}}})
 			req := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"What is 4200 + 42?"}]}`)
-			b.ReportAllocs()
-			for b.Loop() {
-				r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(req))
-				r.Header.Set("Authorization", "Bearer "+e.key)
-				w := httptest.NewRecorder()
-				e.gw.ServeHTTP(w, r)
-				if w.Code != 200 {
-					b.Fatalf("status %d: %s", w.Code, w.Body)
-				}
-			}
+			serveLoop(b, e, req)
 		})
 	}
 }
@@ -53,11 +40,7 @@ func BenchmarkChatCompletion(b *testing.B) {
 // two is what the gateway adds.
 func BenchmarkDirectUpstream(b *testing.B) {
 	body := fixture(b, "openai_chat_nonstream_usage.json")
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
-	}))
-	defer up.Close()
+	up := staticUpstream(b, "application/json", body)
 	client := &http.Client{Transport: &provider.Transport{}}
 	req := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"What is 4200 + 42?"}]}`)
 	b.ReportAllocs()
@@ -75,16 +58,28 @@ func BenchmarkDirectUpstream(b *testing.B) {
 // answer; ns/op divided by the chunk count is the relay cost per chunk.
 func BenchmarkChatCompletionStream(b *testing.B) {
 	body := fixture(b, "openai_chat_stream_tool_calls_parallel.sse")
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Write(body)
-	}))
-	defer up.Close()
+	up := staticUpstream(b, "text/event-stream", body)
 	e := newEnv(b, []loom.Route{{Name: "openai", Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: up.URL, APIKey: "sk"}), Models: []string{"gpt-4o"}}})
 	req := []byte(`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"What is 4200 + 42?"}]}`)
 	chunks := len(sseEvents(body))
+	serveLoop(b, e, req)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*chunks), "ns/chunk")
+}
+
+// staticUpstream answers every request with body, as fast as it can: the benchmarks'
+// upstream, with nothing recorded.
+func staticUpstream(b *testing.B, contentType string, body []byte) *httptest.Server {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Write(body)
+	}))
+	b.Cleanup(up.Close)
+	return up
+}
+
+// serveLoop sends req through the gateway's ServeHTTP for the benchmark's iterations.
+func serveLoop(b *testing.B, e *env, req []byte) {
 	b.ReportAllocs()
-	b.ResetTimer()
 	for b.Loop() {
 		r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", bytes.NewReader(req))
 		r.Header.Set("Authorization", "Bearer "+e.key)
@@ -94,5 +89,4 @@ func BenchmarkChatCompletionStream(b *testing.B) {
 			b.Fatalf("status %d: %s", w.Code, w.Body)
 		}
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*chunks), "ns/chunk")
 }

@@ -207,11 +207,11 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 		x.t.ClientAborted = true
 	case res.ReadErr != nil:
 		// The stream has started: the error can only travel as an event.
-		a := toAPIError(upstreamCause(ctx, res.ReadErr))
-		if a.Code == "upstream_unreachable" {
-			a = &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_stream_interrupted",
-				Message: "The upstream provider's stream broke off before it was complete."}
+		cause := errStreamInterrupted
+		if errors.Is(context.Cause(ctx), errUpstreamTimeout) {
+			cause = errUpstreamTimeout
 		}
+		a := toAPIError(cause)
 		x.t.ErrorType = a.Type
 		stream.WriteError(x.w, a.body())
 	case res.UpstreamError:

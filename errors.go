@@ -29,6 +29,8 @@ var (
 	errUpstreamTimeout = errors.New("loom: upstream timed out")
 	errBodyTooLarge    = errors.New("loom: request body too large")
 	errUnreachable     = errors.New("loom: upstream unreachable")
+	// errStreamInterrupted: the upstream's stream broke off after it had started.
+	errStreamInterrupted = errors.New("loom: upstream stream interrupted")
 )
 
 // toAPIError maps an error from the request path to what the client is told. Internal
@@ -64,6 +66,9 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, errUnreachable):
 		return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_unreachable",
 			Message: "The upstream provider could not be reached."}
+	case errors.Is(err, errStreamInterrupted):
+		return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_stream_interrupted",
+			Message: "The upstream provider's stream broke off before it was complete."}
 	case errors.Is(err, context.Canceled):
 		// The client left; nobody reads this answer, but the trace records the status.
 		return &apiError{Status: 499, Type: "client_closed_request", Message: "The client closed the request."}
