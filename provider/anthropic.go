@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/loom-gateway/loom/internal/sse"
 )
 
 // AnthropicConfig configures an Anthropic Messages API upstream.
@@ -115,7 +116,7 @@ func (p *Anthropic) Chat(ctx context.Context, req *Request) (*Response, error) {
 		header.Set("Content-Type", "text/event-stream")
 		s := &anthropicStream{
 			body:         resp.Body,
-			br:           bufio.NewReaderSize(resp.Body, 8<<10),
+			events:       sse.NewReader(resp.Body),
 			created:      p.now().Unix(),
 			includeUsage: includeUsage,
 			tools:        map[int]int{},
@@ -682,12 +683,10 @@ func anthropicCompletion(body []byte, created int64) ([]byte, error) {
 // it, so it needs no goroutine and holds nothing back.
 type anthropicStream struct {
 	body         io.ReadCloser
-	br           *bufio.Reader
+	events       *sse.Reader
 	created      int64
 	includeUsage bool
 
-	line []byte // the event being read
-	data []byte
 	out  []byte // translated bytes not yet read
 	off  int
 	err  error // returned once out is drained
@@ -720,11 +719,11 @@ func (s *anthropicStream) next() {
 	if s.stop {
 		// The client has its [DONE]; read the upstream to its end so its connection can
 		// be reused (Anthropic ends the response right after message_stop).
-		io.Copy(io.Discard, io.LimitReader(s.br, 64<<10))
+		io.Copy(io.Discard, io.LimitReader(s.body, 64<<10))
 		s.err = io.EOF
 		return
 	}
-	event, data, err := s.readEvent()
+	raw, err := s.events.Next()
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF // the stream ended before message_stop
@@ -732,6 +731,7 @@ func (s *anthropicStream) next() {
 		s.err = err
 		return
 	}
+	data := sse.Data(raw)
 	if len(data) == 0 {
 		return
 	}
@@ -758,7 +758,7 @@ func (s *anthropicStream) next() {
 		return
 	}
 	if ev.Type == "" {
-		ev.Type = event
+		ev.Type = sse.Name(raw)
 	}
 	switch ev.Type {
 	case "message_start":
@@ -835,49 +835,4 @@ func (s *anthropicStream) emitError(message, typ string) {
 	s.out = append(s.out, openAIError(message, typ)...)
 	s.out = append(s.out, "\n\n"...)
 	s.err = io.EOF
-}
-
-// readEvent reads the next SSE event: its event name and its data lines joined. Comment
-// lines and unknown fields are skipped. At a clean end of the stream it returns io.EOF.
-func (s *anthropicStream) readEvent() (event string, data []byte, err error) {
-	s.data = s.data[:0]
-	seen := false
-	for {
-		s.line = s.line[:0]
-		for {
-			part, err := s.br.ReadSlice('\n')
-			s.line = append(s.line, part...)
-			if err == bufio.ErrBufferFull {
-				continue
-			}
-			if err != nil {
-				if err == io.EOF && len(s.line) > 0 {
-					break // a last line without its newline
-				}
-				if err == io.EOF && seen {
-					return event, s.data, nil
-				}
-				return "", nil, err
-			}
-			break
-		}
-		line := bytes.TrimRight(s.line, "\r\n")
-		if len(line) == 0 {
-			if seen {
-				return event, s.data, nil
-			}
-			continue
-		}
-		field, value, _ := bytes.Cut(line, []byte(":"))
-		value = bytes.TrimPrefix(value, []byte(" "))
-		switch string(field) {
-		case "event":
-			event, seen = string(value), true
-		case "data":
-			if len(s.data) > 0 {
-				s.data = append(s.data, '\n')
-			}
-			s.data, seen = append(s.data, value...), true
-		}
-	}
 }

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/loom-gateway/loom/internal/sse"
 )
 
 func anthropicFixture(t *testing.T, name string) []byte {
@@ -282,7 +283,7 @@ func TestAnthropicCompletionStopAndCache(t *testing.T) {
 func translate(t *testing.T, upstream string, includeUsage bool) (string, error) {
 	t.Helper()
 	s := &anthropicStream{body: io.NopCloser(strings.NewReader(upstream)), created: 1766100767, includeUsage: includeUsage, tools: map[int]int{}}
-	s.br = bufio.NewReaderSize(s.body, 8<<10)
+	s.events = sse.NewReader(s.body)
 	b, err := io.ReadAll(s)
 	return string(b), err
 }

@@ -2,66 +2,12 @@ package stream
 
 import (
 	"bytes"
-	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 )
-
-func TestReader(t *testing.T) {
-	long := strings.Repeat("x", 20<<10) // longer than the read buffer
-	tests := []struct {
-		name string
-		in   string
-		want []string
-	}{
-		{"LF", "data: a\n\ndata: b\n\n", []string{"data: a\n\n", "data: b\n\n"}},
-		{"CRLF", "data: a\r\n\r\ndata: b\r\n\r\n", []string{"data: a\r\n\r\n", "data: b\r\n\r\n"}},
-		{"event and data lines", "event: message_start\ndata: {}\n\n", []string{"event: message_start\ndata: {}\n\n"}},
-		{"stray blank lines", "\n\ndata: a\n\n\n", []string{"data: a\n\n"}},
-		{"cut short", "data: a\n\ndata: b", []string{"data: a\n\n", "data: b"}},
-		{"long line", "data: " + long + "\n\n", []string{"data: " + long + "\n\n"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := NewReader(strings.NewReader(tt.in))
-			var got []string
-			for {
-				ev, err := r.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, string(ev))
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("events (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func TestData(t *testing.T) {
-	tests := []struct{ name, in, want string }{
-		{"one line", "data: {\"a\":1}\n\n", `{"a":1}`},
-		{"no space", "data:[DONE]\n\n", "[DONE]"},
-		{"CRLF", "data: x\r\n\r\n", "x"},
-		{"several lines", "data: a\ndata: b\ndata: c\n\n", "a\nb\nc"},
-		{"comment", ": keep-alive\n\n", ""},
-		{"event line", "event: ping\ndata: {}\n\n", "{}"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := string(Data([]byte(tt.in))); got != tt.want {
-				t.Errorf("Data = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
 
 const chunk = `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"delta":{"content":"word"},"logprobs":null,"finish_reason":null}],"usage":null}` + "\n\n"
 const usageChunk = `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}}` + "\n\n"
@@ -109,29 +55,4 @@ func BenchmarkRelay(b *testing.B) {
 		Relay(w, bytes.NewReader(in), RelayOptions{StripUsage: true})
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*102), "ns/chunk")
-}
-
-func TestReaderReady(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want bool // after reading the first event
-	}{
-		{"next event buffered", "data: a\n\ndata: b\n\n", true},
-		{"next event partial", "data: a\n\ndata: b", false},
-		{"only blank lines", "data: a\n\n\n\n", false},
-		{"CRLF event", "data: a\r\n\r\ndata: b\r\n\r\n", true},
-		{"nothing", "data: a\n\n", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r := NewReader(strings.NewReader(tt.in))
-			if _, err := r.Next(); err != nil {
-				t.Fatal(err)
-			}
-			if got := r.Ready(); got != tt.want {
-				t.Errorf("Ready = %v, want %v", got, tt.want)
-			}
-		})
-	}
 }
