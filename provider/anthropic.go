@@ -555,7 +555,7 @@ type (
 		Created int64          `json:"created"`
 		Model   string         `json:"model"`
 		Choices []openAIChoice `json:"choices"`
-		Usage   *openAIUsage   `json:"usage,omitempty"`
+		Usage   *Usage         `json:"usage,omitempty"`
 	}
 	openAIChoice struct {
 		Index        int               `json:"index"`
@@ -583,17 +583,6 @@ type (
 			Name      string `json:"name,omitempty"`
 			Arguments string `json:"arguments"`
 		} `json:"function"`
-	}
-	openAIUsage struct {
-		PromptTokens        int64 `json:"prompt_tokens"`
-		CompletionTokens    int64 `json:"completion_tokens"`
-		TotalTokens         int64 `json:"total_tokens"`
-		PromptTokensDetails struct {
-			CachedTokens int64 `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
-		CompletionTokensDetails struct {
-			ReasoningTokens int64 `json:"reasoning_tokens"`
-		} `json:"completion_tokens_details"`
 	}
 )
 
@@ -627,8 +616,8 @@ func (u *anthropicUsage) update(r anthropicResponseUsage) {
 }
 
 // openAI reports the usage as OpenAI counts it: cache reads and writes are prompt tokens.
-func (u anthropicUsage) openAI() *openAIUsage {
-	o := &openAIUsage{PromptTokens: u.input + u.cacheRead + u.cacheCreation, CompletionTokens: u.output}
+func (u anthropicUsage) openAI() *Usage {
+	o := &Usage{PromptTokens: u.input + u.cacheRead + u.cacheCreation, CompletionTokens: u.output}
 	o.TotalTokens = o.PromptTokens + o.CompletionTokens
 	o.PromptTokensDetails.CachedTokens = u.cacheRead
 	return o

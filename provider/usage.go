@@ -6,6 +6,7 @@ import "strconv"
 type Usage struct {
 	PromptTokens        int64 `json:"prompt_tokens"`
 	CompletionTokens    int64 `json:"completion_tokens"`
+	TotalTokens         int64 `json:"total_tokens"` // as reported; Loom does not read it
 	PromptTokensDetails struct {
 		CachedTokens int64 `json:"cached_tokens"` // a subset of PromptTokens
 	} `json:"prompt_tokens_details"`
