@@ -57,6 +57,18 @@ func (r *Reader) Next() ([]byte, error) {
 	}
 }
 
+// field cuts event's first line and returns that line's value for the named field ("data:",
+// "event:"; one space after the colon removed), whether the line has that field, and the
+// rest of the event.
+func field(event, name []byte) (value []byte, ok bool, rest []byte) {
+	line := event
+	if i := bytes.IndexByte(event, '\n'); i >= 0 {
+		line, rest = event[:i], event[i+1:]
+	}
+	value, ok = bytes.CutPrefix(bytes.TrimSuffix(line, []byte{'\r'}), name)
+	return bytes.TrimPrefix(value, []byte{' '}), ok, rest
+}
+
 var dataPrefix = []byte("data:")
 
 // Data returns the payload of an event's data lines; several data lines are joined with
@@ -66,19 +78,10 @@ func Data(event []byte) []byte {
 	var out []byte
 	n := 0
 	for len(event) > 0 {
-		line := event
-		if i := bytes.IndexByte(event, '\n'); i >= 0 {
-			line, event = event[:i], event[i+1:]
-		} else {
-			event = nil
-		}
-		line = bytes.TrimSuffix(line, []byte{'\r'})
-		if !bytes.HasPrefix(line, dataPrefix) {
+		var v []byte
+		var ok bool
+		if v, ok, event = field(event, dataPrefix); !ok {
 			continue
-		}
-		v := line[len(dataPrefix):]
-		if len(v) > 0 && v[0] == ' ' {
-			v = v[1:]
 		}
 		switch n++; n {
 		case 1:
@@ -97,14 +100,10 @@ var eventPrefix = []byte("event:")
 // Name returns an event's name (its "event:" field), or "" when it has none.
 func Name(event []byte) string {
 	for len(event) > 0 {
-		line := event
-		if i := bytes.IndexByte(event, '\n'); i >= 0 {
-			line, event = event[:i], event[i+1:]
-		} else {
-			event = nil
-		}
-		if v, ok := bytes.CutPrefix(bytes.TrimSuffix(line, []byte{'\r'}), eventPrefix); ok {
-			return string(bytes.TrimPrefix(v, []byte(" ")))
+		var v []byte
+		var ok bool
+		if v, ok, event = field(event, eventPrefix); ok {
+			return string(v)
 		}
 	}
 	return ""
