@@ -33,7 +33,8 @@ type Result struct {
 	// Captured holds the first Capture bytes of the stream as the upstream sent it.
 	Captured  []byte
 	Truncated bool
-	// ReadErr is the error that ended reading the upstream (nil at a clean end).
+	// ReadErr is the error that ended reading the upstream before [DONE] (nil at a clean
+	// end).
 	ReadErr error
 	// WriteErr is the error that ended writing to the client (the client left).
 	WriteErr error
@@ -54,10 +55,15 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 	for {
 		ev, err := rd.Next()
 		if err != nil {
-			if err != io.EOF {
+			// After [DONE] the answer is complete: a client that hangs up then, which
+			// cancels the upstream read, has not cut anything short.
+			if err != io.EOF && !res.Done {
 				res.ReadErr = err
 			}
 			break
+		}
+		if res.Done {
+			continue // nothing is relayed after [DONE]; read to the end so the connection is reused
 		}
 		if res.FirstEvent.IsZero() {
 			res.FirstEvent = now()

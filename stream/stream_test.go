@@ -2,6 +2,8 @@ package stream
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -55,4 +57,38 @@ func BenchmarkRelay(b *testing.B) {
 		Relay(w, bytes.NewReader(in), RelayOptions{StripUsage: true})
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*102), "ns/chunk")
+}
+
+// failAfter returns its data, then an error (as an upstream read does once the client that
+// owns the request context hangs up).
+type failAfter struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		return n, f.err
+	}
+	return n, err
+}
+
+// An upstream read failing after [DONE] was relayed is not an interrupted stream.
+func TestRelayCompleteBeforeReadError(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		in      string
+		wantErr bool
+	}{
+		{"after [DONE]", chunk + "data: [DONE]\n\n", false},
+		{"before [DONE]", chunk, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res := Relay(httptest.NewRecorder(), &failAfter{strings.NewReader(tt.in), errors.New("context canceled")}, RelayOptions{})
+			if (res.ReadErr != nil) != tt.wantErr {
+				t.Errorf("ReadErr = %v, want error: %v", res.ReadErr, tt.wantErr)
+			}
+		})
+	}
 }
