@@ -115,23 +115,7 @@ func (a *apiError) body() []byte {
 	if a.Body != nil {
 		return a.Body
 	}
-	type inner struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	}
-	in := inner{Message: a.Message, Type: a.Type}
-	if a.Param != "" {
-		in.Param = &a.Param
-	}
-	if a.Code != "" {
-		in.Code = &a.Code
-	}
-	b, _ := json.Marshal(struct {
-		Error inner `json:"error"`
-	}{in})
-	return b
+	return provider.ErrorJSON(a.Message, a.Type, a.Param, a.Code)
 }
 
 func (a *apiError) Error() string { return a.Message }

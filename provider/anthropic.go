@@ -170,7 +170,7 @@ func anthropicError(resp *http.Response, body []byte) *UpstreamError {
 		Error *anthropicErrorDetail `json:"error"`
 	}
 	if json.Unmarshal(body, &in) == nil && in.Error != nil {
-		e.Body = openAIError(in.Error.Message, in.Error.Type)
+		e.Body = ErrorJSON(in.Error.Message, in.Error.Type, "", "")
 	}
 	return e
 }
@@ -178,24 +178,6 @@ func anthropicError(resp *http.Response, body []byte) *UpstreamError {
 type anthropicErrorDetail struct {
 	Type    string `json:"type"`
 	Message string `json:"message"`
-}
-
-// openAIErrorBody is {"error":{"message":…,"type":…,"param":null,"code":null}}.
-type openAIErrorBody struct {
-	Error struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	} `json:"error"`
-}
-
-// openAIError encodes an OpenAI error body.
-func openAIError(message, typ string) []byte {
-	var e openAIErrorBody
-	e.Error.Message, e.Error.Type = message, typ
-	b, _ := json.Marshal(e) // plain struct: cannot fail
-	return b
 }
 
 // The OpenAI request, as far as the translation reads it.
@@ -821,7 +803,7 @@ func (s *anthropicStream) emit(v any) {
 // emitError ends the stream with an OpenAI error event.
 func (s *anthropicStream) emitError(message, typ string) {
 	s.out = append(s.out, "data: "...)
-	s.out = append(s.out, openAIError(message, typ)...)
+	s.out = append(s.out, ErrorJSON(message, typ, "", "")...)
 	s.out = append(s.out, "\n\n"...)
 	s.err = io.EOF
 }

@@ -53,8 +53,8 @@ func (m *Mock) Chat(ctx context.Context, req *Request) (*Response, error) {
 		} `json:"stream_options"`
 	}
 	if err := json.Unmarshal(req.Body, &in); err != nil || len(in.Messages) == 0 {
-		return nil, &UpstreamError{StatusCode: http.StatusBadRequest, Body: []byte(
-			`{"error":{"message":"mock: the request needs messages","type":"invalid_request_error","param":"messages","code":null}}`)}
+		return nil, &UpstreamError{StatusCode: http.StatusBadRequest,
+			Body: ErrorJSON("mock: the request needs messages", "invalid_request_error", "messages", "")}
 	}
 	var prompt string
 	if json.Unmarshal(in.Messages[len(in.Messages)-1].Content, &prompt) != nil {

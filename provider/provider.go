@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -53,4 +54,26 @@ type UpstreamError struct {
 
 func (e *UpstreamError) Error() string {
 	return fmt.Sprintf("provider: upstream answered %d", e.StatusCode)
+}
+
+// ErrorJSON encodes an OpenAI error body, {"error":{"message","type","param","code"}}; an
+// empty param or code encodes as null, as OpenAI sends them.
+func ErrorJSON(message, typ, param, code string) []byte {
+	var e struct {
+		Error struct {
+			Message string  `json:"message"`
+			Type    string  `json:"type"`
+			Param   *string `json:"param"`
+			Code    *string `json:"code"`
+		} `json:"error"`
+	}
+	e.Error.Message, e.Error.Type = message, typ
+	if param != "" {
+		e.Error.Param = &param
+	}
+	if code != "" {
+		e.Error.Code = &code
+	}
+	b, _ := json.Marshal(e) // plain struct: cannot fail
+	return b
 }
