@@ -111,6 +111,15 @@ func (p *Anthropic) Chat(ctx context.Context, req *Request) (*Response, error) {
 		}
 		return nil, anthropicError(resp, b)
 	}
+	// The answer is translated, so it must be read: a compressed one is decoded, one in
+	// an encoding Loom cannot decode cannot be translated.
+	enc := resp.Header.Get("Content-Encoding")
+	decoded, ok := DecodeBody(enc, resp.Body)
+	if !ok {
+		resp.Body.Close()
+		return nil, fmt.Errorf("provider: anthropic answered in an encoding Loom cannot decode: %q", enc)
+	}
+	resp.Body = decoded
 	header := anthropicHeader(resp.Header)
 	if req.Stream {
 		header.Set("Content-Type", "text/event-stream")
@@ -169,7 +178,12 @@ func anthropicError(resp *http.Response, body []byte) *UpstreamError {
 	var in struct {
 		Error *anthropicErrorDetail `json:"error"`
 	}
-	if json.Unmarshal(body, &in) == nil && in.Error != nil {
+	if b, ok := DecodeBytes(resp.Header.Get("Content-Encoding"), body, 1<<20); ok {
+		e.Body = b
+	} else {
+		e.Body = nil // nothing a client could read
+	}
+	if json.Unmarshal(e.Body, &in) == nil && in.Error != nil {
 		e.Body = ErrorJSON(in.Error.Message, in.Error.Type, "", "")
 	}
 	return e
