@@ -1,0 +1,563 @@
+package loom_test
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/tracing"
+)
+
+// rawUpstream is a fake upstream on a bare TCP listener, for answers httptest would
+// normalise: answer writes the exact bytes of the response, status line included, and the
+// connection is closed when it returns.
+type rawUpstream struct {
+	URL    string
+	mu     sync.Mutex
+	bodies [][]byte // request bodies received
+}
+
+func newRawUpstream(t *testing.T, answer func(w io.Writer, body []byte)) *rawUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &rawUpstream{URL: "http://" + ln.Addr().String()}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return // the listener was closed
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer conn.Close()
+				req, err := http.ReadRequest(bufio.NewReader(conn))
+				if err != nil {
+					return
+				}
+				body, _ := io.ReadAll(req.Body)
+				u.mu.Lock()
+				u.bodies = append(u.bodies, body)
+				u.mu.Unlock()
+				answer(conn, body)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	return u
+}
+
+func (u *rawUpstream) lastBody(t *testing.T) []byte {
+	t.Helper()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.bodies) == 0 {
+		t.Fatal("the upstream received no request")
+	}
+	return u.bodies[len(u.bodies)-1]
+}
+
+// head is an HTTP/1.1 response head; the body that follows ends when the connection closes.
+func head(status string, headers ...string) string {
+	return "HTTP/1.1 " + status + "\r\n" + strings.Join(append(headers, "Connection: close"), "\r\n") + "\r\n\r\n"
+}
+
+func rawOpenAIRoute(u *rawUpstream) loom.Route {
+	return loom.Route{Name: "openai", Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: u.URL + "/v1"})}
+}
+
+// rawClient does not negotiate compression, so a test sees the bytes the gateway sends.
+var rawClient = &http.Client{Transport: &http.Transport{DisableCompression: true}}
+
+// send posts body to the gateway and reads the whole answer.
+func (e *env) send(t *testing.T, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	resp, err := rawClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// traceOf is what the fidelity tests check of a trace.
+type traceOf struct {
+	Status           int
+	ErrorType        string
+	UsageSource      tracing.UsageSource
+	PromptTokens     int64
+	CompletionTokens int64
+	ServedModel      string
+}
+
+func (e *env) lastTrace(t *testing.T, n int) traceOf {
+	t.Helper()
+	got := e.traces(t, n)
+	if len(got) < n {
+		t.Fatalf("%d traces, want %d", len(got), n)
+	}
+	tr := got[n-1]
+	return traceOf{tr.Status, tr.ErrorType, tr.UsageSource, tr.PromptTokens, tr.CompletionTokens, tr.ServedModel}
+}
+
+func chunk(content, finish string) string {
+	f := "null"
+	if finish != "" {
+		f = `"` + finish + `"`
+	}
+	return `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024","choices":[{"index":0,"delta":{"content":"` + content + `"},"finish_reason":` + f + `}]}` + "\n\n"
+}
+
+const usageChunk = `data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-2024","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}` + "\n\n"
+
+const completion = `{"id":"c1","object":"chat.completion","created":1,"model":"gpt-4o-2024","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}`
+
+const streamRequest = `{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+const jsonRequest = `{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}`
+
+// Item 1: Azure api-versions that refuse stream_options do not get it, and the stream's
+// usage is estimated instead of the request failing.
+func TestAzureStreamOptionsByVersion(t *testing.T) {
+	stream := chunk("a", "") + chunk("b", "stop")
+	tests := []struct {
+		name        string
+		version     string
+		wantOptions bool
+		wantSource  tracing.UsageSource
+	}{
+		{"GA before stream_options", "2024-06-01", false, tracing.UsageEstimated},
+		{"preview before stream_options", "2024-08-01-preview", false, tracing.UsageEstimated},
+		{"first preview with it", "2024-09-01-preview", true, tracing.UsageReported},
+		{"first GA with it", "2024-10-21", true, tracing.UsageReported},
+		{"later preview", "2025-04-01-preview", true, tracing.UsageReported},
+		{"v1 path", "", true, tracing.UsageReported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Like Azure: versions before the option refuse the whole request.
+			up := newRawUpstream(t, func(w io.Writer, body []byte) {
+				var req map[string]any
+				json.Unmarshal(body, &req)
+				_, has := req["stream_options"]
+				if has && !tt.wantOptions {
+					msg := `{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error","param":null,"code":null}}`
+					io.WriteString(w, head("400 Bad Request", "Content-Type: application/json", fmt.Sprintf("Content-Length: %d", len(msg)))+msg)
+					return
+				}
+				usage := ""
+				if has {
+					usage = usageChunk
+				}
+				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+stream+usage+"data: [DONE]\n\n")
+			})
+			e := newEnv(t, []loom.Route{{Name: "azure", Provider: provider.NewAzure(provider.AzureConfig{Endpoint: up.URL, APIVersion: tt.version})}})
+			resp, got := e.send(t, `{"model":"azure/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", resp.StatusCode, got)
+			}
+			if diff := cmp.Diff(stream+"data: [DONE]\n\n", string(got)); diff != "" {
+				t.Errorf("client body (-want +got):\n%s", diff)
+			}
+			var sent map[string]any
+			json.Unmarshal(up.lastBody(t), &sent)
+			if _, has := sent["stream_options"]; has != tt.wantOptions {
+				t.Errorf("upstream got stream_options: %v, want %v", has, tt.wantOptions)
+			}
+			if got := e.lastTrace(t, 1); got.UsageSource != tt.wantSource || got.ErrorType != "" {
+				t.Errorf("trace = %+v, want usage %s and no error", got, tt.wantSource)
+			}
+		})
+	}
+}
+
+func compress(t *testing.T, enc string, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	var w io.WriteCloser
+	switch enc {
+	case "gzip":
+		w = gzip.NewWriter(&buf)
+	case "deflate":
+		w = zlib.NewWriter(&buf)
+	case "raw deflate":
+		w, _ = flate.NewWriter(&buf, flate.DefaultCompression)
+	default:
+		return append([]byte("\x1b\x00\xf8opaque"), b...) // stands for br or zstd bytes
+	}
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+// Item 2: a compressed answer is decoded for metering and sent decoded; one in an encoding
+// Loom cannot decode is passed on as it came, labelled with its encoding.
+func TestCompressedUpstream(t *testing.T) {
+	sse := chunk("hi", "stop") + usageChunk + "data: [DONE]\n\n"
+	tests := []struct {
+		name, request       string
+		encoding, header    string // how the upstream compresses, what it calls it
+		plain               string
+		wantEncoding        string
+		wantPlain           bool // the client gets plain; else the upstream's bytes
+		wantSource          tracing.UsageSource
+		wantServed          string
+		wantContentTypeJSON bool
+	}{
+		{"gzip JSON", jsonRequest, "gzip", "gzip", completion, "", true, tracing.UsageReported, "gpt-4o-2024", true},
+		{"deflate JSON", jsonRequest, "deflate", "deflate", completion, "", true, tracing.UsageReported, "gpt-4o-2024", true},
+		{"raw deflate JSON", jsonRequest, "raw deflate", "deflate", completion, "", true, tracing.UsageReported, "gpt-4o-2024", true},
+		{"brotli JSON", jsonRequest, "br", "br", completion, "br", false, tracing.UsageMissing, "", true},
+		{"gzip stream", `{"model":"openai/gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`,
+			"gzip", "gzip", sse, "", true, tracing.UsageReported, "gpt-4o-2024", false},
+		{"brotli stream", streamRequest, "br", "br", sse, "br", false, tracing.UsageMissing, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := compress(t, tt.encoding, []byte(tt.plain))
+			ct := "application/json"
+			if !tt.wantContentTypeJSON {
+				ct = "text/event-stream"
+			}
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: "+ct, "Content-Encoding: "+tt.header)+string(body))
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			resp, got := e.send(t, tt.request)
+			want := string(body)
+			if tt.wantPlain {
+				want = tt.plain
+			}
+			if diff := cmp.Diff(want, string(got)); diff != "" {
+				t.Errorf("client body (-want +got):\n%s", diff)
+			}
+			if h := resp.Header.Get("Content-Encoding"); h != tt.wantEncoding {
+				t.Errorf("Content-Encoding = %q, want %q", h, tt.wantEncoding)
+			}
+			if h := resp.Header.Get("Content-Type"); h != ct {
+				t.Errorf("Content-Type = %q, want %q", h, ct)
+			}
+			tr := e.lastTrace(t, 1)
+			if tr.UsageSource != tt.wantSource || tr.ServedModel != tt.wantServed || tr.ErrorType != "" || tr.Status != 200 {
+				t.Errorf("trace = %+v, want usage %s, served %q, no error", tr, tt.wantSource, tt.wantServed)
+			}
+		})
+	}
+}
+
+// Item 4: a usage chunk that is dropped does not hold back the finish chunk that arrived
+// with it. The upstream holds [DONE] until the client has the finish chunk.
+func TestStrippedUsageDoesNotHoldBack(t *testing.T) {
+	for _, tt := range []struct {
+		name, options string
+		want          string
+	}{
+		{"usage not asked", "", chunk("a", "") + chunk("b", "stop") + "data: [DONE]\n\n"},
+		{"usage asked", `"stream_options":{"include_usage":true},`, chunk("a", "") + chunk("b", "stop") + usageChunk + "data: [DONE]\n\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			seen := make(chan struct{})
+			heldBack := make(chan bool, 1)
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+chunk("a", ""))
+				time.Sleep(10 * time.Millisecond) // lets the first chunk travel alone
+				io.WriteString(w, chunk("b", "stop")+usageChunk)
+				select {
+				case <-seen:
+					heldBack <- false
+				case <-time.After(20 * time.Second): // deadlock guard: the test fails below
+					heldBack <- true
+				}
+				io.WriteString(w, "data: [DONE]\n\n")
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/chat/completions",
+				strings.NewReader(`{"model":"openai/gpt-4o","stream":true,`+tt.options+`"messages":[{"role":"user","content":"hi"}]}`))
+			req.Header.Set("Authorization", "Bearer "+e.key)
+			resp, err := rawClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var got bytes.Buffer
+			buf := make([]byte, 4096)
+			for !strings.Contains(got.String(), `"finish_reason":"stop"`) {
+				n, err := resp.Body.Read(buf)
+				got.Write(buf[:n])
+				if err != nil {
+					t.Fatalf("stream ended before the finish chunk: %v", err)
+				}
+			}
+			close(seen)
+			rest, _ := io.ReadAll(resp.Body)
+			got.Write(rest)
+			if <-heldBack {
+				t.Error("the finish chunk reached the client only with [DONE]")
+			}
+			if diff := cmp.Diff(tt.want, got.String()); diff != "" {
+				t.Errorf("client body (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// interimProvider answers with an interim status, as a custom RoundTripper might hand on.
+type interimProvider struct{ status int }
+
+func (p interimProvider) Chat(ctx context.Context, req *provider.Request) (*provider.Response, error) {
+	return &provider.Response{StatusCode: p.status, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(`{"error":"continue"}`)), ContentLength: -1}, nil
+}
+
+// Item 5: a 1xx never becomes the client's answer: it is an upstream protocol error.
+func TestInterimStatusIsNotAnAnswer(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		status  int
+		request string
+	}{
+		{"100 Continue", 100, jsonRequest},
+		{"103 Early Hints", 103, jsonRequest},
+		{"100 Continue on a stream", 100, streamRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, []loom.Route{{Name: "openai", Provider: interimProvider{tt.status}}})
+			resp, got := e.send(t, tt.request)
+			var eb errorBody
+			json.Unmarshal(got, &eb)
+			gotAnswer := [3]string{fmt.Sprint(resp.StatusCode), eb.Error.Type, deref(eb.Error.Code)}
+			if diff := cmp.Diff([3]string{"502", "upstream_error", "upstream_protocol_error"}, gotAnswer); diff != "" {
+				t.Errorf("answer (-want +got):\n%s\n%s", diff, got)
+			}
+			want := traceOf{Status: 502, ErrorType: "upstream_error", UsageSource: tracing.UsageMissing}
+			if diff := cmp.Diff(want, e.lastTrace(t, 1)); diff != "" {
+				t.Errorf("trace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Item 6: SSE with bare "\r" or "\r\n" line endings is relayed event by event, as sent,
+// and its usage and [DONE] are read.
+func TestStreamLineEndings(t *testing.T) {
+	for _, tt := range []struct{ name, eol string }{
+		{"LF", "\n"}, {"CRLF", "\r\n"}, {"bare CR", "\r"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			eol := func(s string) string { return strings.ReplaceAll(s, "\n", tt.eol) }
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+eol(chunk("a", "")+chunk("b", "stop")+usageChunk+"data: [DONE]\n\n"))
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			_, got := e.send(t, streamRequest)
+			if diff := cmp.Diff(eol(chunk("a", "")+chunk("b", "stop")+"data: [DONE]\n\n"), string(got)); diff != "" {
+				t.Errorf("client body (-want +got):\n%s", diff)
+			}
+			want := traceOf{Status: 200, UsageSource: tracing.UsageReported, PromptTokens: 9, CompletionTokens: 2, ServedModel: "gpt-4o-2024"}
+			if diff := cmp.Diff(want, e.lastTrace(t, 1)); diff != "" {
+				t.Errorf("trace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Item 8: the routed model name reaches the upstream as valid JSON, whatever characters it
+// holds.
+func TestModelNameQuoting(t *testing.T) {
+	for _, tt := range []struct {
+		name, model string // as the client writes it in JSON
+		want        string // the model the upstream decodes
+	}{
+		{"control characters", `openai/gpt\u007f\u000b\u0000`, "gpt\x7f\v\x00"},
+		{"invalid UTF-8", "openai/gpt\xff\xfe", "gpt\ufffd\ufffd"},
+		{"line separators", "openai/gpt\u2028\u2029", "gpt\u2028\u2029"},
+		{"quotes and HTML", `openai/\"<b>&`, `"<b>&`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: application/json")+completion)
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			resp, got := e.send(t, `{"model":"`+tt.model+`","messages":[{"role":"user","content":"hi"}]}`)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, got)
+			}
+			body := up.lastBody(t)
+			var sent struct {
+				Model string `json:"model"`
+			}
+			if err := json.Unmarshal(body, &sent); err != nil || !json.Valid(body) {
+				t.Fatalf("upstream body is not JSON (%v): %q", err, body)
+			}
+			if sent.Model != tt.want {
+				t.Errorf("upstream model = %q, want %q", sent.Model, tt.want)
+			}
+		})
+	}
+}
+
+// Item 9: include_usage is read however its name is escaped, so an asked-for usage chunk
+// is not stripped.
+func TestIncludeUsageEscaped(t *testing.T) {
+	stream := chunk("a", "stop") + usageChunk + "data: [DONE]\n\n"
+	for _, tt := range []struct {
+		name, options string
+		want          string
+	}{
+		{"plain", `{"include_usage":true}`, stream},
+		{"escaped", `{"\u0069nclude_usage":true}`, stream},
+		{"escaped false", `{"\u0069nclude_usage":false}`, chunk("a", "stop") + "data: [DONE]\n\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+stream)
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			_, got := e.send(t, `{"model":"openai/gpt-4o","stream":true,"stream_options":`+tt.options+`,"messages":[{"role":"user","content":"hi"}]}`)
+			if diff := cmp.Diff(tt.want, string(got)); diff != "" {
+				t.Errorf("client body (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Item 10: a stream that ends without [DONE] ends with an error event for the client and
+// is traced as interrupted.
+func TestStreamWithoutDone(t *testing.T) {
+	interrupted := `data: {"error":{"message":"The upstream provider's stream broke off before it was complete.","type":"upstream_error","param":null,"code":"upstream_stream_interrupted"}}` + "\n\n"
+	for _, tt := range []struct {
+		name, upstream string
+		want           string
+		wantError      string
+	}{
+		{"closed after chunks", chunk("a", "") + chunk("b", "stop"), chunk("a", "") + chunk("b", "stop") + interrupted, "upstream_error"},
+		{"closed mid-event", chunk("a", "") + `data: {"id":"c1"`, chunk("a", "") + `data: {"id":"c1"` + interrupted, "upstream_error"},
+		{"closed before any chunk", "", interrupted, "upstream_error"},
+		{"complete", chunk("a", "stop") + "data: [DONE]\n\n", chunk("a", "stop") + "data: [DONE]\n\n", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+tt.upstream)
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			_, got := e.send(t, streamRequest)
+			if diff := cmp.Diff(tt.want, string(got)); diff != "" {
+				t.Errorf("client body (-want +got):\n%s", diff)
+			}
+			if tr := e.lastTrace(t, 1); tr.Status != 200 || tr.ErrorType != tt.wantError {
+				t.Errorf("trace = %+v, want status 200, error %q", tr, tt.wantError)
+			}
+		})
+	}
+}
+
+// Item 11: a 200 whose body is an error is traced as one; a JSON request answered with a
+// stream gets the stream, labelled and metered as such.
+func TestOdd200Answers(t *testing.T) {
+	errBody := `{"error":{"message":"model overloaded","type":"server_error"}}`
+	sse := chunk("hi", "stop") + usageChunk + "data: [DONE]\n\n"
+	for _, tt := range []struct {
+		name, contentType, upstream string
+		wantContentType             string
+		want                        traceOf
+	}{
+		{"error body", "application/json", errBody, "application/json",
+			traceOf{Status: 200, ErrorType: "upstream_error", UsageSource: tracing.UsageMissing}},
+		{"stream for a JSON request", "text/event-stream; charset=utf-8", sse, "text/event-stream",
+			traceOf{Status: 200, UsageSource: tracing.UsageReported, PromptTokens: 9, CompletionTokens: 2, ServedModel: "gpt-4o-2024"}},
+		{"plain completion", "application/json", completion, "application/json",
+			traceOf{Status: 200, UsageSource: tracing.UsageReported, PromptTokens: 9, CompletionTokens: 2, ServedModel: "gpt-4o-2024"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: "+tt.contentType)+tt.upstream)
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			resp, got := e.send(t, jsonRequest)
+			gotAnswer := [3]string{fmt.Sprint(resp.StatusCode), resp.Header.Get("Content-Type"), string(got)}
+			if diff := cmp.Diff([3]string{"200", tt.wantContentType, tt.upstream}, gotAnswer); diff != "" {
+				t.Errorf("answer (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.want, e.lastTrace(t, 1)); diff != "" {
+				t.Errorf("trace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Item 12: an upstream error that is not OpenAI-shaped keeps a bounded excerpt of the
+// upstream's own message.
+func TestUpstreamErrorExcerpt(t *testing.T) {
+	long := strings.Repeat("é", 400) // 800 bytes
+	for _, tt := range []struct {
+		name, status, contentType, body string
+		wantMessage                     string
+	}{
+		{"error string", "404 Not Found", "application/json", `{"error":"model 'llama9' not found"}`,
+			"The upstream provider answered 404 Not Found: model 'llama9' not found"},
+		{"error object without type", "400 Bad Request", "application/json", `{"error":{"message":"bad input","type":7}}`,
+			"The upstream provider answered 400 Bad Request: bad input"},
+		{"FastAPI detail string", "401 Unauthorized", "application/json", `{"detail":"Not authenticated"}`,
+			"The upstream provider answered 401 Unauthorized: Not authenticated"},
+		{"FastAPI validation list", "422 Unprocessable Entity", "application/json",
+			`{"detail":[{"loc":["body","messages",0],"msg":"field required","type":"missing"},{"loc":["body","model"],"msg":"bad"}]}`,
+			"The upstream provider answered 422 Unprocessable Entity: body.messages.0: field required; body.model: bad"},
+		{"message member", "500 Internal Server Error", "application/json", `{"message":"boom"}`,
+			"The upstream provider answered 500 Internal Server Error: boom"},
+		{"plain text", "503 Service Unavailable", "text/plain", "upstream\x00 busy\n\tretry\xff",
+			"The upstream provider answered 503 Service Unavailable: upstream busy retry\ufffd"},
+		{"HTML", "502 Bad Gateway", "text/html", "<html><head><title>502 Bad Gateway</title><style>p{}</style></head><body><h1>Bad <b>Gateway</b></h1></body></html>",
+			"The upstream provider answered 502 Bad Gateway: 502 Bad Gateway Bad Gateway"},
+		{"long", "400 Bad Request", "text/plain", long,
+			"The upstream provider answered 400 Bad Request: " + long[:508] + "…"},
+		{"nothing to say", "404 Not Found", "application/json", `{"status":404}`,
+			"The upstream provider answered 404 Not Found."},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head(tt.status, "Content-Type: "+tt.contentType, fmt.Sprintf("Content-Length: %d", len(tt.body)))+tt.body)
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			resp, got := e.send(t, jsonRequest)
+			var eb errorBody
+			if err := json.Unmarshal(got, &eb); err != nil {
+				t.Fatalf("answer is not JSON: %q", got)
+			}
+			if diff := cmp.Diff(tt.wantMessage, eb.Error.Message); diff != "" {
+				t.Errorf("message (-want +got):\n%s", diff)
+			}
+			if status, _, _ := strings.Cut(tt.status, " "); fmt.Sprint(resp.StatusCode) != status || eb.Error.Type != "upstream_error" {
+				t.Errorf("status %d, type %q", resp.StatusCode, eb.Error.Type)
+			}
+		})
+	}
+}
