@@ -18,7 +18,11 @@ type AzureConfig struct {
 	// model as the deployment. If empty, the v1 path /openai/v1/chat/completions is used
 	// and the deployment travels as the body's model.
 	APIVersion string
-	// Client sends the requests. If nil, a client over a Transport is used.
+	// ClientHeaders lists the client request headers passed on, from OpenAIHeaders. If
+	// nil, none.
+	ClientHeaders []string
+	// Client sends the requests. If nil, a client over a Transport is used. Redirects are
+	// never followed.
 	Client *http.Client
 }
 
@@ -28,7 +32,7 @@ type AzureConfig struct {
 // untouched, which the OpenAI SDKs accept.
 type Azure struct {
 	base, version string
-	header        http.Header
+	header        upstreamHeader
 	client        *http.Client
 }
 
@@ -43,7 +47,7 @@ func NewAzure(cfg AzureConfig) *Azure {
 	return &Azure{
 		base:    strings.TrimRight(cfg.Endpoint, "/"),
 		version: cfg.APIVersion,
-		header:  h,
+		header:  newUpstreamHeader(h, cfg.ClientHeaders),
 		client:  clientOr(cfg.Client),
 	}
 }
