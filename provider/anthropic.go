@@ -26,7 +26,12 @@ type AnthropicConfig struct {
 	// MaxTokens is the max_tokens sent when the request sets neither max_completion_tokens
 	// nor max_tokens (Anthropic requires one). If zero, 4096.
 	MaxTokens int
-	// Client sends the requests. If nil, a client over a Transport is used.
+	// ClientHeaders lists the client request headers passed on: only "Anthropic-Beta"
+	// means anything to Anthropic. If nil, none: a client cannot switch on beta features
+	// (some billed differently) on the operator's account.
+	ClientHeaders []string
+	// Client sends the requests. If nil, a client over a Transport is used. Redirects are
+	// never followed.
 	Client *http.Client
 	// Now stamps the "created" field of answers. If nil, time.Now is used.
 	Now func() time.Time
@@ -45,7 +50,7 @@ type AnthropicConfig struct {
 // n > 1 and content parts Anthropic cannot take (audio, files) are refused.
 type Anthropic struct {
 	url       string
-	header    http.Header
+	header    upstreamHeader
 	maxTokens int
 	client    *http.Client
 	now       func() time.Time
@@ -77,7 +82,7 @@ func NewAnthropic(cfg AnthropicConfig) *Anthropic {
 	if now == nil {
 		now = time.Now
 	}
-	return &Anthropic{url: base + "/v1/messages", header: h, maxTokens: maxTokens, client: clientOr(cfg.Client), now: now}
+	return &Anthropic{url: base + "/v1/messages", header: newUpstreamHeader(h, cfg.ClientHeaders), maxTokens: maxTokens, client: clientOr(cfg.Client), now: now}
 }
 
 // overloadedRetryAfter is the Retry-After sent with the 503 that stands for Anthropic's
@@ -94,14 +99,10 @@ func (p *Anthropic) Chat(ctx context.Context, req *Request) (*Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
-	hr.Header = p.header
-	if v := req.Header.Get("Anthropic-Beta"); v != "" {
-		hr.Header = p.header.Clone()
-		hr.Header.Set("Anthropic-Beta", v)
-	}
-	resp, err := p.client.Do(hr)
+	hr.Header = p.header.For(req.Header)
+	resp, err := do(p.client, hr)
 	if err != nil {
-		return nil, fmt.Errorf("provider: %w", err)
+		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer resp.Body.Close()

@@ -425,7 +425,7 @@ func TestAnthropicChat(t *testing.T) {
 		w.Write(answer)
 	}))
 	defer up.Close()
-	p := NewAnthropic(AnthropicConfig{BaseURL: up.URL + "/", APIKey: "sk-ant-test", Version: "2099-01-01",
+	p := NewAnthropic(AnthropicConfig{BaseURL: up.URL + "/", APIKey: "sk-ant-test", Version: "2099-01-01", ClientHeaders: []string{"anthropic-beta"},
 		Now: func() time.Time { return time.Unix(1766100751, 0) }})
 	ctx := context.Background()
 	reqBody := `{"model":"claude-sonnet-4-0","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"}]}`

@@ -19,7 +19,11 @@ type AzureConfig struct {
 	// and the deployment travels as the body's model. Versions older than
 	// 2024-09-01-preview and 2024-10-21 get no stream_options (they refuse it).
 	APIVersion string
-	// Client sends the requests. If nil, a client over a Transport is used.
+	// ClientHeaders lists the client request headers passed on, from OpenAIHeaders. If
+	// nil, none.
+	ClientHeaders []string
+	// Client sends the requests. If nil, a client over a Transport is used. Redirects are
+	// never followed.
 	Client *http.Client
 }
 
@@ -29,7 +33,7 @@ type AzureConfig struct {
 // untouched, which the OpenAI SDKs accept.
 type Azure struct {
 	base, version string
-	header        http.Header
+	header        upstreamHeader
 	client        *http.Client
 }
 
@@ -44,7 +48,7 @@ func NewAzure(cfg AzureConfig) *Azure {
 	return &Azure{
 		base:    strings.TrimRight(cfg.Endpoint, "/"),
 		version: cfg.APIVersion,
-		header:  h,
+		header:  newUpstreamHeader(h, cfg.ClientHeaders),
 		client:  clientOr(cfg.Client),
 	}
 }
