@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/openai/openai-go/v3"
 
 	"github.com/loom-gateway/loom"
 	"github.com/loom-gateway/loom/provider"
@@ -560,4 +561,109 @@ func TestUpstreamErrorExcerpt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// anthropicSSE is an Anthropic Messages stream with one tool call whose argument deltas
+// are args (none: the tool takes no arguments).
+func anthropicSSE(args ...string) string {
+	var b strings.Builder
+	ev := func(name, data string) { b.WriteString("event: " + name + "\ndata: " + data + "\n\n") }
+	ev("message_start", `{"type":"message_start","message":{"id":"msg_1","model":"claude-x","usage":{"input_tokens":10,"output_tokens":1}}}`)
+	ev("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"now","input":{}}}`)
+	for _, a := range args {
+		q, _ := json.Marshal(a)
+		ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":`+string(q)+`}}`)
+	}
+	ev("content_block_stop", `{"type":"content_block_stop","index":0}`)
+	ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":5}}`)
+	ev("message_stop", `{"type":"message_stop"}`)
+	return b.String()
+}
+
+// Item 3: a streamed Anthropic tool call without arguments gets "{}", as the whole answer
+// does, and one with arguments gets exactly them.
+func TestAnthropicStreamedToolArguments(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no arguments", nil, "{}"},
+		{"empty delta only", []string{""}, "{}"},
+		{"arguments", []string{`{"tz":`, `"UTC"}`}, `{"tz":"UTC"}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newFakeUpstream(t, http.StatusOK, []byte(anthropicSSE(tt.args...)))
+			e := newEnv(t, []loom.Route{anthropicRoute(up)})
+			s := e.client().Chat.Completions.NewStreaming(context.Background(), anthropicParams("anthropic/claude-x"))
+			var acc openai.ChatCompletionAccumulator
+			for s.Next() {
+				acc.AddChunk(s.Current())
+			}
+			if err := s.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if len(acc.Choices) != 1 || len(acc.Choices[0].Message.ToolCalls) != 1 {
+				t.Fatalf("choices = %+v", acc.Choices)
+			}
+			if got := acc.Choices[0].Message.ToolCalls[0].Function.Arguments; got != tt.want {
+				t.Errorf("arguments = %q, want %q", got, tt.want)
+			}
+			if tr := e.lastTrace(t, 1); tr.ErrorType != "" || tr.UsageSource != tracing.UsageReported || tr.CompletionTokens != 5 {
+				t.Errorf("trace = %+v", tr)
+			}
+		})
+	}
+}
+
+// Item 7 and the Anthropic "also" items: the request members that do not map one to one.
+// OpenAI's temperature runs 0–2, Anthropic's 0–1: values above 1 are clamped to 1; a
+// data URL's media type loses its parameters; a client's "Stream_Options" does not switch
+// off the usage Loom asked for.
+func TestAnthropicRequestMapping(t *testing.T) {
+	const msg = `"messages":[{"role":"user","content":"hi"}]`
+	image := func(url string) string {
+		return `"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"` + url + `"}}]}]`
+	}
+	for _, tt := range []struct {
+		name, request string
+		member        string // of the Anthropic request
+		want          any
+		wantUsage     bool // the client got a usage chunk
+	}{
+		{"temperature 0", `"temperature":0,` + msg, "temperature", 0.0, false},
+		{"temperature 0.7", `"temperature":0.7,` + msg, "temperature", 0.7, false},
+		{"temperature 1.5", `"temperature":1.5,` + msg, "temperature", 1.0, false},
+		{"temperature 2", `"temperature":2,` + msg, "temperature", 1.0, false},
+		{"data URL with parameters", image("data:image/JPEG;charset=utf-8;base64,AAAA"), "messages",
+			[]any{map[string]any{"role": "user", "content": []any{map[string]any{"type": "image",
+				"source": map[string]any{"type": "base64", "media_type": "image/jpeg", "data": "AAAA"}}}}}, false},
+		{"Stream_Options false", `"Stream_Options":{"include_usage":false},` + msg, "stream", true, false},
+		{"stream_options true", `"stream_options":{"include_usage":true},` + msg, "stream", true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newFakeUpstream(t, http.StatusOK, []byte(anthropicSSE()))
+			e := newEnv(t, []loom.Route{anthropicRoute(up)})
+			_, got := e.send(t, `{"model":"anthropic/claude-x","stream":true,`+tt.request+`}`)
+			if diff := cmp.Diff(tt.want, up.lastCall(t).Body[tt.member]); diff != "" {
+				t.Errorf("upstream %s (-want +got):\n%s", tt.member, diff)
+			}
+			if usage := strings.Contains(string(got), `"usage"`); usage != tt.wantUsage {
+				t.Errorf("usage chunk sent: %v, want %v\n%s", usage, tt.wantUsage, got)
+			}
+			if tr := e.lastTrace(t, 1); tr.UsageSource != tracing.UsageReported || tr.PromptTokens != 10 {
+				t.Errorf("trace = %+v, want the reported usage", tr)
+			}
+		})
+	}
+	t.Run("temperature above 2", func(t *testing.T) {
+		up := newFakeUpstream(t, http.StatusOK, []byte(anthropicSSE()))
+		e := newEnv(t, []loom.Route{anthropicRoute(up)})
+		resp, got := e.send(t, `{"model":"anthropic/claude-x","temperature":2.5,`+msg+`}`)
+		var eb errorBody
+		json.Unmarshal(got, &eb)
+		if resp.StatusCode != 400 || deref(eb.Error.Param) != "temperature" {
+			t.Errorf("status %d: %s, want 400 on temperature", resp.StatusCode, got)
+		}
+	})
 }

@@ -126,8 +126,9 @@ func usage(prompt, completion, cached, reasoning int64) Usage {
 	return u
 }
 
-// FuzzUpstreamBody: whatever a client sends, a request Loom accepts becomes a valid JSON
-// body upstream that names the upstream model and, for a stream, asks for usage.
+// FuzzUpstreamBody: whatever a client sends and whatever the routed model is called, a
+// request Loom accepts becomes a valid JSON body upstream that names the upstream model
+// (invalid UTF-8 read as U+FFFD, as a JSON decoder does) and, for a stream, asks for usage.
 func FuzzUpstreamBody(f *testing.F) {
 	for _, s := range []string{
 		`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}`,
@@ -137,28 +138,34 @@ func FuzzUpstreamBody(f *testing.F) {
 		`{"model":"mock-1","messages":[1],"mod\u0065l":"gpt-4-32k"}`,
 		`{"model":"a","model":"b","messages":[1]}`,
 		`{"model":"a","MODEL":"b","messages":[1]}`,
+		`{"model":"a","stream":true,"stream_options":{"\u0069nclude_usage":false},"messages":[1]}`,
+		`{"model":"a\u007f\u000b","stream":true,"Stream_Options":{"include_usage":false},"messages":[1]}`,
 	} {
-		f.Add(s)
+		f.Add(s, "upstream-model")
 	}
-	f.Fuzz(func(t *testing.T, in string) {
+	f.Add(`{"model":"a","messages":[1]}`, "m\x7f\v\x00\xff\u2028\"<&")
+	f.Fuzz(func(t *testing.T, in, model string) {
 		r, err := ParseChatRequest([]byte(in))
 		if err != nil {
 			return
 		}
-		out := r.UpstreamBody("upstream-model")
+		out := r.UpstreamBody(model)
 		var got struct {
 			Model         string `json:"model"`
 			StreamOptions *struct {
 				IncludeUsage bool `json:"include_usage"`
 			} `json:"stream_options"`
 		}
+		if !json.Valid(out) {
+			t.Fatalf("upstream body is not JSON:\n%q", out)
+		}
 		if err := json.Unmarshal(out, &got); err != nil {
-			t.Fatalf("upstream body is not JSON: %v\n%s", err, out)
+			t.Fatalf("upstream body does not decode: %v\n%q", err, out)
 		}
-		if got.Model != "upstream-model" {
-			t.Errorf("model = %q in %s", got.Model, out)
+		if want := string([]rune(model)); got.Model != want {
+			t.Errorf("model = %q, want %q in %q", got.Model, want, out)
 		}
-		if r.Stream && (got.StreamOptions == nil || !got.StreamOptions.IncludeUsage) {
+		if r.Stream && !includeUsage(out) {
 			t.Errorf("stream without include_usage: %s", out)
 		}
 	})
