@@ -542,10 +542,20 @@ func TestUpstreamErrorExcerpt(t *testing.T) {
 			"The upstream provider answered 400 Bad Request: " + long[:508] + "…"},
 		{"nothing to say", "404 Not Found", "application/json", `{"status":404}`,
 			"The upstream provider answered 404 Not Found."},
+		{"gzip", "404 Not Found", "application/json", "gzip:" + `{"error":"model 'llama9' not found"}`,
+			"The upstream provider answered 404 Not Found: model 'llama9' not found"},
+		{"gzip OpenAI error", "429 Too Many Requests", "application/json", "gzip:" + `{"error":{"message":"slow down","type":"rate_limit"}}`,
+			"slow down"},
+		{"brotli", "404 Not Found", "application/json", "br:" + `{"error":"model 'llama9' not found"}`,
+			"The upstream provider answered 404 Not Found."},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			body, enc := tt.body, []string{}
+			if e, plain, ok := strings.Cut(body, ":"); ok && (e == "gzip" || e == "br") {
+				body, enc = string(compress(t, e, []byte(plain))), []string{"Content-Encoding: " + e}
+			}
 			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
-				io.WriteString(w, head(tt.status, "Content-Type: "+tt.contentType, fmt.Sprintf("Content-Length: %d", len(tt.body)))+tt.body)
+				io.WriteString(w, head(tt.status, append(enc, "Content-Type: "+tt.contentType, fmt.Sprintf("Content-Length: %d", len(body)))...)+body)
 			})
 			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
 			resp, got := e.send(t, jsonRequest)
@@ -556,8 +566,12 @@ func TestUpstreamErrorExcerpt(t *testing.T) {
 			if diff := cmp.Diff(tt.wantMessage, eb.Error.Message); diff != "" {
 				t.Errorf("message (-want +got):\n%s", diff)
 			}
-			if status, _, _ := strings.Cut(tt.status, " "); fmt.Sprint(resp.StatusCode) != status || eb.Error.Type != "upstream_error" {
-				t.Errorf("status %d, type %q", resp.StatusCode, eb.Error.Type)
+			wantType := "upstream_error" // unless the upstream's OpenAI error names one
+			if strings.Contains(tt.body, `"type":"rate_limit"`) {
+				wantType = "rate_limit"
+			}
+			if status, _, _ := strings.Cut(tt.status, " "); fmt.Sprint(resp.StatusCode) != status || eb.Error.Type != wantType {
+				t.Errorf("status %d, type %q, want %s %s", resp.StatusCode, eb.Error.Type, status, wantType)
 			}
 		})
 	}

@@ -45,7 +45,8 @@ type AnthropicConfig struct {
 // What is translated: text content (string or text parts), image parts (data URLs and
 // http(s) URLs), system and developer messages (joined into the top-level system prompt),
 // assistant tool calls, tool results, tools, tool_choice, parallel_tool_calls,
-// max_completion_tokens/max_tokens, temperature, top_p, stop and user. Other OpenAI
+// max_completion_tokens/max_tokens, temperature (clamped to Anthropic's 0–1), top_p, stop
+// and user. Other OpenAI
 // parameters (response_format, seed, logprobs, penalties, reasoning_effort…) are ignored;
 // n > 1 and content parts Anthropic cannot take (audio, files) are refused.
 type Anthropic struct {

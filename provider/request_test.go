@@ -170,3 +170,46 @@ func FuzzUpstreamBody(f *testing.F) {
 		}
 	})
 }
+
+func TestAzureAcceptsStreamOptions(t *testing.T) {
+	tests := []struct {
+		version string
+		want    bool
+	}{
+		{"", true},
+		{"2024-06-01", false},
+		{"2024-02-01", false},
+		{"2024-10-01", false},
+		{"2024-10-21", true},
+		{"2025-01-01", true},
+		{"2024-08-01-preview", false},
+		{"2024-09-01-preview", true},
+		{"2024-09-01-PREVIEW", true},
+		{"2025-04-01-preview", true},
+		{"preview", true},
+		{"latest", true},
+		{"2024-6-01", true}, // not a date: of the v1 era
+	}
+	for _, tt := range tests {
+		if got := acceptsStreamOptions(tt.version); got != tt.want {
+			t.Errorf("acceptsStreamOptions(%q) = %v, want %v", tt.version, got, tt.want)
+		}
+	}
+}
+
+func TestWithoutMember(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"middle", `{"a":1, "stream_options":{"include_usage":true}, "b":[2]}`, `{"a":1,"b":[2]}`},
+		{"only", `{"stream_options":null}`, `{}`},
+		{"escaped and twice", `{"stre\u0061m_options":1,"x":"y","stream_options":2}`, `{"x":"y"}`},
+		{"absent", `{"a": 1}`, `{"a": 1}`},
+		{"other case kept", `{"Stream_Options":1}`, `{"Stream_Options":1}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, string(withoutMember([]byte(tt.in), "stream_options"))); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
