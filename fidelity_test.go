@@ -681,3 +681,34 @@ func TestAnthropicRequestMapping(t *testing.T) {
 		}
 	})
 }
+
+// Item 2 on the Anthropic route: a compressed answer is decoded before it is translated;
+// one Loom cannot decode cannot be translated and is a 502.
+func TestAnthropicCompressed(t *testing.T) {
+	for _, tt := range []struct {
+		name, encoding string
+		wantStatus     int
+		want           traceOf
+	}{
+		{"gzip", "gzip", 200, traceOf{Status: 200, UsageSource: tracing.UsageReported, PromptTokens: 10, CompletionTokens: 5, ServedModel: "claude-x"}},
+		{"brotli", "br", 502, traceOf{Status: 502, ErrorType: "upstream_error", UsageSource: tracing.UsageMissing}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := compress(t, tt.encoding, []byte(anthropicSSE(`{}`)))
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream", "Content-Encoding: "+tt.encoding)+string(body))
+			})
+			e := newEnv(t, []loom.Route{{Name: "anthropic", Provider: provider.NewAnthropic(provider.AnthropicConfig{BaseURL: up.URL})}})
+			resp, got := e.send(t, `{"model":"anthropic/claude-x","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.wantStatus, got)
+			}
+			if tt.wantStatus == 200 && !strings.HasSuffix(string(got), `"finish_reason":"tool_calls"}]}`+"\n\ndata: [DONE]\n\n") {
+				t.Errorf("client body does not end with the finish and [DONE]:\n%s", got)
+			}
+			if diff := cmp.Diff(tt.want, e.lastTrace(t, 1)); diff != "" {
+				t.Errorf("trace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -46,9 +46,9 @@ type AnthropicConfig struct {
 // http(s) URLs), system and developer messages (joined into the top-level system prompt),
 // assistant tool calls, tool results, tools, tool_choice, parallel_tool_calls,
 // max_completion_tokens/max_tokens, temperature (clamped to Anthropic's 0–1), top_p, stop
-// and user. Other OpenAI
-// parameters (response_format, seed, logprobs, penalties, reasoning_effort…) are ignored;
-// n > 1 and content parts Anthropic cannot take (audio, files) are refused.
+// and user. Other OpenAI parameters (response_format, seed, logprobs, penalties,
+// reasoning_effort…) are ignored; n > 1 and content parts Anthropic cannot take (audio,
+// files) are refused.
 type Anthropic struct {
 	url       string
 	header    upstreamHeader
@@ -119,7 +119,8 @@ func (p *Anthropic) Chat(ctx context.Context, req *Request) (*Response, error) {
 	decoded, ok := DecodeBody(enc, resp.Body)
 	if !ok {
 		resp.Body.Close()
-		return nil, fmt.Errorf("provider: anthropic answered in an encoding Loom cannot decode: %q", enc)
+		return nil, &UpstreamError{StatusCode: http.StatusBadGateway, Header: http.Header{}, Body: ErrorJSON(
+			"The upstream provider answered in a Content-Encoding Loom cannot decode.", "upstream_error", "", "upstream_protocol_error")}
 	}
 	resp.Body = decoded
 	header := anthropicHeader(resp.Header)
