@@ -73,9 +73,12 @@ func (r *Reader) Next() ([]byte, error) {
 
 // fill reads once from src, making room first.
 func (r *Reader) fill() {
-	if r.start > 0 {
-		r.buf = r.buf[:copy(r.buf, r.buf[r.start:])]
-		r.start = 0
+	switch unread := r.buf[r.start:]; {
+	case cap(r.buf) > 64<<10 && len(unread) < 4<<10:
+		// After a large event, back to a small buffer for the rest of the stream.
+		r.buf, r.start = append(make([]byte, 0, 8<<10), unread...), 0
+	case r.start > 0:
+		r.buf, r.start = r.buf[:copy(r.buf, unread)], 0
 	}
 	if len(r.buf) == cap(r.buf) {
 		r.buf = append(r.buf, make([]byte, cap(r.buf))...)[:len(r.buf)]

@@ -10,6 +10,7 @@ import (
 
 func TestReader(t *testing.T) {
 	long := strings.Repeat("x", 20<<10) // longer than the read buffer
+	huge := strings.Repeat("y", 200<<10) // the buffer grows, then shrinks
 	tests := []struct {
 		name string
 		in   string
@@ -24,6 +25,7 @@ func TestReader(t *testing.T) {
 		{"CR then LF", "data: a\r\n\r\n\r\n", []string{"data: a\r\n\r\n"}},
 		{"cut short", "data: a\n\ndata: b", []string{"data: a\n\n", "data: b"}},
 		{"long line", "data: " + long + "\n\n", []string{"data: " + long + "\n\n"}},
+		{"huge event, then small ones", "data: " + huge + "\r\rdata: b\n\ndata: c\n\n", []string{"data: " + huge + "\r\r", "data: b\n\n", "data: c\n\n"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
