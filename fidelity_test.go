@@ -281,18 +281,30 @@ func TestCompressedUpstream(t *testing.T) {
 func TestStrippedUsageDoesNotHoldBack(t *testing.T) {
 	for _, tt := range []struct {
 		name, options string
+		gzip          bool // the upstream compresses, flushing after each write
 		want          string
 	}{
-		{"usage not asked", "", chunk("a", "") + chunk("b", "stop") + "data: [DONE]\n\n"},
-		{"usage asked", `"stream_options":{"include_usage":true},`, chunk("a", "") + chunk("b", "stop") + usageChunk + "data: [DONE]\n\n"},
+		{"usage not asked", "", false, chunk("a", "") + chunk("b", "stop") + "data: [DONE]\n\n"},
+		{"usage asked", `"stream_options":{"include_usage":true},`, false, chunk("a", "") + chunk("b", "stop") + usageChunk + "data: [DONE]\n\n"},
+		{"usage not asked, gzip", "", true, chunk("a", "") + chunk("b", "stop") + "data: [DONE]\n\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			seen := make(chan struct{})
 			heldBack := make(chan bool, 1)
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
-				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+chunk("a", ""))
-				time.Sleep(10 * time.Millisecond) // lets the first chunk travel alone
+			up := newRawUpstream(t, func(conn io.Writer, _ []byte) {
+				w, flush := conn, func() {}
+				if tt.gzip {
+					io.WriteString(conn, head("200 OK", "Content-Type: text/event-stream", "Content-Encoding: gzip"))
+					gz := gzip.NewWriter(conn)
+					defer gz.Close()
+					w, flush = gz, func() { gz.Flush() }
+				} else {
+					io.WriteString(conn, head("200 OK", "Content-Type: text/event-stream"))
+				}
+				io.WriteString(w, chunk("a", ""))
+				flush()
 				io.WriteString(w, chunk("b", "stop")+usageChunk)
+				flush()
 				select {
 				case <-seen:
 					heldBack <- false
@@ -455,6 +467,30 @@ func TestIncludeUsageEscaped(t *testing.T) {
 // is traced as interrupted.
 func TestStreamWithoutDone(t *testing.T) {
 	interrupted := `data: {"error":{"message":"The upstream provider's stream broke off before it was complete.","type":"upstream_error","param":null,"code":"upstream_stream_interrupted"}}` + "\n\n"
+	full := anthropicSSE(`{}`)
+	cut := full[:strings.LastIndex(full, "event: message_stop")]
+	for _, tt := range []struct {
+		name, upstream string
+		want           string
+		wantError      string
+	}{
+		{"anthropic complete", full, "data: [DONE]\n\n", ""},
+		{"anthropic closed before message_stop", cut, interrupted, "upstream_error"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+tt.upstream)
+			})
+			e := newEnv(t, []loom.Route{{Name: "anthropic", Provider: provider.NewAnthropic(provider.AnthropicConfig{BaseURL: up.URL})}})
+			_, got := e.send(t, `{"model":"anthropic/claude-x","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+			if !strings.HasSuffix(string(got), tt.want) || strings.Count(string(got), "[DONE]") > 1 {
+				t.Errorf("client body does not end with %q:\n%s", tt.want, got)
+			}
+			if tr := e.lastTrace(t, 1); tr.Status != 200 || tr.ErrorType != tt.wantError {
+				t.Errorf("trace = %+v, want status 200, error %q", tr, tt.wantError)
+			}
+		})
+	}
 	for _, tt := range []struct {
 		name, upstream string
 		want           string
