@@ -9,7 +9,7 @@ import (
 )
 
 func TestReader(t *testing.T) {
-	long := strings.Repeat("x", 20<<10) // longer than the read buffer
+	long := strings.Repeat("x", 20<<10)  // longer than the read buffer
 	huge := strings.Repeat("y", 200<<10) // the buffer grows, then shrinks
 	tests := []struct {
 		name string
