@@ -195,10 +195,14 @@ func (x *exchange) relayJSON(ctx context.Context, req *provider.ChatRequest, res
 	}
 	body, err := readAll(src, n, limit)
 	x.last = x.g.cfg.Now()
-	if errors.Is(err, errBodyTooLarge) {
-		err = fmt.Errorf("%w: decoded answer over %d bytes", errUpstreamProtocol, limit)
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		x.fail(fmt.Errorf("%w: decoded answer over %d bytes", errUpstreamProtocol, limit))
+		return
+	case errors.Is(err, provider.ErrCorruptBody):
+		x.fail(fmt.Errorf("%w: %w", errUpstreamProtocol, err))
+		return
+	case err != nil:
 		x.fail(upstreamCause(ctx, err))
 		return
 	}

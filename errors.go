@@ -37,7 +37,7 @@ var (
 	// errStreamInterrupted: the upstream's stream broke off after it had started.
 	errStreamInterrupted = errors.New("loom: upstream stream interrupted")
 	// errUpstreamProtocol: the upstream's answer is not one Loom can relay (an interim
-	// 1xx status as the answer, a compressed body that unpacks too large).
+	// 1xx status as the answer, a compressed body that is corrupt or unpacks too large).
 	errUpstreamProtocol = errors.New("loom: upstream protocol error")
 )
 

@@ -748,3 +748,37 @@ func TestAnthropicCompressed(t *testing.T) {
 		})
 	}
 }
+
+// Item 2, hostile bodies: a corrupt compressed answer, or one that unpacks to more than
+// Loom holds, is an upstream protocol error, not an unreachable upstream.
+func TestCompressedUpstreamRefused(t *testing.T) {
+	bomb := compress(t, "gzip", make([]byte, 64<<20+1)) // 64 MiB of zeros, plus one byte
+	for _, tt := range []struct {
+		name, encoding string
+		body           []byte
+	}{
+		{"corrupt gzip", "gzip", []byte("<html>not gzip</html>")},
+		{"corrupt gzip data", "gzip", append(compress(t, "gzip", []byte(completion))[:12], "garbage garbage garbage"...)},
+		{"corrupt deflate", "deflate", []byte{0xff, 0xff, 0xff, 0xff}},
+		{"decompression bomb", "gzip", bomb},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+				io.WriteString(w, head("200 OK", "Content-Type: application/json", "Content-Encoding: "+tt.encoding,
+					fmt.Sprintf("Content-Length: %d", len(tt.body)))+string(tt.body))
+			})
+			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			resp, got := e.send(t, jsonRequest)
+			var eb errorBody
+			json.Unmarshal(got, &eb)
+			gotAnswer := [3]string{fmt.Sprint(resp.StatusCode), resp.Header.Get("Content-Encoding"), deref(eb.Error.Code)}
+			if diff := cmp.Diff([3]string{"502", "", "upstream_protocol_error"}, gotAnswer); diff != "" {
+				t.Errorf("answer (-want +got):\n%s\n%s", diff, got)
+			}
+			want := traceOf{Status: 502, ErrorType: "upstream_error", UsageSource: tracing.UsageMissing}
+			if diff := cmp.Diff(want, e.lastTrace(t, 1)); diff != "" {
+				t.Errorf("trace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

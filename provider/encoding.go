@@ -6,6 +6,7 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -14,6 +15,10 @@ import (
 // Loom does not ask upstreams to compress (it relays bodies as they come), but proxies and
 // some OpenAI-compatible servers compress anyway. Such a body is decoded so Loom can meter
 // it and send the client a body that matches its headers.
+
+// ErrCorruptBody is in the error chain of a Read of a decoded body whose compressed bytes
+// are not valid in their encoding (as opposed to a failed read of them).
+var ErrCorruptBody = errors.New("provider: corrupt compressed body")
 
 // DecodeBody returns body decoded as encoding (a Content-Encoding value) says: gzip and
 // deflate (zlib-wrapped or raw, as servers send both) are decoded as they are read; ""
@@ -72,7 +77,7 @@ type decoder struct {
 func (d *decoder) Read(p []byte) (int, error) {
 	if d.r == nil && d.err == nil {
 		if d.r, d.err = d.open(d.src); d.err != nil {
-			d.err = fmt.Errorf("provider: decode %s body: %w", d.name, d.err)
+			d.err = d.wrap(d.err)
 		}
 	}
 	if d.err != nil {
@@ -80,9 +85,18 @@ func (d *decoder) Read(p []byte) (int, error) {
 	}
 	n, err := d.r.Read(p)
 	if err != nil && err != io.EOF {
-		err = fmt.Errorf("provider: decode %s body: %w", d.name, err)
+		err = d.wrap(err)
 	}
 	return n, err
+}
+
+func (d *decoder) wrap(err error) error {
+	var corrupt flate.CorruptInputError
+	if errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, zlib.ErrHeader) ||
+		errors.Is(err, zlib.ErrChecksum) || errors.As(err, &corrupt) {
+		return fmt.Errorf("%w (%s): %w", ErrCorruptBody, d.name, err)
+	}
+	return fmt.Errorf("provider: decode %s body: %w", d.name, err)
 }
 
 func (d *decoder) Close() error { return d.src.Close() }
