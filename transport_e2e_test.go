@@ -261,7 +261,7 @@ func TestTransportMisbehavingUpstream(t *testing.T) {
 			return action{bytes: "HTTP/1.1 100 Continue\r\n\r\n" + answer(m)}
 		}},
 		{name: "bytes past Content-Length", wantA: 200, bad: func(m string) action {
-			return action{bytes: answer(m) + answer("stale:"+m)[:40]}
+			return action{bytes: answer(m) + answer("stale:" + m)[:40]}
 		}},
 		{name: "duplicated response", wantA: 200, bad: func(m string) action {
 			return action{bytes: answer(m) + answer("stale:"+m)}
