@@ -25,22 +25,22 @@ import (
 	"github.com/loom-gateway/loom/tracing"
 )
 
-// rawUpstream is a fake upstream on a bare TCP listener, for answers httptest would
+// socketUpstream is a fake upstream on a bare TCP listener, for answers httptest would
 // normalise: answer writes the exact bytes of the response, status line included, and the
 // connection is closed when it returns.
-type rawUpstream struct {
+type socketUpstream struct {
 	URL    string
 	mu     sync.Mutex
 	bodies [][]byte // request bodies received
 }
 
-func newRawUpstream(t *testing.T, answer func(w io.Writer, body []byte)) *rawUpstream {
+func newSocketUpstream(t *testing.T, answer func(w io.Writer, body []byte)) *socketUpstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &rawUpstream{URL: "http://" + ln.Addr().String()}
+	u := &socketUpstream{URL: "http://" + ln.Addr().String()}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -73,7 +73,7 @@ func newRawUpstream(t *testing.T, answer func(w io.Writer, body []byte)) *rawUps
 	return u
 }
 
-func (u *rawUpstream) lastBody(t *testing.T) []byte {
+func (u *socketUpstream) lastBody(t *testing.T) []byte {
 	t.Helper()
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -88,7 +88,7 @@ func head(status string, headers ...string) string {
 	return "HTTP/1.1 " + status + "\r\n" + strings.Join(append(headers, "Connection: close"), "\r\n") + "\r\n\r\n"
 }
 
-func rawOpenAIRoute(u *rawUpstream) loom.Route {
+func socketOpenAIRoute(u *socketUpstream) loom.Route {
 	return loom.Route{Name: "openai", Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: u.URL + "/v1"})}
 }
 
@@ -167,7 +167,7 @@ func TestAzureStreamOptionsByVersion(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			// Like Azure: versions before the option refuse the whole request.
-			up := newRawUpstream(t, func(w io.Writer, body []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, body []byte) {
 				var req map[string]any
 				json.Unmarshal(body, &req)
 				_, has := req["stream_options"]
@@ -250,10 +250,10 @@ func TestCompressedUpstream(t *testing.T) {
 			if !tt.wantContentTypeJSON {
 				ct = "text/event-stream"
 			}
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: "+ct, "Content-Encoding: "+tt.header)+string(body))
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			resp, got := e.send(t, tt.request)
 			want := string(body)
 			if tt.wantPlain {
@@ -291,7 +291,7 @@ func TestStrippedUsageDoesNotHoldBack(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			seen := make(chan struct{})
 			heldBack := make(chan bool, 1)
-			up := newRawUpstream(t, func(conn io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(conn io.Writer, _ []byte) {
 				w, flush := conn, func() {}
 				if tt.gzip {
 					io.WriteString(conn, head("200 OK", "Content-Type: text/event-stream", "Content-Encoding: gzip"))
@@ -313,7 +313,7 @@ func TestStrippedUsageDoesNotHoldBack(t *testing.T) {
 				}
 				io.WriteString(w, "data: [DONE]\n\n")
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/chat/completions",
 				strings.NewReader(`{"model":"openai/gpt-4o","stream":true,`+tt.options+`"messages":[{"role":"user","content":"hi"}]}`))
 			req.Header.Set("Authorization", "Bearer "+e.key)
@@ -387,10 +387,10 @@ func TestStreamLineEndings(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			eol := func(s string) string { return strings.ReplaceAll(s, "\n", tt.eol) }
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+eol(chunk("a", "")+chunk("b", "stop")+usageChunk+"data: [DONE]\n\n"))
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			_, got := e.send(t, streamRequest)
 			if diff := cmp.Diff(eol(chunk("a", "")+chunk("b", "stop")+"data: [DONE]\n\n"), string(got)); diff != "" {
 				t.Errorf("client body (-want +got):\n%s", diff)
@@ -416,10 +416,10 @@ func TestModelNameQuoting(t *testing.T) {
 		{"quotes and HTML", `openai/\"<b>&`, `"<b>&`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: application/json")+completion)
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			resp, got := e.send(t, `{"model":"`+tt.model+`","messages":[{"role":"user","content":"hi"}]}`)
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d: %s", resp.StatusCode, got)
@@ -451,10 +451,10 @@ func TestIncludeUsageEscaped(t *testing.T) {
 		{"escaped false", `{"\u0069nclude_usage":false}`, chunk("a", "stop") + "data: [DONE]\n\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+stream)
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			_, got := e.send(t, `{"model":"openai/gpt-4o","stream":true,"stream_options":`+tt.options+`,"messages":[{"role":"user","content":"hi"}]}`)
 			if diff := cmp.Diff(tt.want, string(got)); diff != "" {
 				t.Errorf("client body (-want +got):\n%s", diff)
@@ -478,7 +478,7 @@ func TestStreamWithoutDone(t *testing.T) {
 		{"anthropic closed before message_stop", cut, interrupted, "upstream_error"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+tt.upstream)
 			})
 			e := newEnv(t, []loom.Route{{Name: "anthropic", Provider: provider.NewAnthropic(provider.AnthropicConfig{BaseURL: up.URL})}})
@@ -502,10 +502,10 @@ func TestStreamWithoutDone(t *testing.T) {
 		{"complete", chunk("a", "stop") + "data: [DONE]\n\n", chunk("a", "stop") + "data: [DONE]\n\n", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream")+tt.upstream)
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			_, got := e.send(t, streamRequest)
 			if diff := cmp.Diff(tt.want, string(got)); diff != "" {
 				t.Errorf("client body (-want +got):\n%s", diff)
@@ -535,10 +535,10 @@ func TestOdd200Answers(t *testing.T) {
 			traceOf{Status: 200, UsageSource: tracing.UsageReported, PromptTokens: 9, CompletionTokens: 2, ServedModel: "gpt-4o-2024"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: "+tt.contentType)+tt.upstream)
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			resp, got := e.send(t, jsonRequest)
 			gotAnswer := [3]string{fmt.Sprint(resp.StatusCode), resp.Header.Get("Content-Type"), string(got)}
 			if diff := cmp.Diff([3]string{"200", tt.wantContentType, tt.upstream}, gotAnswer); diff != "" {
@@ -590,10 +590,10 @@ func TestUpstreamErrorExcerpt(t *testing.T) {
 			if e, plain, ok := strings.Cut(body, ":"); ok && (e == "gzip" || e == "br") {
 				body, enc = string(compress(t, e, []byte(plain))), []string{"Content-Encoding: " + e}
 			}
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head(tt.status, append(enc, "Content-Type: "+tt.contentType, fmt.Sprintf("Content-Length: %d", len(body)))...)+body)
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			resp, got := e.send(t, jsonRequest)
 			var eb errorBody
 			if err := json.Unmarshal(got, &eb); err != nil {
@@ -731,7 +731,7 @@ func TestAnthropicCompressed(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			body := compress(t, tt.encoding, []byte(anthropicSSE(`{}`)))
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: text/event-stream", "Content-Encoding: "+tt.encoding)+string(body))
 			})
 			e := newEnv(t, []loom.Route{{Name: "anthropic", Provider: provider.NewAnthropic(provider.AnthropicConfig{BaseURL: up.URL})}})
@@ -763,11 +763,11 @@ func TestCompressedUpstreamRefused(t *testing.T) {
 		{"decompression bomb", "gzip", bomb},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newRawUpstream(t, func(w io.Writer, _ []byte) {
+			up := newSocketUpstream(t, func(w io.Writer, _ []byte) {
 				io.WriteString(w, head("200 OK", "Content-Type: application/json", "Content-Encoding: "+tt.encoding,
 					fmt.Sprintf("Content-Length: %d", len(tt.body)))+string(tt.body))
 			})
-			e := newEnv(t, []loom.Route{rawOpenAIRoute(up)})
+			e := newEnv(t, []loom.Route{socketOpenAIRoute(up)})
 			resp, got := e.send(t, jsonRequest)
 			var eb errorBody
 			json.Unmarshal(got, &eb)
