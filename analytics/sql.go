@@ -95,18 +95,11 @@ func (q *stmt) where(tenantID string, f Filter) {
 }
 
 // traceColumns are the columns of a Trace, in scanTrace's order.
-const traceColumns = "created_at, tenant_id, api_key_id, request_id, model, served_model, provider, stream, status, " +
+const traceColumns = "id, created_at, tenant_id, api_key_id, request_id, model, served_model, provider, stream, status, " +
 	"error_type, client_aborted, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_source, " +
 	"cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us, response_truncated, key_version"
 
-func (s *sqlStore) columns() string {
-	if s.pg {
-		return "id::text, " + traceColumns
-	}
-	return "id, " + traceColumns
-}
-
-// scanTrace scans a row of columns() (then extra) into t.
+// scanTrace scans a row of traceColumns (then extra) into t.
 func (s *sqlStore) scanTrace(r rows, t *Trace, extra ...any) error {
 	var (
 		at time.Time
@@ -148,7 +141,7 @@ func (s *sqlStore) each(ctx context.Context, q *stmt, fn func(rows) error) error
 
 func (s *sqlStore) List(ctx context.Context, tenantID string, f Filter, after *Cursor, limit int) ([]Trace, error) {
 	q := s.stmt()
-	q.sql("SELECT ", s.columns(), " FROM traces")
+	q.sql("SELECT ", traceColumns, " FROM traces")
 	q.where(tenantID, f)
 	if after != nil {
 		q.sql(" AND (created_at, id) < (", q.at(after.CreatedAt), ", ", q.id(after.ID), ")")
@@ -171,7 +164,7 @@ func (s *sqlStore) Get(ctx context.Context, tenantID, id string) (*Sealed, error
 		return nil, ErrNotFound // no trace has an id that is not a UUID
 	}
 	q := s.stmt()
-	q.sql("SELECT ", s.columns(), ", request_sealed, response_sealed FROM traces WHERE tenant_id = ", q.arg(tenantID),
+	q.sql("SELECT ", traceColumns, ", request_sealed, response_sealed FROM traces WHERE tenant_id = ", q.arg(tenantID),
 		" AND id = ", q.id(u.String()))
 	var found *Sealed
 	err = s.each(ctx, q, func(r rows) error {
@@ -189,7 +182,7 @@ func (s *sqlStore) Get(ctx context.Context, tenantID, id string) (*Sealed, error
 
 func (s *sqlStore) Export(ctx context.Context, tenantID string, f Filter, fn func(*Trace) error) error {
 	q := s.stmt()
-	q.sql("SELECT ", s.columns(), " FROM traces")
+	q.sql("SELECT ", traceColumns, " FROM traces")
 	q.where(tenantID, f)
 	q.sql(" ORDER BY created_at DESC, id DESC")
 	var t Trace
