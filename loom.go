@@ -89,6 +89,8 @@ type Config struct {
 //	POST /v1/chat/completions
 //	GET  /v1/models
 //
+// and, with Config.Analytics, the analytics API (analytics.Paths).
+//
 // Everything New starts, Shutdown stops.
 type Gateway struct {
 	cfg    Config
