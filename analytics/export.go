@@ -3,6 +3,7 @@ package analytics
 import (
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -100,7 +101,9 @@ func (h *Handler) export(w http.ResponseWriter, r *http.Request, tenantID string
 			if err := cw.Error(); err != nil {
 				return err
 			}
-			return rc.Flush()
+			if err := rc.Flush(); !errors.Is(err, http.ErrNotSupported) {
+				return err // nil, or the client left
+			}
 		}
 		return nil
 	})
