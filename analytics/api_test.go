@@ -78,14 +78,7 @@ func testThroughGateway(t *testing.T, e *apiEnv) {
 	plainID, streamID := plainResp.Header.Get("X-Request-Id"), streamResp.Header.Get("X-Request-Id")
 
 	// The gateway records a trace just after the client got the last byte: wait for both.
-	var rows []analytics.Trace
-	deadline := time.Now().Add(10 * time.Second)
-	for len(rows) < 2 && time.Now().Before(deadline) {
-		if err := e.gw.ForceFlush(ctx); err != nil {
-			t.Fatal(err)
-		}
-		rows = e.listAll(t, e.a.key, "")
-	}
+	rows := waitTraces(t, e, e.a, 2)
 	if diff := cmp.Diff([]string{streamID, plainID}, ids(rows)); diff != "" {
 		t.Fatalf("listed traces (-want +got):\n%s", diff)
 	}
