@@ -33,6 +33,12 @@ type exchange struct {
 	start time.Time
 	sent  time.Time // the upstream request was handed to the provider
 	last  time.Time // the upstream's last byte arrived
+	// upstreamErr is the kind of the upstream's failure, if it failed (see
+	// upstreamErrorKind).
+	upstreamErr string
+	// propagate is the trace context header for the upstream request (nil without a
+	// Config.Propagator).
+	propagate http.Header
 }
 
 func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
@@ -52,11 +58,18 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 			g.log.Error("authentication failed", "err", err)
 		}
 		writeError(w, a)
+		g.metrics.observeUnrouted("chat_completions", a.Status)
 		return
 	}
 	t.TenantID, t.APIKeyID = principal.TenantID, principal.KeyID
 	x := &exchange{g: g, w: w, r: r, t: t, start: start}
+	if g.cfg.Propagator != nil {
+		x.propagate = continueTrace(g.cfg.Propagator, r, t)
+	}
+	g.metrics.inflight.Inc()
 	x.serve()
+	g.metrics.inflight.Dec()
+	g.metrics.observeChat(x)
 	g.record(r.Context(), t)
 }
 
@@ -108,7 +121,7 @@ func (x *exchange) serve() {
 	}
 	t.Provider = route.Name
 
-	up := &provider.Request{Model: model, Body: req.UpstreamBody(model), Stream: req.Stream, Header: r.Header}
+	up := &provider.Request{Model: model, Body: req.UpstreamBody(model), Stream: req.Stream, Header: r.Header, TraceHeader: x.propagate}
 	ctx, cancel := context.WithTimeoutCause(r.Context(), g.cfg.UpstreamTimeout, errUpstreamTimeout)
 	defer cancel()
 	x.sent = g.cfg.Now()
@@ -148,6 +161,7 @@ func upstreamCause(ctx context.Context, err error) error {
 
 // fail answers with the error and notes it in the trace.
 func (x *exchange) fail(err error) {
+	x.upstreamErr = upstreamErrorKind(err)
 	a := toAPIError(err)
 	if a.Status >= 500 && a.Status != http.StatusGatewayTimeout {
 		x.g.log.Warn("upstream failure", "trace_id", x.t.ID, "provider", x.t.Provider, "err", err)
@@ -243,6 +257,8 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 	}
 	x.w.WriteHeader(http.StatusOK)
 	x.t.Status = http.StatusOK
+	x.g.metrics.streams.Inc()
+	defer x.g.metrics.streams.Dec()
 	opts := stream.RelayOptions{
 		StripUsage: req.Stream && !req.IncludeUsage,
 		Capture:    x.g.cfg.MaxCaptureBytes,
@@ -271,6 +287,7 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 		if errors.Is(context.Cause(ctx), errUpstreamTimeout) {
 			cause = errUpstreamTimeout
 		}
+		x.upstreamErr = upstreamErrorKind(cause)
 		a := toAPIError(cause)
 		x.t.ErrorType = a.Type
 		if decoded {
@@ -357,15 +374,19 @@ func readAll(r io.Reader, n, limit int64) ([]byte, error) {
 func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request) {
 	p, err := g.authenticate(r)
 	if err != nil {
-		writeError(w, toAPIError(err))
+		a := toAPIError(err)
+		writeError(w, a)
+		g.metrics.observeUnrouted("models", a.Status)
 		return
 	}
 	models, err := g.routes.models(r.Context(), p.TenantID)
 	if err != nil {
 		g.log.Error("list models", "err", err)
 		writeError(w, &apiError{Status: http.StatusInternalServerError, Type: "server_error", Message: "Could not list models."})
+		g.metrics.observeUnrouted("models", http.StatusInternalServerError)
 		return
 	}
+	g.metrics.observeUnrouted("models", http.StatusOK)
 	if models == nil {
 		models = []modelEntry{}
 	}

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/loom-gateway/loom/analytics"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
@@ -77,6 +81,21 @@ type Config struct {
 	// negative, never.
 	KeyUsageInterval time.Duration
 
+	// Metrics receives the gateway's Prometheus collectors (see the README's metrics
+	// table). If nil, the gateway makes a registry of its own; either way Gateway.Metrics
+	// serves it when it is also a Gatherer. Never the global default registry: two
+	// gateways in one process each need their own (or a prometheus.WrapRegistererWith).
+	Metrics prometheus.Registerer
+	// MetricsTenantLabel adds a "tenant" label (the tenant id) to the request, token and
+	// cost metrics. Off by default: every tenant multiplies those series.
+	MetricsTenantLabel bool
+	// Propagator reads the caller's distributed-trace context (W3C traceparent and
+	// tracestate with propagation.TraceContext) from each request and writes the context
+	// of Loom's span into the upstream request, so the caller's trace continues through
+	// Loom to the provider. The trace ids are kept in the Trace for a sink such as
+	// otelsink. If nil, nothing is read or propagated.
+	Propagator propagation.TextMapPropagator
+
 	// Logger receives operational messages. If nil, nothing is logged. Keys and bodies
 	// are never logged.
 	Logger *slog.Logger
@@ -100,6 +119,9 @@ type Gateway struct {
 	routes *router
 	traces *tracing.Pipeline // nil when tracing is off
 	mux    *http.ServeMux
+
+	metrics  *metrics
+	gatherer prometheus.Gatherer // nil when Config.Metrics cannot be gathered
 
 	// mu guards closed against requests starting while Shutdown waits for inflight.
 	mu           sync.RWMutex
@@ -175,6 +197,16 @@ func New(cfg Config) (*Gateway, error) {
 			return cfg.Keyring.Open(tenantID, ProviderKeyRecordID(name), version, sealed)
 		}
 	}
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	g.gatherer, _ = reg.(prometheus.Gatherer)
+	m, err := newMetrics(reg, cfg.MetricsTenantLabel, g.TraceStats)
+	if err != nil {
+		return nil, fmt.Errorf("loom: register metrics: %w", err)
+	}
+	g.metrics = m
 	g.routes = newRouter(cfg.Routes, cfg.Store, cfg.AuthCacheSize, cfg.AuthCacheTTL, cfg.Now, openKey)
 	var reads *analytics.Handler
 	if cfg.Analytics != nil {
@@ -193,6 +225,14 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		if tc.Enrich == nil {
 			tc.Enrich = priceTrace(cfg.Prices)
+		}
+		enrich := tc.Enrich
+		tc.Enrich = func(t *tracing.Trace) { enrich(t); m.observeCost(t) }
+		tc.Sinks = slices.Clone(tc.Sinks)
+		for i, s := range tc.Sinks {
+			if s != nil { // NewPipeline refuses a nil sink
+				tc.Sinks[i] = m.timeSink(sinkName(i, s), s)
+			}
 		}
 		p, err := tracing.NewPipeline(tc)
 		if err != nil {

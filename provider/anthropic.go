@@ -100,7 +100,7 @@ func (p *Anthropic) Chat(ctx context.Context, req *Request) (*Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
-	hr.Header = p.header.For(req.Header)
+	hr.Header = p.header.For(req.Header, req.TraceHeader)
 	resp, err := do(p.client, hr)
 	if err != nil {
 		return nil, err

@@ -52,10 +52,17 @@ func newUpstreamHeader(base http.Header, passed []string) upstreamHeader {
 	return h
 }
 
-// For returns the header for a request from a client that sent client: the shared one,
-// copied only when a passed header is to be added. A header the adapter sets itself wins.
-func (h upstreamHeader) For(client http.Header) http.Header {
+// For returns the header for a request from a client that sent client, carrying the
+// trace context header traceCtx: the shared one, copied only when a header is to be
+// added. A header the adapter sets itself wins over a client's.
+func (h upstreamHeader) For(client, traceCtx http.Header) http.Header {
 	out, copied := h.base, false
+	if len(traceCtx) > 0 {
+		out, copied = h.base.Clone(), true
+		for k, v := range traceCtx {
+			out[k] = v
+		}
+	}
 	for _, k := range h.passed {
 		if v := client.Get(k); v != "" && h.base.Get(k) == "" {
 			if !copied {

@@ -94,7 +94,7 @@ func post(ctx context.Context, client *http.Client, url string, header upstreamH
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
-	hr.Header = header.For(req.Header)
+	hr.Header = header.For(req.Header, req.TraceHeader)
 	resp, err := do(client, hr)
 	if err != nil {
 		return nil, err

@@ -32,6 +32,9 @@ type Request struct {
 	Stream bool
 	// Header holds client headers to pass on (for example OpenAI-Organization); may be nil.
 	Header http.Header
+	// TraceHeader holds the distributed-trace context of Loom's span (W3C traceparent and
+	// tracestate), set on the upstream request as is; nil when the gateway propagates none.
+	TraceHeader http.Header
 }
 
 // Response is an upstream's successful answer.

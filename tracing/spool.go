@@ -102,6 +102,10 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	b = appendBytes(b, t.SealedRequest)
 	b = appendBytes(b, t.SealedResponse)
+	for _, s := range [...]string{t.W3CTraceID, t.W3CSpanID, t.W3CParentSpanID, t.W3CTraceState} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
 	return b
 }
 
@@ -157,6 +161,12 @@ func decodeTrace(p []byte) (*Trace, error) {
 	}
 	t.SealedRequest = d.bytes()
 	t.SealedResponse = d.bytes()
+	if len(d.b) > 0 { // added after the first release: older records end here
+		t.W3CTraceID = d.string()
+		t.W3CSpanID = d.string()
+		t.W3CParentSpanID = d.string()
+		t.W3CTraceState = d.string()
+	}
 	if d.err {
 		return nil, errors.New("tracing: spool: malformed record")
 	}

@@ -52,6 +52,14 @@ type Trace struct {
 	TTFBUS     int64 // arrival to the first byte from the upstream; 0 if none arrived
 	OverheadUS int64 // Loom's own time: before the upstream request plus after its last byte
 
+	// The W3C Trace Context of the request, set when the gateway propagates one
+	// (Config.Propagator), lowercase hex: the distributed trace, Loom's span in it (the
+	// parent of the upstream call) and the caller's span, if the caller sent a traceparent.
+	W3CTraceID      string
+	W3CSpanID       string
+	W3CParentSpanID string
+	W3CTraceState   string // the caller's tracestate, carried on
+
 	// RequestBody and ResponseBody are the plaintext bodies. They exist only in memory: the
 	// pipeline seals them into SealedRequest/SealedResponse and clears them before the trace
 	// is written anywhere, so a Sink never sees plaintext.
