@@ -48,6 +48,12 @@ type PostgresSink struct {
 	now    func() time.Time
 	closed atomic.Bool
 
+	// inTx is the per-batch work that must commit or roll back with the traces (rollups,
+	// a ledger): each step runs inside the batch's transaction, in order, after the traces
+	// are in, and sees only the traces this transaction stored (a duplicate offered again
+	// is not passed twice). A step's error rolls the whole batch back.
+	inTx []pgTxStep
+
 	mu    sync.Mutex
 	known map[int]bool // months (see pgMonth) whose partition exists, as far as we know
 }
@@ -176,15 +182,54 @@ func (s *PostgresSink) write(ctx context.Context, src *pgCopySource, months []in
 	if _, err := tx.CopyFrom(ctx, table, traceTableColumns, src); err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
+	stored := src.batch
 	if staged {
-		if _, err := tx.Exec(ctx, insertFromStagingSQL); err != nil {
+		if stored, err = s.insertFromStaging(ctx, tx, src); err != nil {
 			return fmt.Errorf("insert: %w", err)
+		}
+	}
+	for _, step := range s.inTx {
+		if err := step(ctx, tx, stored); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// pgTxStep is one piece of per-batch work inside a PostgresSink batch transaction; stored
+// holds the traces the transaction inserted.
+type pgTxStep func(ctx context.Context, tx pgx.Tx, stored []*Trace) error
+
+// insertFromStaging moves the staged rows into traces and returns the traces it inserted
+// (those not stored before). Without in-transaction steps nobody needs that list, and the
+// insert skips the RETURNING.
+func (s *PostgresSink) insertFromStaging(ctx context.Context, tx pgx.Tx, src *pgCopySource) ([]*Trace, error) {
+	if len(s.inTx) == 0 {
+		_, err := tx.Exec(ctx, insertFromStagingSQL)
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, insertFromStagingSQL+" RETURNING id::text")
+	if err != nil {
+		return nil, err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	inserted := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		inserted[id] = true
+	}
+	var stored []*Trace
+	for i, t := range src.batch {
+		if inserted[src.ids[i].String()] {
+			stored = append(stored, t)
+		}
+	}
+	return stored, nil
 }
 
 // PostgreSQL error codes the sink acts on.

@@ -16,7 +16,17 @@ var _ Sink = (*SQLiteSink)(nil)
 type SQLiteSink struct {
 	db     *sql.DB
 	closed atomic.Bool
+
+	// inTx is the per-batch work that must commit or roll back with the traces (rollups,
+	// a ledger): each step runs inside the batch's transaction, in order, after the traces
+	// are in, and sees only the traces this transaction stored (a duplicate offered again
+	// is not passed twice). A step's error rolls the whole batch back.
+	inTx []sqliteTxStep
 }
+
+// sqliteTxStep is one piece of per-batch work inside a SQLiteSink batch transaction;
+// stored holds the traces the transaction inserted.
+type sqliteTxStep func(ctx context.Context, tx *sql.Tx, stored []*Trace) error
 
 // NewSQLiteSink returns a sink writing to db. The caller has applied the migrations and owns
 // db: Shutdown does not close it.
@@ -50,8 +60,9 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 		return fmt.Errorf("tracing: sqlite: prepare: %w", err)
 	}
 	defer stmt.Close()
+	var stored []*Trace
 	for _, t := range batch {
-		_, err := stmt.ExecContext(ctx,
+		res, err := stmt.ExecContext(ctx,
 			t.ID, t.CreatedAt.UnixMicro(), t.TenantID, t.APIKeyID, t.RequestID,
 			t.Model, t.ServedModel, t.Provider, t.Stream, t.Status, t.ErrorType, t.ClientAborted,
 			t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, string(t.UsageSource),
@@ -59,6 +70,18 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion)
 		if err != nil {
 			return fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err)
+		}
+		if len(s.inTx) > 0 {
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err)
+			} else if n > 0 {
+				stored = append(stored, t)
+			}
+		}
+	}
+	for _, step := range s.inTx {
+		if err := step(ctx, tx, stored); err != nil {
+			return fmt.Errorf("tracing: sqlite: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {

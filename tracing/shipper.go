@@ -1,0 +1,198 @@
+package tracing
+
+// The shippers: one goroutine per sink, reading the window (or the spool files behind
+// it) in batches of up to BatchSize and calling Sink.WriteBatch, retrying a failed batch
+// with exponential backoff and jitter until the sink acknowledges it. A slow or failing
+// sink holds up only its own shipper.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+type shipper struct {
+	sink  Sink
+	idx   int
+	kick  chan struct{} // new data or a flush; capacity 1
+	retry chan struct{} // a flush: cut a retry backoff short; capacity 1
+	acked uint64        // every record up to this seq is acknowledged; written under mu by the shipper only
+	count int64         // records acknowledged since start; under mu
+	batch []*Trace
+	rd    spoolReader
+}
+
+// retryAll cuts the shippers' retry backoffs short: a flush wants a store that came back
+// used at once.
+func (p *Pipeline) retryAll() {
+	for _, sh := range p.shippers {
+		select {
+		case sh.retry <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *Pipeline) kickAll() {
+	for _, sh := range p.shippers {
+		select {
+		case sh.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// runShipper delivers the spool to one sink, in order, batch by batch.
+func (p *Pipeline) runShipper(sh *shipper) {
+	defer p.wg.Done()
+	defer sh.rd.close()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	waiting := false // for a full batch, since the timer was set
+	backoff := p.retryMin
+	for {
+		p.mu.Lock()
+		avail := p.lastSeq - sh.acked
+		p.mu.Unlock()
+		if avail == 0 {
+			select {
+			case <-sh.kick:
+				continue
+			case <-p.quit:
+				return
+			case <-p.abortCtx.Done():
+				return
+			}
+		}
+		if avail < uint64(p.batchSize) && sh.acked >= p.flushTo.Load() {
+			if !waiting {
+				timer.Reset(p.flushInterval)
+				waiting = true
+			}
+			select {
+			case <-sh.kick:
+				continue
+			case <-timer.C:
+			case <-p.abortCtx.Done():
+				return
+			}
+		}
+		timer.Stop()
+		waiting = false
+		batch, through, err := p.read(sh)
+		if err != nil {
+			p.log.Error("tracing: reading the spool", "sink", sh.idx, "err", err)
+			if !p.sleep(jitter(backoff), sh.retry) {
+				return
+			}
+			backoff = min(2*backoff, p.retryMax)
+			continue
+		}
+		backoff = p.retryMin
+		if len(batch) > 0 && !p.deliver(sh, batch) {
+			return
+		}
+		clear(batch)
+		p.ack(sh, through, len(batch))
+	}
+}
+
+// read returns the next batch for sh: from the in-memory window when it has it, else
+// from the spool files.
+func (p *Pipeline) read(sh *shipper) ([]*Trace, uint64, error) {
+	from := sh.acked + 1
+	p.mu.Lock()
+	stop := p.lastSeq + 1 // the window starts here
+	if p.hotHead < len(p.hot) {
+		stop = p.hot[p.hotHead].seq
+	}
+	if from >= stop {
+		i := p.hotHead + int(from-stop)
+		j := min(i+p.batchSize, len(p.hot))
+		b := sh.batch[:0]
+		for _, r := range p.hot[i:j] {
+			b = append(b, r.t)
+		}
+		through := p.hot[j-1].seq
+		p.mu.Unlock()
+		sh.batch = b
+		return b, through, nil
+	}
+	segs := make([]segment, len(p.segs))
+	for i, s := range p.segs {
+		segs[i] = *s
+	}
+	p.mu.Unlock()
+	b, through, bad, err := sh.rd.read(segs, from, stop, p.batchSize, p.crc, sh.batch[:0])
+	sh.batch = b
+	var ce *corruptError
+	switch {
+	case errors.As(err, &ce) && len(b) == 0:
+		// Damaged after it was verified: skip the rest of the segment, once, loudly.
+		through = min(bad.last, stop-1)
+		p.mu.Lock()
+		counted := p.corruptSeg[bad.first]
+		p.corruptSeg[bad.first] = true
+		p.mu.Unlock()
+		if !counted {
+			p.lose(lossCorrupt, 1, fmt.Errorf("tracing: spool %s: skipping through record %d: %w", bad.path, through, err))
+		}
+		return b, through, nil
+	case errors.As(err, &ce):
+		return b, through, nil // deliver what came before the damage first
+	case err != nil && len(b) == 0:
+		return nil, 0, err
+	}
+	return b, through, nil
+}
+
+// deliver writes one batch to sh's sink, retrying with backoff until it succeeds. It
+// returns false when Shutdown gave up.
+func (p *Pipeline) deliver(sh *shipper, batch []*Trace) bool {
+	backoff := p.retryMin
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeoutCause(p.abortCtx, p.writeTimeout, errWriteTimeout)
+		err := sh.sink.WriteBatch(ctx, batch)
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
+		}
+		cancel()
+		if err == nil {
+			return true
+		}
+		if p.abortCtx.Err() != nil {
+			return false
+		}
+		p.retries.Add(1)
+		wait := jitter(backoff)
+		p.log.Warn("tracing: sink write failed; retrying", "sink", sh.idx, "traces", len(batch),
+			"attempt", attempt, "retry_in", wait, "err", err)
+		if !p.sleep(wait, sh.retry) {
+			return false
+		}
+		backoff = min(2*backoff, p.retryMax)
+	}
+}
+
+// jitter spreads d over [d/2, d] so that replicas do not retry in step.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits for d, or until a flush asks for an early retry; false means Shutdown gave
+// up meanwhile.
+func (p *Pipeline) sleep(d time.Duration, early <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-early:
+		return true
+	case <-p.abortCtx.Done():
+		return false
+	}
+}

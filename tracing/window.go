@@ -1,0 +1,169 @@
+package tracing
+
+// The window: what the shippers read from. Committed traces stay in an in-memory window
+// (hot) while it has room, and with SpoolDir in segment files on disk. This file replays the
+// spool on start, rotates segments, and trims both the window and the segments once every
+// sink has acknowledged what they hold.
+
+import (
+	"fmt"
+	"math"
+	"os"
+)
+
+type hotRec struct {
+	seq  uint64
+	t    *Trace
+	size int64
+}
+
+// openSpool replays SpoolDir and opens a fresh segment to append to. It returns the
+// sequence number every sink has acknowledged, where the shippers start.
+func (p *Pipeline) openSpool() (uint64, error) {
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return 0, fmt.Errorf("tracing: spool: %w", err)
+	}
+	acked, err := readCursor(p.dir, p.crc)
+	if err != nil {
+		p.log.Error("tracing: spool cursor", "dir", p.dir, "err", err)
+	}
+	firsts, err := listSegments(p.dir)
+	if err != nil {
+		return 0, fmt.Errorf("tracing: spool: %w", err)
+	}
+	last := acked
+	for _, first := range firsts {
+		last = max(last, first-1)
+		path := segPath(p.dir, first)
+		seg, pending, cut, err := scanSegment(path, first, acked, p.crc)
+		if err != nil {
+			return 0, fmt.Errorf("tracing: spool replay: %w", err)
+		}
+		last = max(last, seg.last)
+		if cut > 0 {
+			p.lose(lossCorrupt, 1, fmt.Errorf("tracing: spool replay: cut %d bytes of torn or corrupt records at the end of %s", cut, path))
+		}
+		if seg.last <= acked {
+			// Empty, or every sink has everything in it.
+			if err := os.Remove(path); err != nil {
+				return 0, fmt.Errorf("tracing: spool: %w", err)
+			}
+			continue
+		}
+		p.segs = append(p.segs, seg)
+		p.spoolBytes.Add(seg.size)
+		p.replayed += pending
+	}
+	p.nextSeq = last + 1
+	p.lastSeq = last
+	p.committed = p.replayed
+	seg, f, err := createSegment(p.dir, p.nextSeq)
+	if err != nil {
+		return 0, fmt.Errorf("tracing: spool: %w", err)
+	}
+	p.segs = append(p.segs, seg)
+	p.activeSeg, p.active, p.activeSize = seg, f, seg.size
+	p.spoolBytes.Add(seg.size)
+	if p.replayed > 0 {
+		p.log.Info("tracing: replaying spool", "dir", p.dir, "traces", p.replayed, "segments", len(p.segs)-1)
+	}
+	return acked, nil
+}
+
+func (p *Pipeline) minAckedLocked() uint64 {
+	m := uint64(math.MaxUint64)
+	for _, sh := range p.shippers {
+		m = min(m, sh.acked)
+	}
+	return m
+}
+
+func (p *Pipeline) writtenLocked() int64 {
+	// All shippers start at the same cursor and see the same records, so their counts
+	// compare; a record is written once the slowest sink has it.
+	if len(p.shippers) == 0 {
+		return 0 // not started yet
+	}
+	w := int64(math.MaxInt64)
+	for _, sh := range p.shippers {
+		w = min(w, sh.count)
+	}
+	return w
+}
+
+// rotate starts a new segment. On failure the writer keeps appending to the old one.
+func (p *Pipeline) rotate() {
+	seg, f, err := createSegment(p.dir, p.nextSeq)
+	if err != nil {
+		p.log.Error("tracing: spool: cannot start a new segment", "err", err)
+		return
+	}
+	p.active.Close()
+	p.active, p.activeSize = f, seg.size
+	p.spoolBytes.Add(seg.size)
+	p.mu.Lock()
+	p.segs = append(p.segs, seg)
+	p.activeSeg = seg
+	p.mu.Unlock()
+}
+
+// removeShippedLocked deletes the segments, but the one being appended to, whose records
+// every sink has. It runs under the lock (rare: once per segment), so that whoever sees an
+// acknowledgement also sees the space freed.
+func (p *Pipeline) removeShippedLocked(acked uint64) {
+	for len(p.segs) > 1 && p.segs[0] != p.activeSeg && p.segs[0].last <= acked {
+		if err := os.Remove(p.segs[0].path); err != nil {
+			p.log.Error("tracing: spool: removing a shipped segment", "err", err)
+		}
+		p.spoolBytes.Add(-p.segs[0].size)
+		p.segs[0] = nil
+		p.segs = p.segs[1:]
+	}
+}
+
+// reclaim runs when the spool is full: the segment being appended to is never deleted, so
+// if every sink has all of it, the writer starts a new one and deletes the old. It reports
+// whether need more bytes now fit.
+func (p *Pipeline) reclaim(need int64) bool {
+	p.mu.Lock()
+	shipped := p.activeSeg.count > 0 && p.activeSeg.last <= p.minAckedLocked()
+	p.mu.Unlock()
+	if !shipped {
+		return false
+	}
+	p.rotate()
+	p.mu.Lock()
+	p.removeShippedLocked(p.minAckedLocked())
+	p.mu.Unlock()
+	return p.spoolBytes.Load()+need <= p.maxSpool
+}
+
+func (p *Pipeline) popHotLocked() {
+	p.hotBytes -= p.hot[p.hotHead].size
+	p.hot[p.hotHead] = hotRec{}
+	p.hotHead++
+	switch {
+	case p.hotHead == len(p.hot):
+		p.hot, p.hotHead = p.hot[:0], 0
+	case p.hotHead >= 1024 && p.hotHead*2 >= len(p.hot):
+		n := copy(p.hot, p.hot[p.hotHead:])
+		clear(p.hot[n:])
+		p.hot, p.hotHead = p.hot[:n], 0
+	}
+}
+
+// ack records that sh's sink has everything through the given sequence number, trims the
+// in-memory window, and deletes the segments every sink is done with.
+func (p *Pipeline) ack(sh *shipper, through uint64, n int) {
+	p.mu.Lock()
+	sh.acked = max(sh.acked, through)
+	sh.count += int64(n)
+	m := p.minAckedLocked()
+	for p.hotHead < len(p.hot) && p.hot[p.hotHead].seq <= m {
+		p.popHotLocked()
+	}
+	p.removeShippedLocked(m)
+	close(p.progress)
+	p.progress = make(chan struct{})
+	p.mu.Unlock()
+}
