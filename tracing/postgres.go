@@ -84,7 +84,7 @@ var traceTableColumns = []string{
 	"model", "served_model", "provider", "stream", "status", "error_type", "client_aborted",
 	"prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "usage_source",
 	"cost_micro_usd", "price_version", "latency_us", "ttfb_us", "overhead_us",
-	"response_truncated", "request_sealed", "response_sealed", "key_version",
+	"response_truncated", "request_sealed", "response_sealed", "key_version", "fields_cut",
 }
 
 const (
@@ -379,6 +379,7 @@ func (c *pgCopySource) Values() ([]any, error) {
 	v[23] = sealedColumn(t.SealedRequest)
 	v[24] = sealedColumn(t.SealedResponse)
 	v[25] = int32(t.KeyVersion)
+	v[26] = t.FieldsCut
 	return v, nil
 }
 

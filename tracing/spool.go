@@ -62,6 +62,7 @@ const (
 	flagClientAborted
 	flagResponseTruncated
 	flagCost
+	flagFieldsCut
 )
 
 // appendTrace appends the version-1 encoding of t, tagged with its spool sequence number, to
@@ -83,6 +84,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	if t.CostMicroUSD != nil {
 		flags |= flagCost
+	}
+	if t.FieldsCut {
+		flags |= flagFieldsCut
 	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, t.CreatedAt.Unix())
@@ -128,6 +132,7 @@ func decodeTrace(p []byte) (*Trace, error) {
 		Stream:            flags&flagStream != 0,
 		ClientAborted:     flags&flagClientAborted != 0,
 		ResponseTruncated: flags&flagResponseTruncated != 0,
+		FieldsCut:         flags&flagFieldsCut != 0,
 	}
 	sec := d.varint()
 	nsec := d.uvarint()

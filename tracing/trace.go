@@ -19,6 +19,11 @@ const (
 
 // Trace is the audit record of one request through the gateway.
 //
+// Every text field may hold what a client or an upstream sent. Before a trace is spooled
+// or handed to any sink, the pipeline makes each text field valid UTF-8, NUL-free and at
+// most its Max*Bytes length (setting FieldsCut if that changed anything), so every sink
+// can store it as text.
+//
 // The gateway fills in everything but the cost and sealed fields before it hands the
 // trace over; ID and CreatedAt are chosen before the trace is queued and never change, so
 // a trace written twice (after a retry or a replay of the spool) is recognisably the same
@@ -59,6 +64,10 @@ type Trace struct {
 	ResponseBody []byte
 	// ResponseTruncated is set when the response body was longer than the capture limit.
 	ResponseTruncated bool
+	// FieldsCut is set by the pipeline when it changed a text field to make it store-safe:
+	// cut to its maximum length (MaxModelBytes and the other Max*Bytes), or NUL or invalid
+	// UTF-8 replaced with U+FFFD. See storesafe.go.
+	FieldsCut bool
 
 	SealedRequest  []byte // AES-256-GCM ciphertext of RequestBody
 	SealedResponse []byte // AES-256-GCM ciphertext of ResponseBody

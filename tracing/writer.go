@@ -241,6 +241,9 @@ func (p *Pipeline) prepare(t *Trace) {
 	if p.enrich != nil {
 		p.enrich(t)
 	}
+	// Before sealing: the tenant and trace id are the sealed bodies' additional data, and
+	// must be the values stored.
+	makeStoreSafe(t)
 	if p.sealer != nil {
 		if t.RequestBody != nil {
 			t.SealedRequest = p.seal(t, t.RequestBody, "request")
