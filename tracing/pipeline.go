@@ -188,6 +188,9 @@ type Pipeline struct {
 	lost       [numLossReasons]atomic.Int64
 	lossLogAt  atomic.Int64
 
+	deadMu      sync.Mutex // serialises appends to the dead-letter file
+	quarantined atomic.Int64
+
 	shutStarted atomic.Bool
 	shutDone    chan struct{}
 	shutErr     error

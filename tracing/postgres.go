@@ -103,8 +103,15 @@ var insertFromStagingSQL = fmt.Sprintf(
 	strings.Join(traceTableColumns, ", "), stagingTable)
 
 // WriteBatch stores the batch in one transaction, each trace once however often it is
-// offered, and returns nil only once that transaction has committed. A trace whose ID is not a UUID, or whose CreatedAt is before year 1, fails the
-// whole batch (and will fail it again: the caller must set such a trace aside).
+// offered, and returns nil only once that transaction has committed.
+//
+// A failure the database will repeat for the same traces is returned as Permanent (see
+// pgPermanent): a trace whose ID is not a UUID or whose CreatedAt is before year 1, a data
+// exception (SQLSTATE class 22), an integrity violation (class 23) other than the duplicate
+// the sink handles itself, a program limit (class 54, such as a row too big for an index).
+// Everything else is transient and worth retrying: connection loss, timeouts, serialization
+// failures and deadlocks (40001, 40P01), insufficient resources (class 53), a dropped
+// partition (23514, which the retry recreates).
 func (s *PostgresSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 	if s.closed.Load() {
 		return fmt.Errorf("tracing: postgres: %w", errSinkShutdown)
@@ -119,10 +126,10 @@ func (s *PostgresSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 	for i, t := range batch {
 		id, err := parseTraceID(t.ID)
 		if err != nil {
-			return fmt.Errorf("tracing: postgres: trace %q: %w", t.ID, err)
+			return Permanent(fmt.Errorf("tracing: postgres: trace %q: %w", t.ID, err))
 		}
 		if t.CreatedAt.Year() < 1 {
-			return fmt.Errorf("tracing: postgres: trace %q: created_at %v out of range", t.ID, t.CreatedAt)
+			return Permanent(fmt.Errorf("tracing: postgres: trace %q: created_at %v out of range", t.ID, t.CreatedAt))
 		}
 		src.ids[i] = pgtype.UUID{Bytes: id, Valid: true}
 	}
@@ -141,7 +148,11 @@ func (s *PostgresSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 			// racing with a replay of old traces). Forget what we know; the retry recreates it.
 			s.forgetMonths()
 		}
-		return fmt.Errorf("tracing: postgres: %w", err)
+		err = fmt.Errorf("tracing: postgres: %w", err)
+		if pgPermanent(err) {
+			return Permanent(err)
+		}
+		return err
 	}
 	// Only now: partitions created in a transaction that rolled back do not exist.
 	s.markKnown(months)
@@ -237,6 +248,25 @@ const (
 	pgUniqueViolation = "23505"
 	pgCheckViolation  = "23514" // also: no partition for a row
 )
+
+// pgPermanent reports whether PostgreSQL refused the data itself, so that the same batch
+// would fail again: a data exception (class 22), an integrity violation (class 23) but the
+// duplicate and the missing partition the sink handles, or a program limit (class 54).
+// Any other failure (connection loss, a timeout, 40001/40P01, class 53, a server shutting
+// down) is transient.
+func pgPermanent(err error) bool {
+	code := pgErrorCode(err)
+	if len(code) != 5 {
+		return false
+	}
+	switch code[:2] {
+	case "22", "54":
+		return true
+	case "23":
+		return code != pgUniqueViolation && code != pgCheckViolation
+	}
+	return false
+}
 
 func pgErrorCode(err error) string {
 	var pgErr *pgconn.PgError

@@ -22,6 +22,9 @@ type shipper struct {
 	count int64         // records acknowledged since start; under mu
 	batch []*Trace
 	rd    spoolReader
+
+	refused int  // single traces refused permanently in a row
+	outage  bool // refused maxRefusedInARow in a row: treated as down until a write succeeds
 }
 
 // retryAll cuts the shippers' retry backoffs short: a flush wants a store that came back
@@ -149,22 +152,57 @@ func (p *Pipeline) read(sh *shipper) ([]*Trace, uint64, error) {
 	return b, through, nil
 }
 
-// deliver writes one batch to sh's sink, retrying with backoff until it succeeds. It
-// returns false when Shutdown gave up.
+// maxRefusedInARow is how many single traces in a row a sink may refuse permanently
+// before the pipeline stops blaming the traces: a sink that refuses every trace (a wrong
+// schema, a revoked grant) is down, not fed bad data, and quarantining the whole stream
+// would only move it into the dead-letter file. From the 17th refusal on, the pipeline
+// retries that trace with backoff like any outage, and logs it loudly, until the sink takes
+// a write again.
+const maxRefusedInARow = 16
+
+// deliver writes one batch to sh's sink and returns true once the sink has every trace of
+// it or the trace was set aside. A transient failure is retried with backoff until it
+// succeeds; a permanent one (IsPermanent) splits the batch in halves to find the traces at
+// fault, and a single refused trace is quarantined (see quarantine and maxRefusedInARow).
+// It returns false when Shutdown gave up.
 func (p *Pipeline) deliver(sh *shipper, batch []*Trace) bool {
 	backoff := p.retryMin
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeoutCause(p.abortCtx, p.writeTimeout, errWriteTimeout)
 		err := sh.sink.WriteBatch(ctx, batch)
+		permanent := IsPermanent(err) && ctx.Err() == nil
 		if err != nil && ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", err, context.Cause(ctx))
 		}
 		cancel()
 		if err == nil {
+			if sh.outage {
+				p.log.Info("tracing: sink takes traces again", "sink", sh.idx)
+			}
+			sh.refused, sh.outage = 0, false
 			return true
 		}
 		if p.abortCtx.Err() != nil {
 			return false
+		}
+		if permanent {
+			if len(batch) > 1 {
+				mid := len(batch) / 2
+				return p.deliver(sh, batch[:mid]) && p.deliver(sh, batch[mid:])
+			}
+			switch {
+			case sh.refused < maxRefusedInARow:
+				sh.refused++
+				qerr := p.quarantine(sh, batch[0], err)
+				if qerr == nil {
+					return true
+				}
+				err = qerr // could not set it aside: keep it, and retry
+			case !sh.outage:
+				sh.outage = true
+				p.log.Error("tracing: sink refuses every trace: treating as outage", "sink", sh.idx,
+					"refused_in_a_row", sh.refused, "trace_id", batch[0].ID, "err", err)
+			}
 		}
 		p.retries.Add(1)
 		wait := jitter(backoff)

@@ -379,6 +379,9 @@ func TestPostgresSinkUnreachable(t *testing.T) {
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("attempt %d: WriteBatch took %v to fail (ctx allowed 300ms)", i, d)
 			}
+			if IsPermanent(err) {
+				t.Errorf("attempt %d: connection loss classified as permanent: %v", i, err)
+			}
 			t.Logf("attempt %d: %v", i, err)
 		}
 

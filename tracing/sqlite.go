@@ -3,6 +3,7 @@ package tracing
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -39,7 +40,9 @@ var insertTraceSQLite = fmt.Sprintf(
 	strings.Join(traceTableColumns, ", "), strings.TrimSuffix(strings.Repeat("?, ", len(traceTableColumns)), ", "))
 
 // WriteBatch stores the batch in one transaction, each trace once however often it is
-// offered.
+// offered. A failure SQLite will repeat for the same traces (SQLITE_CONSTRAINT,
+// SQLITE_MISMATCH, SQLITE_TOOBIG) is returned as Permanent; any other (SQLITE_BUSY,
+// SQLITE_LOCKED, SQLITE_FULL, SQLITE_IOERR, a done ctx) is transient.
 func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 	if s.closed.Load() {
 		return fmt.Errorf("tracing: sqlite: %w", errSinkShutdown)
@@ -69,7 +72,7 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 			t.CostMicroUSD, t.PriceVersion, t.LatencyUS, t.TTFBUS, t.OverheadUS,
 			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion, t.FieldsCut)
 		if err != nil {
-			return fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err)
+			return sqliteClassify(fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err))
 		}
 		if len(s.inTx) > 0 {
 			if n, err := res.RowsAffected(); err != nil {
@@ -81,11 +84,11 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 	}
 	for _, step := range s.inTx {
 		if err := step(ctx, tx, stored); err != nil {
-			return fmt.Errorf("tracing: sqlite: %w", err)
+			return sqliteClassify(fmt.Errorf("tracing: sqlite: %w", err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("tracing: sqlite: commit: %w", err)
+		return sqliteClassify(fmt.Errorf("tracing: sqlite: commit: %w", err))
 	}
 	return nil
 }
@@ -95,4 +98,25 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 func (s *SQLiteSink) Shutdown(context.Context) error {
 	s.closed.Store(true)
 	return nil
+}
+
+// SQLite primary result codes (https://sqlite.org/rescode.html) the sink classifies; an
+// extended code carries its primary code in the low byte.
+const (
+	sqliteTooBig     = 18
+	sqliteConstraint = 19
+	sqliteMismatch   = 20
+)
+
+// sqliteClassify marks err Permanent when SQLite refused the data itself.
+func sqliteClassify(err error) error {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return err
+	}
+	switch coded.Code() & 0xff {
+	case sqliteTooBig, sqliteConstraint, sqliteMismatch:
+		return Permanent(err)
+	}
+	return err
 }

@@ -11,7 +11,7 @@ import (
 // Stats are the pipeline's counters since NewPipeline.
 type Stats struct {
 	Recorded int64 // traces accepted by Record
-	Written  int64 // traces acknowledged by every sink (replayed ones included)
+	Written  int64 // traces acknowledged or set aside by every sink (replayed ones included)
 	Pending  int64 // traces queued or spooled, not yet acknowledged by every sink
 	Spooled  int64 // traces durably appended (fsynced) to the spool
 	Replayed int64 // traces found in the spool at start, not yet acknowledged
@@ -21,6 +21,10 @@ type Stats struct {
 	SealErrors int64
 	// SyncErrors counts failed fsyncs of the spool (traces kept, durability unconfirmed).
 	SyncErrors int64
+	// Quarantined counts traces a sink refused permanently, set aside in the dead-letter
+	// file of the spool directory (see Permanent and ReplayDeadLetter); once per sink that
+	// refused.
+	Quarantined int64
 
 	Lost          int64 // traces that could not be kept: the sum of the Lost* counters
 	LostQueueFull int64 // Record found the queue full
@@ -30,6 +34,7 @@ type Stats struct {
 	LostEncode    int64 // the trace could not be encoded (larger than 64 MiB)
 	LostCorrupt   int64 // torn or corrupt spool tails cut at replay (one per cut)
 	LostShutdown  int64 // held only in memory when Shutdown's ctx ended
+	LostRefused   int64 // refused permanently by a sink, with no SpoolDir to set it aside in
 }
 
 type lossReason int
@@ -42,11 +47,12 @@ const (
 	lossEncode
 	lossCorrupt
 	lossShutdown
+	lossRefused
 	numLossReasons
 )
 
 var lossNames = [numLossReasons]string{"queue_full", "closed", "spool_full", "write_error",
-	"encode_error", "corrupt_spool", "shutdown"}
+	"encode_error", "corrupt_spool", "shutdown", "refused"}
 
 // Stats returns the pipeline's counters.
 func (p *Pipeline) Stats() Stats {
@@ -70,9 +76,11 @@ func (p *Pipeline) Stats() Stats {
 		LostEncode:    p.lost[lossEncode].Load(),
 		LostCorrupt:   p.lost[lossCorrupt].Load(),
 		LostShutdown:  p.lost[lossShutdown].Load(),
+		LostRefused:   p.lost[lossRefused].Load(),
+		Quarantined:   p.quarantined.Load(),
 	}
 	st.Lost = st.LostQueueFull + st.LostClosed + st.LostSpoolFull + st.LostWrite +
-		st.LostEncode + st.LostCorrupt + st.LostShutdown
+		st.LostEncode + st.LostCorrupt + st.LostShutdown + st.LostRefused
 	// Accepted this run but not committed yet: in the queue or in the writer's hands.
 	inFlight := st.Recorded - (committed - st.Replayed) -
 		(st.LostSpoolFull + st.LostWrite + st.LostEncode + st.LostShutdown - abandoned)
@@ -83,7 +91,8 @@ func (p *Pipeline) Stats() Stats {
 func lossAttrs(st Stats) []any {
 	return []any{"lost", st.Lost, "queue_full", st.LostQueueFull, "closed", st.LostClosed,
 		"spool_full", st.LostSpoolFull, "write_error", st.LostWrite, "encode_error", st.LostEncode,
-		"corrupt_spool", st.LostCorrupt, "shutdown", st.LostShutdown}
+		"corrupt_spool", st.LostCorrupt, "shutdown", st.LostShutdown, "refused", st.LostRefused,
+		"quarantined", st.Quarantined}
 }
 
 // lose counts n lost traces and logs, at most once a second, with the running totals.
