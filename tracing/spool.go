@@ -398,20 +398,21 @@ func (r *spoolReader) read(segs []segment, from, stop uint64, n int, tab *crc32.
 	return dst, stop - 1, nil, nil
 }
 
-// scanSegment verifies every record of the segment file at path. A torn or corrupt tail (a
-// crash mid-append, or damage) is cut off the file; cut reports how many bytes went.
-// Records above acked are counted in pending. A file that is not a segment at all is an
-// error, except for a header torn while the file was being created, which makes an empty
-// segment (size 0).
-func scanSegment(path string, first, acked uint64, tab *crc32.Table) (seg *segment, pending, cut int64, err error) {
+// scanSegment verifies every record of the segment file at path. Damage anywhere (a crash
+// mid-append, a flipped bit) is repaired by repairSegment, which skips only the damaged
+// records and reports how many were lost. Records above acked are counted in pending.
+// nextFirst is the name of the next segment (0 for the newest), which bounds this one's
+// records. A file that is not a segment at all is an error, except for a header torn while
+// the file was being created, which makes an empty segment (size 0).
+func scanSegment(path string, first, acked, nextFirst uint64, tab *crc32.Table) (seg *segment, pending int64, rep repair, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, repair{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, repair{}, err
 	}
 	seg = &segment{first: first, path: path}
 	var h [segHeaderLen]byte
@@ -421,13 +422,13 @@ func scanSegment(path string, first, acked uint64, tab *crc32.Table) (seg *segme
 	case (err == io.ErrUnexpectedEOF || err == io.EOF) && strings.HasPrefix(segMagic, string(h[:n])),
 		err == nil && h == [segHeaderLen]byte{}:
 		// Torn while being created: it never held a record, so nothing is lost.
-		return seg, 0, 0, nil
+		return seg, 0, repair{}, nil
 	case err == nil && strings.HasPrefix(string(h[:]), segMagic[:len(segMagic)-1]):
-		return nil, 0, 0, fmt.Errorf("tracing: spool: %s: segment layout %q is newer than this build", path, h[len(h)-1])
+		return nil, 0, repair{}, fmt.Errorf("tracing: spool: %s: segment layout %q is newer than this build", path, h[len(h)-1])
 	case err == nil:
-		return nil, 0, 0, fmt.Errorf("tracing: spool: %s: not a spool segment", path)
+		return nil, 0, repair{}, fmt.Errorf("tracing: spool: %s: not a spool segment", path)
 	default:
-		return nil, 0, 0, err
+		return nil, 0, repair{}, err
 	}
 	r := &spoolReader{f: f, br: bufio.NewReaderSize(f, 256<<10), off: segHeaderLen, first: first}
 	prev := first - 1
@@ -438,18 +439,19 @@ func scanSegment(path string, first, acked uint64, tab *crc32.Table) (seg *segme
 		}
 		var ce *corruptError
 		if errors.As(err, &ce) {
-			break
+			f.Close()
+			return repairSegment(path, first, acked, nextFirst, tab)
 		}
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, 0, repair{}, err
 		}
 		if p[0] != traceFormatV1 {
-			return nil, 0, 0, fmt.Errorf("tracing: spool: %s: record format %d is newer than this build", path, p[0])
+			return nil, 0, repair{}, fmt.Errorf("tracing: spool: %s: record format %d is newer than this build", path, p[0])
 		}
 		seq := payloadSeq(p)
 		if seq <= prev {
-			r.off -= recHeaderLen + int64(len(p))
-			break // out of order: damage, treat as the end
+			f.Close() // out of order: damage
+			return repairSegment(path, first, acked, nextFirst, tab)
 		}
 		prev = seq
 		seg.last = seq
@@ -459,15 +461,7 @@ func scanSegment(path string, first, acked uint64, tab *crc32.Table) (seg *segme
 		}
 	}
 	seg.size = r.off
-	if cut = fi.Size() - r.off; cut > 0 {
-		if err := f.Truncate(r.off); err != nil {
-			return nil, 0, 0, err
-		}
-		if err := f.Sync(); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	return seg, pending, cut, nil
+	return seg, pending, repair{}, nil
 }
 
 // listSegments returns the first sequence numbers of the segment files in dir, oldest first.
@@ -500,7 +494,10 @@ func createSegment(dir string, first uint64) (*segment, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := f.WriteString(segMagic); err == nil {
+	// A segment without its whole header must not be left behind (a full disk): the
+	// write's error counts like the others.
+	_, err = f.WriteString(segMagic)
+	if err == nil {
 		err = f.Sync()
 	}
 	if err == nil {

@@ -32,7 +32,7 @@ type Stats struct {
 	LostSpoolFull int64 // the spool was at MaxSpoolBytes
 	LostWrite     int64 // appending to the spool failed (for example, disk full)
 	LostEncode    int64 // the trace could not be encoded (larger than 64 MiB)
-	LostCorrupt   int64 // torn or corrupt spool tails cut at replay (one per cut)
+	LostCorrupt   int64 // records skipped as damaged in the spool (a torn tail of the newest segment counts one)
 	LostShutdown  int64 // held only in memory when Shutdown's ctx ended
 	LostRefused   int64 // refused permanently by a sink, with no SpoolDir to set it aside in
 }

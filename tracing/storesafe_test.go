@@ -66,12 +66,12 @@ func TestPipelineStoreSafe(t *testing.T) {
 	wantHostile.ErrorType = strings.Repeat("e", MaxErrorTypeBytes)
 	wantHostile.Provider = "p\uFFFD"
 	wantHostile.FieldsCut = true
-	wantHostile.SealedRequest, wantHostile.KeyVersion, _ = pipeSealer{}.Seal(wantHostile.TenantID, wantHostile.ID, []byte("body\x00\xff kept exactly"))
-	wantHostile.SealedResponse, _, _ = pipeSealer{}.Seal(wantHostile.TenantID, wantHostile.ID, wantHostile.ResponseBody)
+	wantHostile.SealedRequest, wantHostile.KeyVersion, _ = pipeSealer{}.Seal(wantHostile.TenantID, BodyRecordID(wantHostile.ID, BodyRequest), []byte("body\x00\xff kept exactly"))
+	wantHostile.SealedResponse, _, _ = pipeSealer{}.Seal(wantHostile.TenantID, BodyRecordID(wantHostile.ID, BodyResponse), wantHostile.ResponseBody)
 	wantHostile.RequestBody, wantHostile.ResponseBody = nil, nil
 	wantClean := pipeTrace(2)
-	wantClean.SealedRequest, wantClean.KeyVersion, _ = pipeSealer{}.Seal(wantClean.TenantID, wantClean.ID, wantClean.RequestBody)
-	wantClean.SealedResponse, _, _ = pipeSealer{}.Seal(wantClean.TenantID, wantClean.ID, wantClean.ResponseBody)
+	wantClean.SealedRequest, wantClean.KeyVersion, _ = pipeSealer{}.Seal(wantClean.TenantID, BodyRecordID(wantClean.ID, BodyRequest), wantClean.RequestBody)
+	wantClean.SealedResponse, _, _ = pipeSealer{}.Seal(wantClean.TenantID, BodyRecordID(wantClean.ID, BodyResponse), wantClean.ResponseBody)
 	wantClean.RequestBody, wantClean.ResponseBody = nil, nil
 	if diff := cmp.Diff([]*Trace{wantHostile, wantClean}, sortedByID(sink.Traces()), exactBytes); diff != "" {
 		t.Errorf("sink traces (-want +got):\n%s", diff)

@@ -101,8 +101,24 @@ type Recorder interface {
 	Record(ctx context.Context, t *Trace) error
 }
 
-// Sealer encrypts a trace body for one tenant and trace; package crypto's Keyring is one.
-// The sealed bytes open only with the same tenant and trace id.
+// Sealer encrypts a trace body for one tenant and record; package crypto's Keyring is one.
+// The pipeline seals each body under BodyRecordID(trace id, BodyRequest or BodyResponse),
+// and the sealed bytes open only with the same tenant and record id.
 type Sealer interface {
-	Seal(tenantID, traceID string, plaintext []byte) (sealed []byte, keyVersion int, err error)
+	Seal(tenantID, recordID string, plaintext []byte) (sealed []byte, keyVersion int, err error)
 }
+
+// The parts of a trace whose bodies are sealed, for BodyRecordID.
+const (
+	BodyRequest  = "request"
+	BodyResponse = "response"
+)
+
+// BodyRecordID is the record id a trace's body is sealed under (with its tenant id): the
+// trace id and the part, "<traceID>/request" or "<traceID>/response". Binding the part
+// means a request body and a response body cannot be swapped, within a trace or across
+// traces, without failing to open. Open a stored body with the same record id, for example
+// keyring.Open(t.TenantID, tracing.BodyRecordID(t.ID, tracing.BodyResponse), t.KeyVersion,
+// t.SealedResponse). (Traces stored by Loom builds before this one were sealed under the
+// bare trace id.)
+func BodyRecordID(traceID, part string) string { return traceID + "/" + part }

@@ -32,16 +32,26 @@ func (p *Pipeline) openSpool() (uint64, error) {
 		return 0, fmt.Errorf("tracing: spool: %w", err)
 	}
 	last := acked
-	for _, first := range firsts {
+	for i, first := range firsts {
 		last = max(last, first-1)
 		path := segPath(p.dir, first)
-		seg, pending, cut, err := scanSegment(path, first, acked, p.crc)
+		var nextFirst uint64
+		if i+1 < len(firsts) {
+			nextFirst = firsts[i+1]
+		}
+		seg, pending, rep, err := scanSegment(path, first, acked, nextFirst, p.crc)
 		if err != nil {
 			return 0, fmt.Errorf("tracing: spool replay: %w", err)
 		}
 		last = max(last, seg.last)
-		if cut > 0 {
-			p.lose(lossCorrupt, 1, fmt.Errorf("tracing: spool replay: cut %d bytes of torn or corrupt records at the end of %s", cut, path))
+		if rep.damaged > 0 {
+			err := fmt.Errorf("tracing: spool replay: %s: skipped %d damaged bytes (kept in %s), %d records lost",
+				path, rep.damaged, path+corruptExt, rep.lost)
+			if rep.lost > 0 {
+				p.lose(lossCorrupt, rep.lost, err)
+			} else {
+				p.log.Warn("tracing: spool replay: damage held no record", "err", err)
+			}
 		}
 		if seg.last <= acked {
 			// Empty, or every sink has everything in it.

@@ -246,10 +246,10 @@ func (p *Pipeline) prepare(t *Trace) {
 	makeStoreSafe(t)
 	if p.sealer != nil {
 		if t.RequestBody != nil {
-			t.SealedRequest = p.seal(t, t.RequestBody, "request")
+			t.SealedRequest = p.seal(t, t.RequestBody, BodyRequest)
 		}
 		if t.ResponseBody != nil {
-			t.SealedResponse = p.seal(t, t.ResponseBody, "response")
+			t.SealedResponse = p.seal(t, t.ResponseBody, BodyResponse)
 		}
 	}
 	if t.RequestBody != nil || t.ResponseBody != nil {
@@ -258,7 +258,7 @@ func (p *Pipeline) prepare(t *Trace) {
 }
 
 func (p *Pipeline) seal(t *Trace, body []byte, what string) []byte {
-	sealed, kv, err := p.sealer.Seal(t.TenantID, t.ID, body)
+	sealed, kv, err := p.sealer.Seal(t.TenantID, BodyRecordID(t.ID, what), body)
 	if err != nil {
 		p.sealErrs.Add(1)
 		p.log.Error("tracing: sealing a body failed; the body is dropped, the trace kept",
