@@ -99,8 +99,15 @@ type PipelineConfig struct {
 	// If zero, 65536.
 	MaxQueue int
 
-	// MaxSpoolBytes bounds the spool's size on disk. A trace that does not fit is counted
-	// as lost and logged (and a strict Record returns ErrSpoolFull). If zero, 1 GiB.
+	// MaxSpoolBytes bounds the spool's size on disk. If zero, 1 GiB.
+	//
+	// A trace that does not fit, because the spool holds MaxSpoolBytes or because the disk
+	// is full, is counted as lost (Stats.LostSpoolFull) and logged, and a strict Record
+	// returns ErrSpoolFull; traces are not held in memory meanwhile. Each segment reserves
+	// its space when it starts (fallocate, on Linux), so a full disk shows up there, as a
+	// full spool, rather than as torn appends. A segment is deleted as soon as every sink
+	// has all of it, the one being appended to included, and the writer starts a fresh
+	// one and appends again by itself once there is room.
 	MaxSpoolBytes int64
 
 	// Logger receives losses (rate-limited), retries and spool repairs. If nil, nothing is
@@ -111,10 +118,11 @@ type PipelineConfig struct {
 	Now func() time.Time
 
 	// Knobs for tests in this package.
-	segmentBytes       int64         // rotate segments at this size; 0: 16 MiB
-	hotMax             int           // in-memory window with SpoolDir, in traces; 0: max(4*BatchSize, 8192)
-	retryMin, retryMax time.Duration // backoff bounds; 0: 100ms, 30s
-	beforeSync         func()        // called before each fsync of the spool
+	segmentBytes       int64                                // rotate segments at this size; 0: 16 MiB
+	hotMax             int                                  // in-memory window with SpoolDir, in traces; 0: max(4*BatchSize, 8192)
+	retryMin, retryMax time.Duration                        // backoff bounds; 0: 100ms, 30s
+	beforeSync         func()                               // called before each fsync of the spool
+	createFile         func(path string) (spoolFile, error) // creates a segment file; nil: createSpoolFile
 }
 
 // Pipeline is the asynchronous, durable trace write path: Record hands a trace to a
@@ -171,9 +179,14 @@ type Pipeline struct {
 	corruptSeg map[uint64]bool
 	abandoned  int64 // without SpoolDir: committed traces Shutdown gave up on
 
+	createFile func(path string) (spoolFile, error)
+	reclaimReq chan struct{} // a shipper saw the active segment fully acknowledged; capacity 1
+
 	// Owned by the writer goroutine.
-	active     *os.File
+	active     spoolFile // nil while no segment could be started (disk full)
 	activeSize int64
+	nextCreate time.Time // without an active segment: when to try starting one again
+	noSegErr   error     // why the last start failed
 	nextSeq    uint64
 	group      []pendingRec
 	gbuf       []byte
@@ -224,6 +237,8 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		retryMin:      orDefault(cfg.retryMin, 100*time.Millisecond),
 		retryMax:      orDefault(cfg.retryMax, 30*time.Second),
 		beforeSync:    cfg.beforeSync,
+		createFile:    cfg.createFile,
+		reclaimReq:    make(chan struct{}, 1),
 		log:           cfg.Logger,
 		now:           cfg.Now,
 		crc:           crc32.MakeTable(crc32.Castagnoli),
@@ -243,6 +258,9 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.createFile == nil {
+		p.createFile = createSpoolFile
 	}
 	if p.dir == "" {
 		p.hotMax = maxQueue

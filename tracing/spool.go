@@ -486,17 +486,25 @@ func listSegments(dir string) ([]uint64, error) {
 	return firsts, nil
 }
 
-// createSegment creates the segment file for records from first on, durably (the file and
-// its directory entry are synced), and returns it open for appending.
-func createSegment(dir string, first uint64) (*segment, *os.File, error) {
+// createSegment creates the segment file for records from first on through create,
+// reserves room bytes for it (where the file system allows), and makes it durable (the file
+// and its directory entry are synced); it returns it open for appending. A segment that
+// cannot be reserved or written whole is removed again: on a full disk the error says so
+// (isNoSpace).
+func createSegment(create func(string) (spoolFile, error), dir string, first uint64, room int64) (*segment, spoolFile, error) {
 	path := segPath(dir, first)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	f, err := create(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	// A segment without its whole header must not be left behind (a full disk): the
-	// write's error counts like the others.
-	_, err = f.WriteString(segMagic)
+	if err = f.Reserve(room); errors.Is(err, errNoReserve) {
+		err = nil
+	}
+	if err == nil {
+		// A segment without its whole header must not be left behind: the write's error
+		// counts like the others.
+		_, err = f.Write([]byte(segMagic))
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -29,8 +29,8 @@ type Stats struct {
 	Lost          int64 // traces that could not be kept: the sum of the Lost* counters
 	LostQueueFull int64 // Record found the queue full
 	LostClosed    int64 // Record was called after Shutdown
-	LostSpoolFull int64 // the spool was at MaxSpoolBytes
-	LostWrite     int64 // appending to the spool failed (for example, disk full)
+	LostSpoolFull int64 // the spool was at MaxSpoolBytes, or its disk was full
+	LostWrite     int64 // appending to the spool failed (an I/O error other than disk full)
 	LostEncode    int64 // the trace could not be encoded (larger than 64 MiB)
 	LostCorrupt   int64 // records skipped as damaged in the spool (a torn tail of the newest segment counts one)
 	LostShutdown  int64 // held only in memory when Shutdown's ctx ended

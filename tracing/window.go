@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
+	"time"
 )
 
 type hotRec struct {
@@ -67,13 +69,13 @@ func (p *Pipeline) openSpool() (uint64, error) {
 	p.nextSeq = last + 1
 	p.lastSeq = last
 	p.committed = p.replayed
-	seg, f, err := createSegment(p.dir, p.nextSeq)
-	if err != nil {
+	if err := p.startSegment(); isNoSpace(err) {
+		// Start anyway: the writer starts a segment once there is room (see ensureSegment).
+		p.log.Error("tracing: spool: disk full, no segment to append to yet", "dir", p.dir, "err", err)
+		p.noSegErr = err
+	} else if err != nil {
 		return 0, fmt.Errorf("tracing: spool: %w", err)
 	}
-	p.segs = append(p.segs, seg)
-	p.activeSeg, p.active, p.activeSize = seg, f, seg.size
-	p.spoolBytes.Add(seg.size)
 	if p.replayed > 0 {
 		p.log.Info("tracing: replaying spool", "dir", p.dir, "traces", p.replayed, "segments", len(p.segs)-1)
 	}
@@ -101,27 +103,61 @@ func (p *Pipeline) writtenLocked() int64 {
 	return w
 }
 
-// rotate starts a new segment. On failure the writer keeps appending to the old one.
-func (p *Pipeline) rotate() {
-	seg, f, err := createSegment(p.dir, p.nextSeq)
+// segmentRetry is how often the writer tries to start a segment while the disk is full.
+const segmentRetry = 100 * time.Millisecond
+
+// startSegment starts a new segment at nextSeq, reserving a whole segment's space (or what
+// MaxSpoolBytes leaves) where the file system allows, and makes it the one appended to.
+// The old active segment, if any, is closed only once the new one exists.
+func (p *Pipeline) startSegment() error {
+	room := max(min(p.segmentBytes, p.maxSpool-p.spoolBytes.Load()), segHeaderLen)
+	seg, f, err := createSegment(p.createFile, p.dir, p.nextSeq, room)
 	if err != nil {
-		p.log.Error("tracing: spool: cannot start a new segment", "err", err)
-		return
+		return err
 	}
-	p.active.Close()
+	if p.active != nil {
+		p.active.Close()
+	}
 	p.active, p.activeSize = f, seg.size
 	p.spoolBytes.Add(seg.size)
 	p.mu.Lock()
 	p.segs = append(p.segs, seg)
 	p.activeSeg = seg
 	p.mu.Unlock()
+	return nil
+}
+
+// rotate starts a new segment. On failure the writer keeps appending to the old one.
+func (p *Pipeline) rotate() {
+	if err := p.startSegment(); err != nil {
+		p.log.Error("tracing: spool: cannot start a new segment", "err", err)
+	}
+}
+
+// ensureSegment starts a segment if there is none (the disk was full when the last one was
+// reclaimed, or at start), trying at most every segmentRetry. It reports whether there is
+// one to append to.
+func (p *Pipeline) ensureSegment() bool {
+	if p.active != nil {
+		return true
+	}
+	now := p.now()
+	if now.Before(p.nextCreate) {
+		return false
+	}
+	if err := p.startSegment(); err != nil {
+		p.nextCreate, p.noSegErr = now.Add(segmentRetry), err
+		return false
+	}
+	p.log.Info("tracing: spool: appending again", "dir", p.dir)
+	return true
 }
 
 // removeShippedLocked deletes the segments, but the one being appended to, whose records
 // every sink has. It runs under the lock (rare: once per segment), so that whoever sees an
 // acknowledgement also sees the space freed.
 func (p *Pipeline) removeShippedLocked(acked uint64) {
-	for len(p.segs) > 1 && p.segs[0] != p.activeSeg && p.segs[0].last <= acked {
+	for len(p.segs) > 0 && p.segs[0] != p.activeSeg && p.segs[0].last <= acked {
 		if err := os.Remove(p.segs[0].path); err != nil {
 			p.log.Error("tracing: spool: removing a shipped segment", "err", err)
 		}
@@ -131,21 +167,42 @@ func (p *Pipeline) removeShippedLocked(acked uint64) {
 	}
 }
 
-// reclaim runs when the spool is full: the segment being appended to is never deleted, so
-// if every sink has all of it, the writer starts a new one and deletes the old. It reports
-// whether need more bytes now fit.
-func (p *Pipeline) reclaim(need int64) bool {
+// reclaimMin is the size from which an acknowledged active segment is reclaimed as soon as
+// a shipper notices, not only when the spool is full: a quarter segment, at most 1 MiB, so
+// that a fast sink does not make the writer start a segment per group commit.
+func (p *Pipeline) reclaimMin() int64 { return min(p.segmentBytes/4, 1<<20) }
+
+// reclaimActive deletes the segment being appended to once every sink has all of it, and
+// starts a fresh one: how a spool that filled up (MaxSpoolBytes, or the disk) recovers
+// although the full segment is the current one. Only the writer calls it. It reports
+// whether it freed the segment and there is a new one to append to.
+func (p *Pipeline) reclaimActive() bool {
 	p.mu.Lock()
-	shipped := p.activeSeg.count > 0 && p.activeSeg.last <= p.minAckedLocked()
+	seg := p.activeSeg
+	done := seg != nil && seg.count > 0 && seg.last <= p.minAckedLocked()
+	if done {
+		p.activeSeg = nil
+		p.segs = slices.DeleteFunc(p.segs, func(s *segment) bool { return s == seg })
+		p.spoolBytes.Add(-seg.size)
+		p.removeShippedLocked(p.minAckedLocked())
+	}
 	p.mu.Unlock()
-	if !shipped {
+	if !done {
 		return false
 	}
-	p.rotate()
-	p.mu.Lock()
-	p.removeShippedLocked(p.minAckedLocked())
-	p.mu.Unlock()
-	return p.spoolBytes.Load()+need <= p.maxSpool
+	p.active.Close()
+	p.active, p.activeSize = nil, 0
+	if err := os.Remove(seg.path); err != nil {
+		p.log.Error("tracing: spool: removing a shipped segment", "err", err)
+	}
+	p.nextCreate = time.Time{}
+	return p.ensureSegment()
+}
+
+// reclaim runs when the spool is at MaxSpoolBytes; it reports whether need more bytes fit
+// after reclaiming the active segment.
+func (p *Pipeline) reclaim(need int64) bool {
+	return p.reclaimActive() && p.spoolBytes.Load()+need <= p.maxSpool
 }
 
 func (p *Pipeline) popHotLocked() {
@@ -173,6 +230,12 @@ func (p *Pipeline) ack(sh *shipper, through uint64, n int) {
 		p.popHotLocked()
 	}
 	p.removeShippedLocked(m)
+	if s := p.activeSeg; s != nil && s.count > 0 && s.last <= m && s.size >= p.reclaimMin() {
+		select {
+		case p.reclaimReq <- struct{}{}:
+		default:
+		}
+	}
 	close(p.progress)
 	p.progress = make(chan struct{})
 	p.mu.Unlock()

@@ -60,6 +60,8 @@ func (p *Pipeline) runWriter() {
 		case <-timerC:
 			timerC = nil
 			p.commit()
+		case <-p.reclaimReq:
+			p.reclaimActive()
 		case reply := <-p.flushReq:
 			p.drain()
 			commit()
@@ -160,7 +162,20 @@ func (p *Pipeline) commit() {
 	n := len(p.group)
 	var syncErr error
 	if p.dir != "" {
-		if _, err := p.active.Write(p.gbuf); err != nil {
+		if !p.ensureSegment() {
+			p.groupLost(lossSpoolFull, fmt.Errorf("%w: cannot start a spool segment: %w", ErrSpoolFull, p.noSegErr))
+			return
+		}
+		_, err := p.active.Write(p.gbuf)
+		if err != nil && isNoSpace(err) {
+			// The disk is full. If the sinks have everything in the segment, deleting it
+			// makes room; else the group is lost as spool_full.
+			p.active.Truncate(p.activeSize)
+			if p.reclaimActive() {
+				_, err = p.active.Write(p.gbuf)
+			}
+		}
+		if err != nil {
 			p.writeFailed(err)
 			return
 		}
@@ -209,22 +224,32 @@ func (p *Pipeline) commit() {
 	}
 }
 
-// writeFailed handles a failed append (for example, disk full): the group is lost, and
-// the segment is cut back to its last whole record.
+// writeFailed handles a failed append: the group is lost (as spool_full when the disk is
+// full, else as write_error), and the segment is cut back to its last whole record.
 func (p *Pipeline) writeFailed(err error) {
-	n := len(p.group)
-	err = fmt.Errorf("tracing: spool append: %w", err)
-	p.lose(lossWrite, int64(n), err)
-	for _, r := range p.group {
-		if r.done != nil {
-			r.done <- err
-		}
+	if isNoSpace(err) {
+		p.groupLost(lossSpoolFull, fmt.Errorf("%w: spool append: %w", ErrSpoolFull, err))
+	} else {
+		p.groupLost(lossWrite, fmt.Errorf("tracing: spool append: %w", err))
 	}
-	p.resetGroup()
+	if p.active == nil {
+		return
+	}
 	if terr := p.active.Truncate(p.activeSize); terr != nil {
 		p.log.Error("tracing: spool: cannot cut a failed append, starting a new segment", "err", terr)
 		p.rotate()
 	}
+}
+
+// groupLost counts the group as lost and tells its strict Record calls.
+func (p *Pipeline) groupLost(r lossReason, err error) {
+	p.lose(r, int64(len(p.group)), err)
+	for _, rec := range p.group {
+		if rec.done != nil {
+			rec.done <- err
+		}
+	}
+	p.resetGroup()
 }
 
 func (p *Pipeline) resetGroup() {
