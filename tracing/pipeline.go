@@ -123,6 +123,7 @@ type PipelineConfig struct {
 	retryMin, retryMax time.Duration                        // backoff bounds; 0: 100ms, 30s
 	beforeSync         func()                               // called before each fsync of the spool
 	createFile         func(path string) (spoolFile, error) // creates a segment file; nil: createSpoolFile
+	cursorInterval     time.Duration                        // how often positions are saved; 0: 2s
 }
 
 // Pipeline is the asynchronous, durable trace write path: Record hands a trace to a
@@ -182,6 +183,11 @@ type Pipeline struct {
 	createFile func(path string) (spoolFile, error)
 	reclaimReq chan struct{} // a shipper saw the active segment fully acknowledged; capacity 1
 
+	cursorInterval time.Duration
+	saveReq        chan struct{} // a segment was deleted: save the positions; capacity 1
+	stopSaver      chan struct{} // closed by Shutdown
+	saverDone      chan struct{} // closed by the cursor saver on exit
+
 	// Owned by the writer goroutine.
 	active     spoolFile // nil while no segment could be started (disk full)
 	activeSize int64
@@ -223,33 +229,37 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		return nil, errors.New("tracing: NewPipeline: Strict needs a SpoolDir")
 	}
 	p := &Pipeline{
-		sinks:         slices.Clone(cfg.Sinks),
-		sealer:        cfg.Sealer,
-		enrich:        cfg.Enrich,
-		dir:           cfg.SpoolDir,
-		strict:        cfg.Strict,
-		syncInterval:  orDefault(cfg.SyncInterval, 5*time.Millisecond),
-		batchSize:     orDefault(cfg.BatchSize, 512),
-		flushInterval: orDefault(cfg.FlushInterval, 200*time.Millisecond),
-		writeTimeout:  orDefault(cfg.WriteTimeout, 10*time.Second),
-		maxSpool:      orDefault(cfg.MaxSpoolBytes, 1<<30),
-		segmentBytes:  orDefault(cfg.segmentBytes, defaultSegmentBytes),
-		retryMin:      orDefault(cfg.retryMin, 100*time.Millisecond),
-		retryMax:      orDefault(cfg.retryMax, 30*time.Second),
-		beforeSync:    cfg.beforeSync,
-		createFile:    cfg.createFile,
-		reclaimReq:    make(chan struct{}, 1),
-		log:           cfg.Logger,
-		now:           cfg.Now,
-		crc:           crc32.MakeTable(crc32.Castagnoli),
-		flushReq:      make(chan chan uint64),
-		stopWriter:    make(chan struct{}),
-		writerDone:    make(chan struct{}),
-		quit:          make(chan struct{}),
-		shutDone:      make(chan struct{}),
-		progress:      make(chan struct{}),
-		corruptSeg:    map[uint64]bool{},
-		nextSeq:       1,
+		sinks:          slices.Clone(cfg.Sinks),
+		sealer:         cfg.Sealer,
+		enrich:         cfg.Enrich,
+		dir:            cfg.SpoolDir,
+		strict:         cfg.Strict,
+		syncInterval:   orDefault(cfg.SyncInterval, 5*time.Millisecond),
+		batchSize:      orDefault(cfg.BatchSize, 512),
+		flushInterval:  orDefault(cfg.FlushInterval, 200*time.Millisecond),
+		writeTimeout:   orDefault(cfg.WriteTimeout, 10*time.Second),
+		maxSpool:       orDefault(cfg.MaxSpoolBytes, 1<<30),
+		segmentBytes:   orDefault(cfg.segmentBytes, defaultSegmentBytes),
+		retryMin:       orDefault(cfg.retryMin, 100*time.Millisecond),
+		retryMax:       orDefault(cfg.retryMax, 30*time.Second),
+		beforeSync:     cfg.beforeSync,
+		createFile:     cfg.createFile,
+		reclaimReq:     make(chan struct{}, 1),
+		saveReq:        make(chan struct{}, 1),
+		stopSaver:      make(chan struct{}),
+		saverDone:      make(chan struct{}),
+		cursorInterval: orDefault(cfg.cursorInterval, defaultCursorInterval),
+		log:            cfg.Logger,
+		now:            cfg.Now,
+		crc:            crc32.MakeTable(crc32.Castagnoli),
+		flushReq:       make(chan chan uint64),
+		stopWriter:     make(chan struct{}),
+		writerDone:     make(chan struct{}),
+		quit:           make(chan struct{}),
+		shutDone:       make(chan struct{}),
+		progress:       make(chan struct{}),
+		corruptSeg:     map[uint64]bool{},
+		nextSeq:        1,
 	}
 	maxQueue := orDefault(cfg.MaxQueue, 65536)
 	p.in = make(chan item, maxQueue)
@@ -269,18 +279,24 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		p.hotMax = orDefault(cfg.hotMax, max(4*p.batchSize, 8192))
 		p.hotMaxBytes = 64 << 20
 	}
-	var acked uint64
+	acks, had := make([]uint64, len(p.sinks)), make([]int64, len(p.sinks))
 	if p.dir != "" {
 		var err error
-		if acked, err = p.openSpool(); err != nil {
+		if acks, had, err = p.openSpool(); err != nil {
 			return nil, err
 		}
 	}
 	p.abortCtx, p.abort = context.WithCancelCause(context.Background())
 	for i, s := range p.sinks {
-		p.shippers = append(p.shippers, &shipper{sink: s, idx: i, kick: make(chan struct{}, 1), retry: make(chan struct{}, 1), acked: acked})
+		p.shippers = append(p.shippers, &shipper{sink: s, idx: i, kick: make(chan struct{}, 1),
+			retry: make(chan struct{}, 1), acked: acks[i], count: had[i]})
 	}
 	go p.runWriter()
+	if p.dir != "" {
+		go p.runCursorSaver()
+	} else {
+		close(p.saverDone)
+	}
 	p.wg.Add(len(p.shippers))
 	for _, sh := range p.shippers {
 		go p.runShipper(sh)
@@ -402,7 +418,9 @@ func (p *Pipeline) waitAcked(ctx context.Context, target uint64) error {
 // queued and spooled to every sink, persists the spool cursor, and then calls each sink's
 // Shutdown. If ctx ends first, in-flight writes are cancelled and Shutdown returns ctx's
 // error: with SpoolDir, what the sinks have not acknowledged stays in the spool for the
-// next start; without it, it is lost (Stats.LostShutdown, logged). Shutdown is idempotent:
+// next start; without it, it is lost (Stats.LostShutdown, logged). With SpoolDir the queue
+// is always drained into the spool first, even with a ctx that has already ended: ctx
+// bounds the sink writes, not the local append. Shutdown is idempotent:
 // later calls wait for the first one and return its result.
 func (p *Pipeline) Shutdown(ctx context.Context) error {
 	if !p.shutStarted.CompareAndSwap(false, true) {
@@ -442,8 +460,11 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	p.wg.Wait()
 	p.abort(ErrClosed)
 
+	close(p.stopSaver)
+	<-p.saverDone
 	p.mu.Lock()
 	acked := p.minAckedLocked()
+	positions := p.positionsLocked()
 	left := p.committed - p.writtenLocked()
 	var remove []string
 	keep := p.segs[:0]
@@ -460,7 +481,7 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	if p.dir != "" {
 		// The cursor goes first: a crash between the two steps then re-delivers nothing
 		// and loses nothing.
-		if err := writeCursor(p.dir, acked, p.crc); err != nil {
+		if err := writeCursor(p.dir, positions, p.crc); err != nil {
 			errs = append(errs, fmt.Errorf("tracing: shutdown: spool cursor: %w", err))
 		} else {
 			for _, path := range remove {

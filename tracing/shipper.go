@@ -23,9 +23,15 @@ type shipper struct {
 	batch []*Trace
 	rd    spoolReader
 
+	skipTo uint64 // set when the spool was full and this sink lagged: its backlog up to here is dropped; under mu
+
 	refused int  // single traces refused permanently in a row
 	outage  bool // refused maxRefusedInARow in a row: treated as down until a write succeeds
 }
+
+// position is the sequence number up to which the sink needs nothing more: what it
+// acknowledged, or the end of a backlog dropped because it lagged. Under mu.
+func (sh *shipper) position() uint64 { return max(sh.acked, sh.skipTo) }
 
 // retryAll cuts the shippers' retry backoffs short: a flush wants a store that came back
 // used at once.

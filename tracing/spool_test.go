@@ -135,7 +135,7 @@ func TestSpoolTornTail(t *testing.T) {
 			sink := NewMemorySink()
 			p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir})
 			// Replay cut the damage off the file: a second look finds nothing to cut.
-			if _, _, rep, err := scanSegment(path, 1, 0, 0, crcTable()); err != nil || rep != (repair{}) {
+			if _, _, rep, err := scanSegment(path, 1, nil, 0, crcTable()); err != nil || rep != (repair{}) {
 				t.Errorf("after replay: repair %+v, err %v; want none", rep, err)
 			}
 			if err := p.ForceFlush(ctxT(t)); err != nil {

@@ -56,14 +56,14 @@ func recordAt(data []byte, off int, prev uint64, tab *crc32.Table) (n int, seq u
 // skipped before each resynchronisation, and for damage at the end, those up to nextFirst
 // (the next segment's first sequence number), or one when this is the newest segment
 // (nextFirst 0) and how many a torn last append held is unknown.
-func repairSegment(path string, first, acked, nextFirst uint64, tab *crc32.Table) (*segment, int64, repair, error) {
+func repairSegment(path string, first uint64, acks []uint64, nextFirst uint64, tab *crc32.Table) (*segment, []int64, repair, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, 0, repair{}, err
+		return nil, nil, repair{}, err
 	}
 	seg := &segment{first: first, path: path}
 	var rep repair
-	var pending int64
+	pending := make([]int64, len(acks))
 	out := append(make([]byte, 0, len(data)), segMagic...)
 	var damaged []byte
 	prev := first - 1
@@ -72,8 +72,10 @@ func repairSegment(path string, first, acked, nextFirst uint64, tab *crc32.Table
 			out = append(out, data[off:off+n]...)
 			prev, seg.last = seq, seq
 			seg.count++
-			if seq > acked {
-				pending++
+			for i, a := range acks {
+				if seq > a {
+					pending[i]++
+				}
 			}
 			off += n
 			continue
@@ -98,10 +100,10 @@ func repairSegment(path string, first, acked, nextFirst uint64, tab *crc32.Table
 	rep.damaged = int64(len(damaged))
 	seg.size = int64(len(out))
 	if err := appendFileSync(path+corruptExt, damaged); err != nil {
-		return nil, 0, repair{}, fmt.Errorf("keeping damaged bytes: %w", err)
+		return nil, nil, repair{}, fmt.Errorf("keeping damaged bytes: %w", err)
 	}
 	if err := replaceFile(path, out); err != nil {
-		return nil, 0, repair{}, fmt.Errorf("rewriting: %w", err)
+		return nil, nil, repair{}, fmt.Errorf("rewriting: %w", err)
 	}
 	return seg, pending, rep, nil
 }

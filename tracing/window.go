@@ -19,21 +19,26 @@ type hotRec struct {
 	size int64
 }
 
-// openSpool replays SpoolDir and opens a fresh segment to append to. It returns the
-// sequence number every sink has acknowledged, where the shippers start.
-func (p *Pipeline) openSpool() (uint64, error) {
+// openSpool replays SpoolDir and opens a fresh segment to append to. It returns each
+// sink's acknowledged position, where its shipper starts, and how many of the replayed
+// records each sink had acknowledged already (so that all shippers count from the same
+// point; see writtenLocked).
+func (p *Pipeline) openSpool() (acks []uint64, had []int64, err error) {
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return 0, fmt.Errorf("tracing: spool: %w", err)
+		return nil, nil, fmt.Errorf("tracing: spool: %w", err)
 	}
-	acked, err := readCursor(p.dir, p.crc)
+	saved, err := readCursor(p.dir, p.crc)
 	if err != nil {
 		p.log.Error("tracing: spool cursor", "dir", p.dir, "err", err)
 	}
+	acks = startPositions(saved, len(p.sinks))
+	low := slices.Min(acks)
 	firsts, err := listSegments(p.dir)
 	if err != nil {
-		return 0, fmt.Errorf("tracing: spool: %w", err)
+		return nil, nil, fmt.Errorf("tracing: spool: %w", err)
 	}
-	last := acked
+	last := slices.Max(acks)
+	pending := make([]int64, len(acks))
 	for i, first := range firsts {
 		last = max(last, first-1)
 		path := segPath(p.dir, first)
@@ -41,9 +46,9 @@ func (p *Pipeline) openSpool() (uint64, error) {
 		if i+1 < len(firsts) {
 			nextFirst = firsts[i+1]
 		}
-		seg, pending, rep, err := scanSegment(path, first, acked, nextFirst, p.crc)
+		seg, segPending, rep, err := scanSegment(path, first, acks, nextFirst, p.crc)
 		if err != nil {
-			return 0, fmt.Errorf("tracing: spool replay: %w", err)
+			return nil, nil, fmt.Errorf("tracing: spool replay: %w", err)
 		}
 		last = max(last, seg.last)
 		if rep.damaged > 0 {
@@ -55,16 +60,23 @@ func (p *Pipeline) openSpool() (uint64, error) {
 				p.log.Warn("tracing: spool replay: damage held no record", "err", err)
 			}
 		}
-		if seg.last <= acked {
+		if seg.last <= low {
 			// Empty, or every sink has everything in it.
 			if err := os.Remove(path); err != nil {
-				return 0, fmt.Errorf("tracing: spool: %w", err)
+				return nil, nil, fmt.Errorf("tracing: spool: %w", err)
 			}
 			continue
 		}
 		p.segs = append(p.segs, seg)
 		p.spoolBytes.Add(seg.size)
-		p.replayed += pending
+		for i, n := range segPending {
+			pending[i] += n
+		}
+	}
+	p.replayed = slices.Max(pending)
+	had = make([]int64, len(acks))
+	for i, n := range pending {
+		had[i] = p.replayed - n
 	}
 	p.nextSeq = last + 1
 	p.lastSeq = last
@@ -74,18 +86,18 @@ func (p *Pipeline) openSpool() (uint64, error) {
 		p.log.Error("tracing: spool: disk full, no segment to append to yet", "dir", p.dir, "err", err)
 		p.noSegErr = err
 	} else if err != nil {
-		return 0, fmt.Errorf("tracing: spool: %w", err)
+		return nil, nil, fmt.Errorf("tracing: spool: %w", err)
 	}
 	if p.replayed > 0 {
 		p.log.Info("tracing: replaying spool", "dir", p.dir, "traces", p.replayed, "segments", len(p.segs)-1)
 	}
-	return acked, nil
+	return acks, had, nil
 }
 
 func (p *Pipeline) minAckedLocked() uint64 {
 	m := uint64(math.MaxUint64)
 	for _, sh := range p.shippers {
-		m = min(m, sh.acked)
+		m = min(m, sh.position())
 	}
 	return m
 }
@@ -164,6 +176,7 @@ func (p *Pipeline) removeShippedLocked(acked uint64) {
 		p.spoolBytes.Add(-p.segs[0].size)
 		p.segs[0] = nil
 		p.segs = p.segs[1:]
+		p.askSave()
 	}
 }
 
@@ -195,6 +208,7 @@ func (p *Pipeline) reclaimActive() bool {
 	if err := os.Remove(seg.path); err != nil {
 		p.log.Error("tracing: spool: removing a shipped segment", "err", err)
 	}
+	p.askSave()
 	p.nextCreate = time.Time{}
 	return p.ensureSegment()
 }

@@ -87,12 +87,15 @@ func (p *Pipeline) groupFull() bool {
 }
 
 // drain adds everything queued right now. After Shutdown's close nothing more can arrive,
-// so on stop this empties the queue. Once Shutdown gives up, the rest is counted as lost.
+// so on stop this empties the queue. With SpoolDir everything goes to the spool even when
+// Shutdown's ctx has ended (its deadline bounds the sink writes, not a local append: a
+// healthy disk keeps every trace for the next start); without one, once Shutdown gives up
+// the rest is counted as lost.
 func (p *Pipeline) drain() {
 	for {
 		select {
 		case it := <-p.in:
-			if p.abortCtx.Err() != nil {
+			if p.dir == "" && p.abortCtx.Err() != nil {
 				p.fail(it.done, lossShutdown, ErrClosed)
 				continue
 			}

@@ -1,0 +1,167 @@
+package tracing
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestPipelineShutdownSpentContext: a Shutdown whose ctx has already ended still drains the
+// queue into the spool, so a healthy disk keeps every trace for the next start.
+func TestPipelineShutdownSpentContext(t *testing.T) {
+	const n = 5000
+	dir := t.TempDir()
+	stuck := &blockSink{MemorySink: NewMemorySink(), release: make(chan struct{})}
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{stuck}, SpoolDir: dir, Sealer: pipeSealer{}, Enrich: pipeEnrich})
+	recordAll(t, p, 0, n)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := p.Shutdown(ctx); err == nil {
+		t.Error("Shutdown with a spent ctx and a stuck sink returned nil")
+	}
+	if st := p.Stats(); st.Lost != 0 || st.Spooled != n {
+		t.Errorf("Stats %+v; want all %d spooled, none lost", st, n)
+	}
+	sink := NewMemorySink()
+	p2 := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir})
+	if err := p2.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(pipeWants(n), sortedByID(sink.Traces()), exactBytes); diff != "" {
+		t.Errorf("after the restart (-want +got):\n%s", diff)
+	}
+}
+
+// lineSink appends each trace's ID as a line to a file, fsynced, and never dedupes, so a
+// test can count every delivery, across processes.
+type lineSink struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func openLineSink(tb testing.TB, path string) *lineSink {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &lineSink{f: f}
+}
+
+func (s *lineSink) WriteBatch(ctx context.Context, batch []*Trace) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b []byte
+	for _, t := range batch {
+		b = append(append(b, t.ID...), '\n')
+	}
+	if _, err := s.f.Write(b); err != nil {
+		return err
+	}
+	return s.f.Sync()
+}
+
+func (s *lineSink) Shutdown(context.Context) error { return nil }
+
+// linesOf counts each line of the file at path.
+func linesOf(tb testing.TB, path string) map[string]int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if l != "" {
+			n[l]++
+		}
+	}
+	return n
+}
+
+// TestHelperTwoSinks is the child of TestPipelineCrashPerSinkPositions: a fast sink takes
+// every trace, a slow one none; it says "ready" once the fast sink's position is saved,
+// and waits to be killed.
+func TestHelperTwoSinks(t *testing.T) {
+	dir := os.Getenv("LOOM_TRACING_TWO_SINKS")
+	if dir == "" {
+		t.Skip("helper process of TestPipelineCrashPerSinkPositions")
+	}
+	fast := openLineSink(t, filepath.Join(dir, "fast.lines"))
+	p, err := NewPipeline(PipelineConfig{
+		Sinks: []Sink{fast, newFlakySink(true)}, Sealer: pipeSealer{}, Enrich: pipeEnrich,
+		SpoolDir: filepath.Join(dir, "spool"), FlushInterval: time.Millisecond,
+		retryMin: time.Millisecond, retryMax: 10 * time.Millisecond, cursorInterval: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recordAll(t, p, 0, crashN)
+	waitFor(t, "the fast sink's position saved", func() bool {
+		acks, err := readCursor(filepath.Join(dir, "spool"), crcTable())
+		return err == nil && len(acks) == 2 && acks[0] == crashN
+	})
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+	t.Fatal("not killed")
+}
+
+// TestPipelineCrashPerSinkPositions: after a crash, each sink is re-sent only what it had
+// not acknowledged by the last saved position: the fast sink nothing, the slow one all.
+func TestPipelineCrashPerSinkPositions(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.CommandContext(ctxT(t), os.Args[0], "-test.run=^TestHelperTwoSinks$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "LOOM_TRACING_TWO_SINKS="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := false
+	for sc := bufio.NewScanner(out); sc.Scan(); {
+		if sc.Text() == "ready" {
+			ready = true
+			break
+		}
+	}
+	if !ready {
+		cmd.Wait()
+		t.Fatalf("child never got ready; stderr:\n%s", stderr.String())
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL: no deferred cleanup runs
+		t.Fatal(err)
+	}
+	cmd.Wait()
+
+	fastPath := filepath.Join(dir, "fast.lines")
+	slow := NewMemorySink()
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{openLineSink(t, fastPath), slow}, SpoolDir: filepath.Join(dir, "spool")})
+	if err := p.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(pipeWants(crashN), sortedByID(slow.Traces()), exactBytes); diff != "" {
+		t.Errorf("slow sink after the crash (-want +got):\n%s", diff)
+	}
+	want := map[string]int{}
+	for i := range crashN {
+		want[pipeTrace(i).ID] = 1
+	}
+	if diff := cmp.Diff(want, linesOf(t, fastPath)); diff != "" {
+		t.Errorf("fast sink deliveries, each trace once (-want +got):\n%s", diff)
+	}
+	if st := p.Stats(); st.Replayed != crashN || st.Written != crashN || st.Lost != 0 {
+		t.Errorf("Stats: Replayed %d, Written %d, Lost %d; want %d, %d, 0", st.Replayed, st.Written, st.Lost, crashN, crashN)
+	}
+}
