@@ -165,3 +165,31 @@ func TestPipelineCrashPerSinkPositions(t *testing.T) {
 		t.Errorf("Stats: Replayed %d, Written %d, Lost %d; want %d, %d, 0", st.Replayed, st.Written, st.Lost, crashN, crashN)
 	}
 }
+
+// TestPipelineLaggingSinkSpoolFull: with one sink down and the spool full, that sink's
+// oldest backlog is dropped and counted as its loss; the healthy sink gets every trace and
+// no new trace is lost.
+func TestPipelineLaggingSinkSpoolFull(t *testing.T) {
+	const n = 2000 // about 500 KiB of records: many times the spool
+	healthy := NewMemorySink()
+	down := newFlakySink(true)
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{healthy, down}, SpoolDir: t.TempDir(),
+		Sealer: pipeSealer{}, Enrich: pipeEnrich, MaxSpoolBytes: 32 << 10, segmentBytes: 4 << 10, BatchSize: 16, hotMax: 16})
+	recordAll(t, p, 0, n)
+	waitFor(t, "the healthy sink to have every trace", func() bool { return len(healthy.Traces()) == n })
+	st := p.Stats()
+	if st.LostLagging == 0 || st.LostSpoolFull != 0 || st.Lost != st.LostLagging {
+		t.Errorf("Stats %+v; want the lagging sink's backlog counted lost, and nothing else", st)
+	}
+	down.fail.Store(false)
+	if err := p.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	st = p.Stats()
+	if got, want := int64(len(down.Traces())), n-st.LostLagging; got != want {
+		t.Errorf("the sink that was down has %d traces, want %d (all but the %d counted lost)", got, want, st.LostLagging)
+	}
+	if diff := cmp.Diff(pipeWants(n), sortedByID(healthy.Traces()), exactBytes); diff != "" {
+		t.Errorf("healthy sink (-want +got):\n%s", diff)
+	}
+}

@@ -24,6 +24,7 @@ type shipper struct {
 	rd    spoolReader
 
 	skipTo uint64 // set when the spool was full and this sink lagged: its backlog up to here is dropped; under mu
+	shed   int64  // records counted as lost for skipTo and not yet settled by skipLagged; under mu
 
 	refused int  // single traces refused permanently in a row
 	outage  bool // refused maxRefusedInARow in a row: treated as down until a write succeeds
@@ -32,6 +33,20 @@ type shipper struct {
 // position is the sequence number up to which the sink needs nothing more: what it
 // acknowledged, or the end of a backlog dropped because it lagged. Under mu.
 func (sh *shipper) position() uint64 { return max(sh.acked, sh.skipTo) }
+
+// skipLaggedLocked moves sh past the backlog shedLaggards dropped. What a batch in flight
+// delivered meanwhile was counted as lost at shedding time, and is taken back here.
+func (p *Pipeline) skipLaggedLocked(sh *shipper) {
+	if sh.skipTo <= sh.acked {
+		p.lost[lossLagging].Add(-sh.shed)
+		sh.shed = 0
+		return
+	}
+	n := int64(sh.skipTo - sh.acked)
+	p.lost[lossLagging].Add(n - sh.shed)
+	sh.count += n
+	sh.acked, sh.shed = sh.skipTo, 0
+}
 
 // retryAll cuts the shippers' retry backoffs short: a flush wants a store that came back
 // used at once.
@@ -64,6 +79,7 @@ func (p *Pipeline) runShipper(sh *shipper) {
 	backoff := p.retryMin
 	for {
 		p.mu.Lock()
+		p.skipLaggedLocked(sh)
 		avail := p.lastSeq - sh.acked
 		p.mu.Unlock()
 		if avail == 0 {

@@ -35,6 +35,10 @@ type Stats struct {
 	LostCorrupt   int64 // records skipped as damaged in the spool (a torn tail of the newest segment counts one)
 	LostShutdown  int64 // held only in memory when Shutdown's ctx ended
 	LostRefused   int64 // refused permanently by a sink, with no SpoolDir to set it aside in
+	// LostLagging counts records dropped from the backlog of a sink that lagged while the
+	// spool was full and another sink had them (once per lagging sink; the other sinks
+	// have these traces).
+	LostLagging int64
 }
 
 type lossReason int
@@ -48,11 +52,12 @@ const (
 	lossCorrupt
 	lossShutdown
 	lossRefused
+	lossLagging
 	numLossReasons
 )
 
 var lossNames = [numLossReasons]string{"queue_full", "closed", "spool_full", "write_error",
-	"encode_error", "corrupt_spool", "shutdown", "refused"}
+	"encode_error", "corrupt_spool", "shutdown", "refused", "lagging_sink"}
 
 // Stats returns the pipeline's counters.
 func (p *Pipeline) Stats() Stats {
@@ -77,10 +82,11 @@ func (p *Pipeline) Stats() Stats {
 		LostCorrupt:   p.lost[lossCorrupt].Load(),
 		LostShutdown:  p.lost[lossShutdown].Load(),
 		LostRefused:   p.lost[lossRefused].Load(),
+		LostLagging:   p.lost[lossLagging].Load(),
 		Quarantined:   p.quarantined.Load(),
 	}
 	st.Lost = st.LostQueueFull + st.LostClosed + st.LostSpoolFull + st.LostWrite +
-		st.LostEncode + st.LostCorrupt + st.LostShutdown + st.LostRefused
+		st.LostEncode + st.LostCorrupt + st.LostShutdown + st.LostRefused + st.LostLagging
 	// Accepted this run but not committed yet: in the queue or in the writer's hands.
 	inFlight := st.Recorded - (committed - st.Replayed) -
 		(st.LostSpoolFull + st.LostWrite + st.LostEncode + st.LostShutdown - abandoned)
@@ -91,7 +97,7 @@ func (p *Pipeline) Stats() Stats {
 func lossAttrs(st Stats) []any {
 	return []any{"lost", st.Lost, "queue_full", st.LostQueueFull, "closed", st.LostClosed,
 		"spool_full", st.LostSpoolFull, "write_error", st.LostWrite, "encode_error", st.LostEncode,
-		"corrupt_spool", st.LostCorrupt, "shutdown", st.LostShutdown, "refused", st.LostRefused,
+		"corrupt_spool", st.LostCorrupt, "shutdown", st.LostShutdown, "refused", st.LostRefused, "lagging_sink", st.LostLagging,
 		"quarantined", st.Quarantined}
 }
 

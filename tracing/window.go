@@ -214,9 +214,54 @@ func (p *Pipeline) reclaimActive() bool {
 }
 
 // reclaim runs when the spool is at MaxSpoolBytes; it reports whether need more bytes fit
-// after reclaiming the active segment.
+// after reclaiming the active segment or shedding lagging sinks' backlog.
 func (p *Pipeline) reclaim(need int64) bool {
-	return p.reclaimActive() && p.spoolBytes.Load()+need <= p.maxSpool
+	for p.spoolBytes.Load()+need > p.maxSpool {
+		if !p.reclaimActive() && !p.shedLaggards() {
+			return false
+		}
+	}
+	return true
+}
+
+// shedLaggards runs when the spool is full (MaxSpoolBytes or the disk). If the oldest
+// segment is kept only for sinks that lag while another sink has all of it, those sinks'
+// backlog in it is dropped, counted as their loss (Stats.LostLagging, per sink) and logged,
+// and the segment deleted: one sink that is down must not make the healthy sinks and new
+// traces lose too. A spool full because no sink has the oldest segment (an outage of every
+// sink) sheds nothing; new traces are then lost as spool_full. It reports whether it freed
+// a segment.
+func (p *Pipeline) shedLaggards() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.segs) == 0 || p.segs[0] == p.activeSeg || p.segs[0].count == 0 {
+		return false
+	}
+	seg := p.segs[0]
+	if !slices.ContainsFunc(p.shippers, func(sh *shipper) bool { return sh.position() >= seg.last }) {
+		return false
+	}
+	for _, sh := range p.shippers {
+		pos := sh.position()
+		if pos >= seg.last {
+			continue
+		}
+		// Counted now, so Stats shows it while the sink is still down; the shipper takes
+		// back what a batch in flight delivers after all (see skipLagged).
+		n := int64(seg.last - max(pos, seg.first-1))
+		sh.skipTo, sh.shed = seg.last, sh.shed+n
+		p.lost[lossLagging].Add(n)
+		p.log.Error("tracing: spool full while a sink lags: its oldest backlog is dropped",
+			"sink", sh.idx, "traces", n, "through_seq", seg.last)
+	}
+	m := p.minAckedLocked()
+	for p.hotHead < len(p.hot) && p.hot[p.hotHead].seq <= m {
+		p.popHotLocked()
+	}
+	p.removeShippedLocked(m)
+	close(p.progress)
+	p.progress = make(chan struct{})
+	return true
 }
 
 func (p *Pipeline) popHotLocked() {

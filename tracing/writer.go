@@ -174,7 +174,11 @@ func (p *Pipeline) commit() {
 			// The disk is full. If the sinks have everything in the segment, deleting it
 			// makes room; else the group is lost as spool_full.
 			p.active.Truncate(p.activeSize)
-			if p.reclaimActive() {
+			for err != nil && isNoSpace(err) && (p.reclaimActive() || p.shedLaggards()) {
+				if p.active == nil {
+					break
+				}
+				p.active.Truncate(p.activeSize)
 				_, err = p.active.Write(p.gbuf)
 			}
 		}
