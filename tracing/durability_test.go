@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -191,5 +192,45 @@ func TestPipelineLaggingSinkSpoolFull(t *testing.T) {
 	}
 	if diff := cmp.Diff(pipeWants(n), sortedByID(healthy.Traces()), exactBytes); diff != "" {
 		t.Errorf("healthy sink (-want +got):\n%s", diff)
+	}
+}
+
+// TestPipelineMemoryBudget: without a spool, a sink outage fills the in-memory queue and
+// window only up to MaxMemoryBytes; what does not fit is counted lost, and what was
+// accepted is delivered once the sink is back.
+func TestPipelineMemoryBudget(t *testing.T) {
+	const (
+		n      = 1000
+		body   = 64 << 10
+		budget = 2 << 20
+	)
+	sink := newFlakySink(true)
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, Sealer: pipeSealer{}, MaxMemoryBytes: budget, BatchSize: 8})
+	big := bytes.Repeat([]byte("x"), body)
+	var accepted int64
+	for i := range n {
+		tr := pipeTrace(i)
+		tr.RequestBody = big
+		switch err := p.Record(t.Context(), tr); {
+		case err == nil:
+			accepted++
+		case !errors.Is(err, ErrQueueFull):
+			t.Fatalf("Record: %v", err)
+		}
+		if held := p.Stats().MemoryBytes; held > budget {
+			t.Fatalf("after %d traces, %d bytes held, over the %d budget", i+1, held, budget)
+		}
+	}
+	if most := int64(budget / body); accepted > most || accepted == 0 {
+		t.Errorf("accepted %d traces of %d KiB bodies, want some and at most %d", accepted, body>>10, most)
+	}
+	sink.fail.Store(false)
+	if err := p.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats()
+	if int64(len(sink.Traces())) != accepted || st.LostQueueFull != n-accepted || st.MemoryBytes != 0 {
+		t.Errorf("sink has %d traces, Stats %+v; want %d delivered, %d lost as queue full, nothing held",
+			len(sink.Traces()), st, accepted, n-accepted)
 	}
 }

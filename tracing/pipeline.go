@@ -63,8 +63,8 @@ type PipelineConfig struct {
 
 	// SpoolDir is the directory of the write-ahead spool; it is created if missing. One
 	// Pipeline per directory (the directory is not locked against a second process).
-	// If empty, traces wait for the sinks in a bounded in-memory window of MaxQueue traces
-	// instead: a crash, or a Shutdown whose ctx ends before the sinks took everything,
+	// If empty, traces wait for the sinks in an in-memory window bounded by MaxQueue traces
+	// and MaxMemoryBytes instead: a crash, or a Shutdown whose ctx ends before the sinks took everything,
 	// loses what is waiting (counted as Stats.LostShutdown on Shutdown).
 	SpoolDir string
 
@@ -98,6 +98,15 @@ type PipelineConfig struct {
 	// the sinks; when that is full the writer waits, so the queue fills up behind it.
 	// If zero, 65536.
 	MaxQueue int
+
+	// MaxMemoryBytes bounds the bytes of traces held in memory (bodies included, as
+	// Record receives them): those in the queue in front of the spool writer, and without
+	// SpoolDir also those in the window waiting for the sinks. A trace that would go past it
+	// is lost like one that finds the queue full (ErrQueueFull, Stats.LostQueueFull), so a
+	// long sink outage without a spool costs traces, never the process's memory. With
+	// SpoolDir the window holds at most 64 MiB besides; older records are read back from
+	// the spool. If zero, 256 MiB.
+	MaxMemoryBytes int64
 
 	// MaxSpoolBytes bounds the spool's size on disk. If zero, 1 GiB.
 	//
@@ -198,6 +207,8 @@ type Pipeline struct {
 	gbuf       []byte
 
 	spoolBytes atomic.Int64
+	maxMemory  int64
+	held       atomic.Int64 // bytes of traces in the queue, and without SpoolDir in the window (see memBytes)
 	recorded   atomic.Int64
 	spooled    atomic.Int64
 	replayed   int64
@@ -262,6 +273,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		nextSeq:        1,
 	}
 	maxQueue := orDefault(cfg.MaxQueue, 65536)
+	p.maxMemory = orDefault(cfg.MaxMemoryBytes, 256<<20)
 	p.in = make(chan item, maxQueue)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -316,8 +328,8 @@ func orDefault[T comparable](v, def T) T {
 // pipeline owns t from then on (it enriches it, seals and clears its bodies, and hands it
 // to the sinks): the caller must not read or change it after the call.
 //
-// If the queue is full, Record does not wait: the trace is counted as lost and logged,
-// and ErrQueueFull is returned. After Shutdown it returns ErrClosed (also counted).
+// If the queue is full (MaxQueue traces, or MaxMemoryBytes held), Record does not wait:
+// the trace is counted as lost and logged, and ErrQueueFull is returned. After Shutdown it returns ErrClosed (also counted).
 // In Strict mode Record then waits until the fsync that covers t, or ctx ends
 // (ErrNotDurable: t stays queued), or t turns out not to fit the spool (the error says
 // why; t is counted as lost).
@@ -335,9 +347,17 @@ func (p *Pipeline) Record(ctx context.Context, t *Trace) error {
 		p.lose(lossClosed, 1, ErrClosed)
 		return ErrClosed
 	}
+	size := memBytes(t)
+	if p.held.Add(size) > p.maxMemory {
+		p.held.Add(-size)
+		p.closeMu.RUnlock()
+		p.lose(lossQueueFull, 1, ErrQueueFull)
+		return ErrQueueFull
+	}
 	select {
-	case p.in <- item{t, done}:
+	case p.in <- item{t, done, size}:
 	default:
+		p.held.Add(-size)
 		p.closeMu.RUnlock()
 		p.lose(lossQueueFull, 1, ErrQueueFull)
 		return ErrQueueFull

@@ -17,6 +17,10 @@ type Stats struct {
 	Replayed int64 // traces found in the spool at start, not yet acknowledged
 	Retries  int64 // failed WriteBatch calls, each retried later
 
+	// MemoryBytes is the memory traces hold now, as bounded by MaxMemoryBytes: the queue,
+	// and without SpoolDir the window waiting for the sinks.
+	MemoryBytes int64
+
 	// SealErrors counts bodies dropped because Seal failed (the trace itself was kept).
 	SealErrors int64
 	// SyncErrors counts failed fsyncs of the spool (traces kept, durability unconfirmed).
@@ -72,6 +76,7 @@ func (p *Pipeline) Stats() Stats {
 		Spooled:       p.spooled.Load(),
 		Replayed:      p.replayed,
 		Retries:       p.retries.Load(),
+		MemoryBytes:   p.held.Load(),
 		SealErrors:    p.sealErrs.Load(),
 		SyncErrors:    p.syncErrs.Load(),
 		LostQueueFull: p.lost[lossQueueFull].Load(),

@@ -266,6 +266,9 @@ func (p *Pipeline) shedLaggards() bool {
 
 func (p *Pipeline) popHotLocked() {
 	p.hotBytes -= p.hot[p.hotHead].size
+	if p.dir == "" {
+		p.held.Add(-p.hot[p.hotHead].size)
+	}
 	p.hot[p.hotHead] = hotRec{}
 	p.hotHead++
 	switch {

@@ -14,6 +14,16 @@ import (
 type item struct {
 	t    *Trace
 	done chan error // strict mode: receives the outcome of the durable append
+	size int64      // memBytes(t) at Record, counted in Pipeline.held
+}
+
+// memBytes estimates the memory a trace holds: its bodies and text, and a fixed share for
+// the rest of the struct and its bookkeeping.
+func memBytes(t *Trace) int64 {
+	n := 512 + len(t.RequestBody) + len(t.ResponseBody) + len(t.SealedRequest) + len(t.SealedResponse) +
+		len(t.ID) + len(t.TenantID) + len(t.APIKeyID) + len(t.RequestID) + len(t.Model) +
+		len(t.ServedModel) + len(t.Provider) + len(t.ErrorType) + len(t.PriceVersion)
+	return int64(n)
 }
 
 type pendingRec struct {
@@ -96,6 +106,7 @@ func (p *Pipeline) drain() {
 		select {
 		case it := <-p.in:
 			if p.dir == "" && p.abortCtx.Err() != nil {
+				p.held.Add(-it.size)
 				p.fail(it.done, lossShutdown, ErrClosed)
 				continue
 			}
@@ -131,13 +142,17 @@ func (p *Pipeline) add(it item) {
 			select {
 			case <-ch:
 			case <-p.abortCtx.Done():
+				p.held.Add(-it.size)
 				p.fail(it.done, lossShutdown, ErrClosed)
 				return
 			}
 		}
-		p.group = append(p.group, pendingRec{t: t, done: it.done})
+		// The window's bytes are those counted at Record, given back when every sink has
+		// the trace (popHotLocked).
+		p.group = append(p.group, pendingRec{t: t, size: it.size, done: it.done})
 		return
 	}
+	p.held.Add(-it.size) // out of memory, into the spool
 	start := len(p.gbuf)
 	p.gbuf = append(p.gbuf, make([]byte, recHeaderLen)...)
 	p.gbuf = appendTrace(p.gbuf, p.nextSeq+uint64(len(p.group)), t)
