@@ -176,8 +176,11 @@ func TestPipelineLaggingSinkSpoolFull(t *testing.T) {
 	down := newFlakySink(true)
 	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{healthy, down}, SpoolDir: t.TempDir(),
 		Sealer: pipeSealer{}, Enrich: pipeEnrich, MaxSpoolBytes: 32 << 10, segmentBytes: 4 << 10, BatchSize: 16, hotMax: 16})
-	recordAll(t, p, 0, n)
-	waitFor(t, "the healthy sink to have every trace", func() bool { return len(healthy.Traces()) == n })
+	// In steps the healthy sink keeps up with, so that only the other one lags.
+	for i := 0; i < n; i += 50 {
+		recordAll(t, p, i, i+50)
+		waitFor(t, "the healthy sink to keep up", func() bool { return len(healthy.Traces()) == i+50 })
+	}
 	st := p.Stats()
 	if st.LostLagging == 0 || st.LostSpoolFull != 0 || st.Lost != st.LostLagging {
 		t.Errorf("Stats %+v; want the lagging sink's backlog counted lost, and nothing else", st)
