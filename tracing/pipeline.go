@@ -176,18 +176,18 @@ type Pipeline struct {
 	flushTo    atomic.Uint64 // shippers ship at once, without waiting for a full batch, until acked this far
 	wg         sync.WaitGroup
 
-	mu         sync.Mutex // guards the fields below
-	segs       []*segment // oldest first; with SpoolDir the last one is being appended to
-	activeSeg  *segment
-	hot        []hotRec // committed traces, oldest first, from hot[hotHead]; contiguous seqs
-	hotHead    int
-	hotBytes   int64
-	lastSeq    uint64 // newest committed sequence number
-	committed  int64  // traces committed: replayed + appended
-	shippers   []*shipper
-	progress   chan struct{} // closed and replaced whenever a shipper acknowledges
-	corruptSeg map[uint64]bool
-	abandoned  int64 // without SpoolDir: committed traces Shutdown gave up on
+	mu        sync.Mutex // guards the fields below
+	segs      []*segment // oldest first; with SpoolDir the last one is being appended to
+	activeSeg *segment
+	hot       []hotRec // committed traces, oldest first, from hot[hotHead]; contiguous seqs
+	hotHead   int
+	hotBytes  int64
+	lastSeq   uint64 // newest committed sequence number
+	committed int64  // traces committed: replayed + appended
+	shippers  []*shipper
+	progress  chan struct{}   // closed and replaced whenever a shipper acknowledges
+	corruptAt map[uint64]bool // sequence numbers where a shipper found damage, counted as lost once
+	abandoned int64           // without SpoolDir: committed traces Shutdown gave up on
 
 	createFile func(path string) (spoolFile, error)
 	reclaimReq chan struct{} // a shipper saw the active segment fully acknowledged; capacity 1
@@ -269,7 +269,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		quit:           make(chan struct{}),
 		shutDone:       make(chan struct{}),
 		progress:       make(chan struct{}),
-		corruptSeg:     map[uint64]bool{},
+		corruptAt:      map[uint64]bool{},
 		nextSeq:        1,
 	}
 	maxQueue := orDefault(cfg.MaxQueue, 65536)

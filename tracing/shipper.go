@@ -156,14 +156,22 @@ func (p *Pipeline) read(sh *shipper) ([]*Trace, uint64, error) {
 	var ce *corruptError
 	switch {
 	case errors.As(err, &ce) && len(b) == 0:
-		// Damaged after it was verified: skip the rest of the segment, once, loudly.
-		through = min(bad.last, stop-1)
+		// Damaged after replay verified it (the disk is going bad): skip to the next valid
+		// record, counting what is skipped once for all shippers, loudly.
+		next, off, ok := skipDamaged(bad, from, p.crc)
+		through = min(next-1, stop-1)
+		if ok {
+			// Read on from the valid record, not through the damage again.
+			if err := sh.rd.openAt(bad, off, through); err != nil {
+				sh.rd.close()
+			}
+		}
 		p.mu.Lock()
-		counted := p.corruptSeg[bad.first]
-		p.corruptSeg[bad.first] = true
+		counted := p.corruptAt[from]
+		p.corruptAt[from] = true
 		p.mu.Unlock()
-		if !counted {
-			p.lose(lossCorrupt, 1, fmt.Errorf("tracing: spool %s: skipping through record %d: %w", bad.path, through, err))
+		if !counted && through >= from {
+			p.lose(lossCorrupt, int64(through-from+1), fmt.Errorf("tracing: spool %s: skipping records %d to %d: %w", bad.path, from, through, err))
 		}
 		return b, through, nil
 	case errors.As(err, &ce):

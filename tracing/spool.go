@@ -291,6 +291,20 @@ func (r *spoolReader) open(s *segment) error {
 	return nil
 }
 
+// openAt opens s to read on at the record at off, the one after sequence number last.
+func (r *spoolReader) openAt(s *segment, off int64, last uint64) error {
+	if err := r.open(s); err != nil {
+		return err
+	}
+	if _, err := r.f.Seek(off, io.SeekStart); err != nil {
+		r.close()
+		return err
+	}
+	r.br.Reset(r.f)
+	r.off, r.last = off, last
+	return nil
+}
+
 func (r *spoolReader) close() {
 	if r.f != nil {
 		r.f.Close()

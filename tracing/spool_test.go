@@ -428,3 +428,57 @@ func TestSpoolFileModes(t *testing.T) {
 		t.Errorf("spool directory holds %v; the test expects segments, the cursor and the dead-letter file", names)
 	}
 }
+
+// TestSpoolDamagedWhileShipping: a record damaged after replay verified the segment (a
+// disk going bad under a running pipeline) costs only that record; the shipper goes on
+// with the next valid one.
+func TestSpoolDamagedWhileShipping(t *testing.T) {
+	const n, bad = 100, 80
+	dir := t.TempDir()
+	body := bytes.Repeat([]byte("b"), 2<<10) // 100 records: more than a reader's buffer
+	first := newTestPipeline(t, PipelineConfig{Sinks: []Sink{newFlakySink(true)}, SpoolDir: dir})
+	for i := range n {
+		tr := pipeWant(i)
+		tr.SealedRequest = body
+		if err := first.Record(t.Context(), tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "everything spooled", func() bool { return first.Stats().Spooled == n })
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	first.Shutdown(ctx)
+
+	sink := newFlakySink(true)
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir, BatchSize: 5})
+	waitFor(t, "the first batch offered", func() bool { return p.Stats().Retries > 0 })
+	path := lastSegment(t, dir)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[recordOffsets(b)[bad]+recHeaderLen+30] ^= 0x10
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sink.fail.Store(false)
+	if err := p.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range n {
+		if i != bad {
+			want = append(want, pipeTrace(i).ID)
+		}
+	}
+	var got []string
+	for _, tr := range sortedByID(sink.Traces()) {
+		got = append(got, tr.ID)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+	if st := p.Stats(); st.LostCorrupt != 1 || st.Lost != 1 {
+		t.Errorf("Stats: LostCorrupt %d, Lost %d; want 1, 1", st.LostCorrupt, st.Lost)
+	}
+}

@@ -108,6 +108,23 @@ func repairSegment(path string, first uint64, acks []uint64, nextFirst uint64, t
 	return seg, pending, rep, nil
 }
 
+// skipDamaged finds where a shipper that found damage in seg at record from (after replay
+// had verified the segment) can go on: the first valid record in seg from sequence number
+// from on (from itself when the damage lies before it), its sequence number and offset. If none is left, ok is false and next is the one after the segment's last.
+func skipDamaged(seg *segment, from uint64, tab *crc32.Table) (next uint64, off int64, ok bool) {
+	data, err := os.ReadFile(seg.path)
+	if err != nil {
+		return seg.last + 1, 0, false
+	}
+	data = data[:min(int64(len(data)), seg.size)]
+	for o := int(segHeaderLen); o < len(data); o++ {
+		if _, seq, ok := recordAt(data, o, from-1, tab); ok {
+			return seq, int64(o), true
+		}
+	}
+	return seg.last + 1, 0, false
+}
+
 // appendFileSync appends b to the file at path (created 0600), durably.
 func appendFileSync(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
