@@ -103,8 +103,8 @@ func (p *Pipeline) minAckedLocked() uint64 {
 }
 
 func (p *Pipeline) writtenLocked() int64 {
-	// All shippers start at the same cursor and see the same records, so their counts
-	// compare; a record is written once the slowest sink has it.
+	// Each shipper's count starts at the replayed records its sink already had (openSpool),
+	// so the counts compare; a record is written once the slowest sink has it.
 	if len(p.shippers) == 0 {
 		return 0 // not started yet
 	}
@@ -247,7 +247,7 @@ func (p *Pipeline) shedLaggards() bool {
 			continue
 		}
 		// Counted now, so Stats shows it while the sink is still down; the shipper takes
-		// back what a batch in flight delivers after all (see skipLagged).
+		// back what a batch in flight delivers after all (see skipLaggedLocked).
 		n := int64(seg.last - max(pos, seg.first-1))
 		sh.skipTo, sh.shed = seg.last, sh.shed+n
 		p.lost[lossLagging].Add(n)

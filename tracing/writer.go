@@ -185,17 +185,12 @@ func (p *Pipeline) commit() {
 			return
 		}
 		_, err := p.active.Write(p.gbuf)
-		if err != nil && isNoSpace(err) {
-			// The disk is full. If the sinks have everything in the segment, deleting it
-			// makes room; else the group is lost as spool_full.
-			p.active.Truncate(p.activeSize)
-			for err != nil && isNoSpace(err) && (p.reclaimActive() || p.shedLaggards()) {
-				if p.active == nil {
-					break
-				}
-				p.active.Truncate(p.activeSize)
-				_, err = p.active.Write(p.gbuf)
-			}
+		// The disk is full. Deleting what the sinks are done with (the current segment, or
+		// a lagging sink's oldest backlog) may make room; else the group is lost as
+		// spool_full.
+		for isNoSpace(err) && (p.reclaimActive() || p.shedLaggards()) && p.active != nil {
+			p.active.Truncate(p.activeSize) // cut what the failed write left
+			_, err = p.active.Write(p.gbuf)
 		}
 		if err != nil {
 			p.writeFailed(err)
