@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,5 +236,111 @@ func TestPipelineMemoryBudget(t *testing.T) {
 	if int64(len(sink.Traces())) != accepted || st.LostQueueFull != n-accepted || st.MemoryBytes != 0 {
 		t.Errorf("sink has %d traces, Stats %+v; want %d delivered, %d lost as queue full, nothing held",
 			len(sink.Traces()), st, accepted, n-accepted)
+	}
+}
+
+// slowSink delays each batch before passing it on.
+type slowSink struct {
+	Sink
+	delay time.Duration
+}
+
+func (s slowSink) WriteBatch(ctx context.Context, batch []*Trace) error {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Sink.WriteBatch(ctx, batch)
+}
+
+// TestHelperCrashLoop is the child of TestPipelineCrashLoop: a strict pipeline with a fast
+// and a slow sink records traces from LOOM_TRACING_LOOP_BASE on and prints the index of
+// each one whose Record returned nil, until it is killed.
+func TestHelperCrashLoop(t *testing.T) {
+	dir := os.Getenv("LOOM_TRACING_LOOP_DIR")
+	if dir == "" {
+		t.Skip("helper process of TestPipelineCrashLoop")
+	}
+	var base int
+	fmt.Sscan(os.Getenv("LOOM_TRACING_LOOP_BASE"), &base)
+	p, err := NewPipeline(PipelineConfig{
+		Sinks: []Sink{openLineSink(t, filepath.Join(dir, "fast.lines")),
+			slowSink{openLineSink(t, filepath.Join(dir, "slow.lines")), 3 * time.Millisecond}},
+		SpoolDir: filepath.Join(dir, "spool"), Strict: true, BatchSize: 16, FlushInterval: time.Millisecond,
+		cursorInterval: 10 * time.Millisecond, segmentBytes: 8 << 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriter(os.Stdout)
+	for i := base; ; i++ {
+		if err := p.Record(t.Context(), pipeTrace(i)); err != nil {
+			t.Fatalf("Record(%d): %v", i, err)
+		}
+		fmt.Fprintln(w, i)
+		w.Flush()
+	}
+}
+
+// TestPipelineCrashLoop: a strict pipeline killed (SIGKILL) at random points, again and
+// again, loses no trace whose Record returned nil, in either of its two sinks.
+func TestPipelineCrashLoop(t *testing.T) {
+	dir := t.TempDir()
+	var acked []int
+	base := 0
+	for round := range 6 {
+		cmd := exec.CommandContext(ctxT(t), os.Args[0], "-test.run=^TestHelperCrashLoop$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "LOOM_TRACING_LOOP_DIR="+dir, fmt.Sprintf("LOOM_TRACING_LOOP_BASE=%d", base))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		want := 50 + rand.IntN(400) // kill after this many acknowledged traces
+		sc := bufio.NewScanner(out)
+		for got := 0; got < want && sc.Scan(); got++ {
+			var i int
+			if _, err := fmt.Sscan(sc.Text(), &i); err != nil {
+				continue // test framework output
+			}
+			acked = append(acked, i)
+		}
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		if len(acked) == 0 {
+			t.Fatalf("round %d: child acknowledged nothing; stderr:\n%s", round, stderr.String())
+		}
+		base = acked[len(acked)-1] + 100_000 // ids never reused
+	}
+
+	fast, slow := filepath.Join(dir, "fast.lines"), filepath.Join(dir, "slow.lines")
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{openLineSink(t, fast), openLineSink(t, slow)},
+		SpoolDir: filepath.Join(dir, "spool")})
+	if err := p.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fast, slow} {
+		lines := linesOf(t, path)
+		var missing []int
+		dups := 0
+		for _, i := range acked {
+			if lines[pipeTrace(i).ID] == 0 {
+				missing = append(missing, i)
+			}
+		}
+		for _, n := range lines {
+			dups += n - 1
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s: %d acknowledged traces missing, first %v", filepath.Base(path), len(missing), missing[:min(5, len(missing))])
+		}
+		t.Logf("%s: %d acknowledged traces, %d lines, %d re-deliveries", filepath.Base(path), len(acked), len(lines)+dups, dups)
 	}
 }
