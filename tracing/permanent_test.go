@@ -338,8 +338,8 @@ func TestPipelineSinkRefusesEverything(t *testing.T) {
 		return strings.Contains(logs.String(), "sink refuses every trace: treating as outage")
 	})
 	waitFor(t, "a retry during the outage", func() bool { return p.Stats().Retries > 0 })
-	if got := p.Stats().Quarantined; got != maxRefusedInARow {
-		t.Errorf("Quarantined = %d, want %d: the rest are held as in an outage", got, maxRefusedInARow)
+	if st := p.Stats(); st.Quarantined != maxRefusedInARow || st.RefusingSinks != 1 {
+		t.Errorf("Stats %+v; want Quarantined %d (the rest held as in an outage), RefusingSinks 1", st, maxRefusedInARow)
 	}
 	if c := strings.Count(logs.String(), "treating as outage"); c != 1 {
 		t.Errorf("outage reported %d times, want once", c)
@@ -351,8 +351,8 @@ func TestPipelineSinkRefusesEverything(t *testing.T) {
 	if got := len(st.read(t)); got != n-maxRefusedInARow {
 		t.Errorf("stored %d traces, want %d", got, n-maxRefusedInARow)
 	}
-	if st := p.Stats(); st.Quarantined != maxRefusedInARow || st.Lost != 0 {
-		t.Errorf("Stats = %+v, want Quarantined %d and nothing lost", st, maxRefusedInARow)
+	if st := p.Stats(); st.Quarantined != maxRefusedInARow || st.Lost != 0 || st.RefusingSinks != 0 {
+		t.Errorf("Stats = %+v, want Quarantined %d, nothing lost, no sink refusing", st, maxRefusedInARow)
 	}
 	written, _, err := ReplayDeadLetter(t.Context(), dir, sink)
 	if err != nil || written != maxRefusedInARow {

@@ -220,6 +220,7 @@ type Pipeline struct {
 
 	deadMu      sync.Mutex // serialises appends to the dead-letter file
 	quarantined atomic.Int64
+	refusing    atomic.Int64 // sinks treated as down for refusing every trace
 
 	shutStarted atomic.Bool
 	shutDone    chan struct{}

@@ -207,6 +207,7 @@ func (p *Pipeline) deliver(sh *shipper, batch []*Trace) bool {
 		cancel()
 		if err == nil {
 			if sh.outage {
+				p.refusing.Add(-1)
 				p.log.Info("tracing: sink takes traces again", "sink", sh.idx)
 			}
 			sh.refused, sh.outage = 0, false
@@ -230,6 +231,7 @@ func (p *Pipeline) deliver(sh *shipper, batch []*Trace) bool {
 				err = qerr // could not set it aside: keep it, and retry
 			case !sh.outage:
 				sh.outage = true
+				p.refusing.Add(1)
 				p.log.Error("tracing: sink refuses every trace: treating as outage", "sink", sh.idx,
 					"refused_in_a_row", sh.refused, "trace_id", batch[0].ID, "err", err)
 			}

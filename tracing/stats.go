@@ -29,6 +29,9 @@ type Stats struct {
 	// file of the spool directory (see Permanent and ReplayDeadLetter); once per sink that
 	// refused.
 	Quarantined int64
+	// RefusingSinks is the number of sinks now treated as down because they refused
+	// maxRefusedInARow (16) traces in a row; their traces wait in the spool.
+	RefusingSinks int64
 
 	Lost          int64 // traces that could not be kept: the sum of the Lost* counters
 	LostQueueFull int64 // Record found the queue full
@@ -89,6 +92,7 @@ func (p *Pipeline) Stats() Stats {
 		LostRefused:   p.lost[lossRefused].Load(),
 		LostLagging:   p.lost[lossLagging].Load(),
 		Quarantined:   p.quarantined.Load(),
+		RefusingSinks: p.refusing.Load(),
 	}
 	st.Lost = st.LostQueueFull + st.LostClosed + st.LostSpoolFull + st.LostWrite +
 		st.LostEncode + st.LostCorrupt + st.LostShutdown + st.LostRefused + st.LostLagging

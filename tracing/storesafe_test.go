@@ -3,6 +3,8 @@ package tracing
 import (
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -76,4 +78,43 @@ func TestPipelineStoreSafe(t *testing.T) {
 	if diff := cmp.Diff([]*Trace{wantHostile, wantClean}, sortedByID(sink.Traces()), exactBytes); diff != "" {
 		t.Errorf("sink traces (-want +got):\n%s", diff)
 	}
+}
+
+// FuzzStoreSafe: whatever bytes a client or an upstream puts in a text field, the trace
+// made store-safe is valid UTF-8, NUL-free, within each maximum, unchanged by a second
+// pass, and accepted by both built-in stores.
+func FuzzStoreSafe(f *testing.F) {
+	for _, s := range []string{"", "gpt-4o-mini", "gpt-4o-mini\x00x", "\xff\xfe\xfd", "\xc3", "a\x00\x00b",
+		strings.Repeat("Ω", 200), strings.Repeat("\xff", 600), "<script>alert(1)</script>", "\u2028\ufeff"} {
+		f.Add(s)
+	}
+	pool := newSinkTestPostgres(f)
+	pg, err := NewPostgresSink(f.Context(), pool, PostgresSinkOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	lite := NewSQLiteSink(newSinkTestSQLite(f))
+	f.Fuzz(func(t *testing.T, s string) {
+		tr := sinkTestTraces(1, time.Now())[0]
+		tr.TenantID, tr.APIKeyID, tr.RequestID, tr.Model, tr.ServedModel = s, s, s, s, s
+		tr.Provider, tr.ErrorType, tr.UsageSource, tr.PriceVersion = s, s, UsageSource(s), s
+		makeStoreSafe(tr)
+		for _, v := range []struct {
+			v     string
+			limit int
+		}{{tr.TenantID, MaxTenantIDBytes}, {tr.RequestID, MaxRequestIDBytes}, {tr.Model, MaxModelBytes},
+			{tr.ErrorType, MaxErrorTypeBytes}, {string(tr.UsageSource), MaxUsageSourceBytes}} {
+			if len(v.v) > v.limit || !utf8.ValidString(v.v) || strings.ContainsRune(v.v, 0) {
+				t.Fatalf("store-safe %q from %q: over %d bytes, invalid UTF-8 or NUL", v.v, s, v.limit)
+			}
+			if again, ok := storeSafe(v.v, v.limit); !ok || again != v.v {
+				t.Fatalf("store-safe %q changed on a second pass", v.v)
+			}
+		}
+		for name, sink := range map[string]Sink{"postgres": pg, "sqlite": lite} {
+			if err := sink.WriteBatch(t.Context(), []*Trace{tr}); err != nil {
+				t.Fatalf("%s refused the store-safe trace from %q: %v", name, s, err)
+			}
+		}
+	})
 }
