@@ -287,12 +287,15 @@ var (
 	descRetries    = prometheus.NewDesc("loom_trace_write_retries_total", "Failed sink writes, retried later.", nil, nil)
 	descSealErrors = prometheus.NewDesc("loom_trace_seal_errors_total", "Trace bodies dropped because sealing failed.", nil, nil)
 	descSyncErrors = prometheus.NewDesc("loom_trace_spool_sync_errors_total", "Failed fsyncs of the spool.", nil, nil)
+	descMemory     = prometheus.NewDesc("loom_trace_memory_bytes", "Memory the traces waiting in the pipeline hold.", nil, nil)
+	descQuarantine = prometheus.NewDesc("loom_traces_quarantined_total", "Traces a sink refused permanently, set aside in the spool's dead-letter file (once per refusing sink).", nil, nil)
+	descRefusing   = prometheus.NewDesc("loom_trace_sinks_refusing", "Sinks treated as down after refusing traces in a row; their traces wait in the spool.", nil, nil)
 	descLost       = prometheus.NewDesc("loom_traces_lost_total", "Traces that could not be kept, by reason.", []string{"reason"}, nil)
 )
 
 func (c pipelineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRecorded, descWritten, descPending, descSpooled, descReplayed,
-		descRetries, descSealErrors, descSyncErrors, descLost} {
+		descRetries, descSealErrors, descSyncErrors, descMemory, descQuarantine, descRefusing, descLost} {
 		ch <- d
 	}
 }
@@ -313,13 +316,16 @@ func (c pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRetries, st.Retries)
 	counter(descSealErrors, st.SealErrors)
 	counter(descSyncErrors, st.SyncErrors)
+	gauge(descMemory, st.MemoryBytes)
+	counter(descQuarantine, st.Quarantined)
+	gauge(descRefusing, st.RefusingSinks)
 	for _, l := range []struct {
 		reason string
 		n      int64
 	}{
 		{"queue_full", st.LostQueueFull}, {"closed", st.LostClosed}, {"spool_full", st.LostSpoolFull},
 		{"write_error", st.LostWrite}, {"encode_error", st.LostEncode}, {"corrupt_spool", st.LostCorrupt},
-		{"shutdown", st.LostShutdown},
+		{"shutdown", st.LostShutdown}, {"refused", st.LostRefused}, {"lagging_sink", st.LostLagging},
 	} {
 		counter(descLost, l.n, l.reason)
 	}

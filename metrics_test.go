@@ -183,7 +183,7 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		{"traces pending", gauge("loom_traces_pending", nil), 0},
 		{"sink batch sizes add up", sample(t, fams, "loom_trace_sink_batch_size", dto.MetricType_HISTOGRAM, map[string]string{"sink": "sink0"}).GetHistogram().GetSampleSum(), float64(len(traces))},
 	}
-	for _, reason := range []string{"queue_full", "closed", "spool_full", "write_error", "encode_error", "corrupt_spool", "shutdown"} {
+	for _, reason := range []string{"queue_full", "closed", "spool_full", "write_error", "encode_error", "corrupt_spool", "shutdown", "refused", "lagging_sink"} {
 		tests = append(tests, struct {
 			name      string
 			got, want float64

@@ -53,8 +53,9 @@ type Config struct {
 	// gen_ai.client.inference.operation.details event. Off by default: the bodies are
 	// sealed, and a collector is seldom meant to hold prompts. It needs Open.
 	CaptureContent bool
-	// Open opens a sealed body: (*crypto.Keyring).Open with the trace's tenant and id.
-	Open func(tenantID, traceID string, keyVersion int, sealed []byte) ([]byte, error)
+	// Open opens a sealed body: (*crypto.Keyring).Open. It is called with the trace's
+	// tenant and tracing.BodyRecordID(trace id, part).
+	Open func(tenantID, recordID string, keyVersion int, sealed []byte) ([]byte, error)
 }
 
 // Sink exports traces as spans. Make one with New.
@@ -223,7 +224,7 @@ func (s *Sink) contentEvents(t *tracing.Trace) []sdktrace.Event {
 		return nil
 	}
 	var attrs []attribute.KeyValue
-	if req, err := s.cfg.Open(t.TenantID, t.ID, t.KeyVersion, t.SealedRequest); err == nil && t.SealedRequest != nil {
+	if req, err := s.cfg.Open(t.TenantID, tracing.BodyRecordID(t.ID, tracing.BodyRequest), t.KeyVersion, t.SealedRequest); err == nil && t.SealedRequest != nil {
 		var body struct {
 			Messages json.RawMessage `json:"messages"`
 		}
@@ -231,7 +232,7 @@ func (s *Sink) contentEvents(t *tracing.Trace) []sdktrace.Event {
 			attrs = append(attrs, attribute.String("gen_ai.input.messages", string(body.Messages)))
 		}
 	}
-	if resp, err := s.cfg.Open(t.TenantID, t.ID, t.KeyVersion, t.SealedResponse); err == nil && t.SealedResponse != nil {
+	if resp, err := s.cfg.Open(t.TenantID, tracing.BodyRecordID(t.ID, tracing.BodyResponse), t.KeyVersion, t.SealedResponse); err == nil && t.SealedResponse != nil {
 		attrs = append(attrs, attribute.String("gen_ai.output.messages", string(resp)))
 	}
 	if len(attrs) == 0 {
