@@ -55,7 +55,7 @@ type metrics struct {
 	sinkLatency    *prometheus.HistogramVec
 	sinkBatch      *prometheus.HistogramVec
 
-	mu     sync.RWMutex
+	mu          sync.RWMutex
 	series      map[seriesKey]*series
 	models      map[[2]string]bool // (provider, model) label pairs in use
 	perProvider map[string]int     // distinct model labels per provider
@@ -65,10 +65,10 @@ type seriesKey struct{ route, provider, model, tenant string }
 
 // series holds the resolved children of one (route, provider, model, tenant).
 type series struct {
-	requests [6]prometheus.Counter // by status class: 1xx … 5xx, [0] for anything else
-	overhead prometheus.Observer
-	ttfb     prometheus.Observer
-	upstream prometheus.Observer
+	requests                              [6]prometheus.Counter // by status class: 1xx … 5xx, [0] for anything else
+	overhead                              prometheus.Observer
+	ttfb                                  prometheus.Observer
+	upstream                              prometheus.Observer
 	prompt, completion, cached, reasoning prometheus.Counter
 	cost                                  prometheus.Counter
 }
@@ -114,7 +114,7 @@ func newMetrics(reg prometheus.Registerer, tenantLabel bool, stats func() tracin
 		sinkLatency: latencyHistogram("trace_sink_write_seconds", "Duration of each trace sink WriteBatch call, by sink and result.", "sink", "result"),
 		sinkBatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "loom", Name: "trace_sink_batch_size",
 			Help: "Traces per WriteBatch call, by sink.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}, []string{"sink"}),
-		series: map[seriesKey]*series{},
+		series:      map[seriesKey]*series{},
 		models:      map[[2]string]bool{},
 		perProvider: map[string]int{},
 	}

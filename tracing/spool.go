@@ -61,6 +61,7 @@ const (
 	flagResponseTruncated
 	flagCost
 	flagFieldsCut
+	flagW3C // the W3C trace context fields follow the bodies
 )
 
 // appendTrace appends the version-1 encoding of t, tagged with its spool sequence number, to
@@ -86,6 +87,10 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	if t.FieldsCut {
 		flags |= flagFieldsCut
 	}
+	w3c := [...]string{t.W3CTraceID, t.W3CSpanID, t.W3CParentSpanID, t.W3CTraceState}
+	if w3c != [4]string{} {
+		flags |= flagW3C
+	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, t.CreatedAt.Unix())
 	b = binary.AppendUvarint(b, uint64(t.CreatedAt.Nanosecond()))
@@ -104,9 +109,11 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	b = appendBytes(b, t.SealedRequest)
 	b = appendBytes(b, t.SealedResponse)
-	for _, s := range [...]string{t.W3CTraceID, t.W3CSpanID, t.W3CParentSpanID, t.W3CTraceState} {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
+	if flags&flagW3C != 0 {
+		for _, s := range w3c {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
 	}
 	return b
 }
@@ -164,7 +171,7 @@ func decodeTrace(p []byte) (*Trace, error) {
 	}
 	t.SealedRequest = d.bytes()
 	t.SealedResponse = d.bytes()
-	if len(d.b) > 0 { // added after the first release: older records end here
+	if flags&flagW3C != 0 {
 		t.W3CTraceID = d.string()
 		t.W3CSpanID = d.string()
 		t.W3CParentSpanID = d.string()

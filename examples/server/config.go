@@ -19,6 +19,9 @@ type config struct {
 	StrictTraces    bool
 	ShutdownTimeout time.Duration
 	PprofAddr       string
+	// OTLPProtocol is the OTLP protocol traces are exported over ("grpc" or
+	// "http/protobuf"), or "" when no OTEL_EXPORTER_OTLP_*ENDPOINT is set.
+	OTLPProtocol string
 	// Proxied is set when HTTPS_PROXY or HTTP_PROXY is: upstream calls then go through the
 	// standard transport, which honours them.
 	Proxied bool
@@ -52,6 +55,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, err
 	}
 	c.PprofAddr = getenv("LOOM_PPROF_ADDR")
+	c.OTLPProtocol = otlpProtocol(getenv)
 	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
 		c.Proxied = c.Proxied || getenv(k) != ""
 	}

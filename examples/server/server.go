@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/loom-gateway/loom"
 	"github.com/loom-gateway/loom/analytics"
@@ -97,12 +98,20 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
 		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_API_KEY): serving the built-in mock provider as model \"mock-1\"")
 	}
-	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, Analytics: reads}
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, Analytics: reads, Metrics: metricsRegistry()}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
 			Sinks:    []tracing.Sink{sink},
 			SpoolDir: filepath.Join(cfg.DataDir, "spool"),
 			Strict:   cfg.StrictTraces,
+		}
+		if cfg.OTLPProtocol != "" {
+			otel, err := otlpSink(ctx, cfg.OTLPProtocol, cfg)
+			if err != nil {
+				return nil, err
+			}
+			gcfg.Tracing.Sinks = append(gcfg.Tracing.Sinks, otel)
+			gcfg.Propagator = propagation.TraceContext{}
 		}
 	}
 	gw, err := loom.New(gcfg)
@@ -130,7 +139,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		}
 		io.WriteString(w, "ready\n")
 	})
-	mux.HandleFunc("GET /metrics", metrics(gw))
+	mux.Handle("GET /metrics", gw.Metrics())
 	mux.Handle("/", gw)
 
 	if cfg.PprofAddr != "" {

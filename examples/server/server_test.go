@@ -143,7 +143,8 @@ func TestQuickstart(t *testing.T) {
 			break
 		}
 	}
-	for _, want := range []string{"\nloom_traces_recorded_total 2\n", "\nloom_traces_written_total 2\n", "\nloom_traces_lost_total{reason=\"queue_full\"} 0\n"} {
+	for _, want := range []string{"\nloom_traces_recorded_total 2\n", "\nloom_traces_written_total 2\n", "\nloom_traces_lost_total{reason=\"queue_full\"} 0\n",
+		"\n# TYPE go_goroutines gauge\n", "\n# TYPE process_resident_memory_bytes gauge\n", "\n# TYPE loom_overhead_seconds histogram\n"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
 		}
