@@ -144,7 +144,7 @@ type gateway struct {
 	upstream chan http.Header
 }
 
-func newGateway(t *testing.T, exp sdktrace.SpanExporter) *gateway {
+func newGateway(t *testing.T, exp sdktrace.SpanExporter, modify ...func(*otelsink.Config, *loomcrypto.Keyring)) *gateway {
 	t.Helper()
 	ctx := context.Background()
 	g := &gateway{upstream: make(chan http.Header, 16)}
@@ -168,7 +168,11 @@ func newGateway(t *testing.T, exp sdktrace.SpanExporter) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink, err := otelsink.New(otelsink.Config{Exporter: exp, ServerAddresses: map[string]string{"openai": "api.openai.com"}})
+	scfg := otelsink.Config{Exporter: exp, ServerAddresses: map[string]string{"openai": "api.openai.com"}}
+	for _, m := range modify {
+		m(&scfg, keyring)
+	}
+	sink, err := otelsink.New(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,6 +336,28 @@ func TestSpansOverOTLP(t *testing.T) {
 				t.Errorf("span has events without content capture: %v", sp.GetEvents())
 			}
 		})
+	}
+}
+
+// TestContentCapture: with content capture on, the messages and the answer are exported on
+// the conventions' details event, opened from the sealed bodies.
+func TestContentCapture(t *testing.T) {
+	r := &receiver{}
+	g := newGateway(t, httpReceiver(t, r), func(c *otelsink.Config, k *loomcrypto.Keyring) {
+		c.CaptureContent, c.Open = true, k.Open
+	})
+	g.chat(t)
+	<-g.upstream
+	wait(t, "the span", func() bool { return len(r.got()) >= 1 })
+	ev := r.got()[0].GetEvents()
+	if len(ev) != 1 || ev[0].GetName() != "gen_ai.client.inference.operation.details" {
+		t.Fatalf("events %v", ev)
+	}
+	a := attrs(ev[0].GetAttributes())
+	in, _ := a["gen_ai.input.messages"].(string)
+	out, _ := a["gen_ai.output.messages"].(string)
+	if !strings.Contains(in, prompt) || !strings.HasPrefix(in, "[") || !strings.Contains(out, answerText) {
+		t.Errorf("input %q, output %q: want the prompt's messages and the answer", in, out)
 	}
 }
 
