@@ -61,7 +61,8 @@ const (
 	flagResponseTruncated
 	flagCost
 	flagFieldsCut
-	flagW3C // the W3C trace context fields follow the bodies
+	flagW3C     // the W3C trace context fields follow the bodies (after UpstreamRetries, if any)
+	flagRetries // UpstreamRetries follows the bodies
 )
 
 // appendTrace appends the version-1 encoding of t, tagged with its spool sequence number, to
@@ -87,6 +88,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	if t.FieldsCut {
 		flags |= flagFieldsCut
 	}
+	if t.UpstreamRetries != 0 {
+		flags |= flagRetries
+	}
 	w3c := [...]string{t.W3CTraceID, t.W3CSpanID, t.W3CParentSpanID, t.W3CTraceState}
 	if w3c != [4]string{} {
 		flags |= flagW3C
@@ -109,6 +113,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	b = appendBytes(b, t.SealedRequest)
 	b = appendBytes(b, t.SealedResponse)
+	if flags&flagRetries != 0 {
+		b = binary.AppendVarint(b, int64(t.UpstreamRetries))
+	}
 	if flags&flagW3C != 0 {
 		for _, s := range w3c {
 			b = binary.AppendUvarint(b, uint64(len(s)))
@@ -171,6 +178,11 @@ func decodeTrace(p []byte) (*Trace, error) {
 	}
 	t.SealedRequest = d.bytes()
 	t.SealedResponse = d.bytes()
+	// Optional fields are flagged, so that a record cut short never decodes as one
+	// without them.
+	if flags&flagRetries != 0 {
+		t.UpstreamRetries = int(d.varint())
+	}
 	if flags&flagW3C != 0 {
 		t.W3CTraceID = d.string()
 		t.W3CSpanID = d.string()
