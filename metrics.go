@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -86,12 +87,12 @@ func latencyHistogram(name, help string, labels ...string) *prometheus.Histogram
 // newMetrics creates the collectors and registers them, with the trace pipeline's
 // counters read from stats at each scrape, into reg.
 func newMetrics(reg prometheus.Registerer, tenantLabel bool, stats func() tracing.Stats) (*metrics, error) {
-	reqLabels := []string{"route", "provider", "model", "status_class"}
+	// Label order: route, provider, model, [tenant], then the metric's own.
 	pmLabels := []string{"provider", "model"}
 	if tenantLabel {
-		reqLabels = append(reqLabels, "tenant")
 		pmLabels = append(pmLabels, "tenant")
 	}
+	reqLabels := slices.Concat([]string{"route"}, pmLabels, []string{"status_class"})
 	m := &metrics{
 		tenantLabel: tenantLabel,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "loom", Name: "requests_total",
@@ -105,7 +106,7 @@ func newMetrics(reg prometheus.Registerer, tenantLabel bool, stats func() tracin
 		upstream: latencyHistogram("upstream_latency_seconds", "The upstream's time: request sent to its last byte.", pmLabels...),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "loom", Name: "tokens_total",
 			Help: "Tokens by provider, model and type (prompt, completion, cached, reasoning); cached and reasoning are subsets."},
-			append(pmLabels, "type")),
+			slices.Concat(pmLabels, []string{"type"})),
 		cost: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "loom", Name: "cost_usd_total",
 			Help: "Cost of the priced requests in US dollars, by provider and model."}, pmLabels),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "loom", Name: "upstream_errors_total",
@@ -157,26 +158,26 @@ func (m *metrics) get(route, prov, model, tenant string) *series {
 			m.perProvider[prov]++
 		}
 	}
-	pm := []string{k.provider, k.model}
-	if m.tenantLabel {
-		pm = append(pm, k.tenant)
-	}
-	s = &series{
-		overhead:   m.overhead.WithLabelValues(pm...),
-		ttfb:       m.ttfb.WithLabelValues(pm...),
-		upstream:   m.upstream.WithLabelValues(pm...),
-		prompt:     m.tokens.WithLabelValues(append(pm, "prompt")...),
-		completion: m.tokens.WithLabelValues(append(pm, "completion")...),
-		cached:     m.tokens.WithLabelValues(append(pm, "cached")...),
-		reasoning:  m.tokens.WithLabelValues(append(pm, "reasoning")...),
-		cost:       m.cost.WithLabelValues(pm...),
-	}
-	for i, c := range [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"} {
-		l := []string{k.route, k.provider, k.model, c}
+	// labels returns fresh label values (a Vec may keep the slice it is given).
+	labels := func(first []string, last ...string) []string {
+		l := append(slices.Clone(first), k.provider, k.model)
 		if m.tenantLabel {
 			l = append(l, k.tenant)
 		}
-		s.requests[i] = m.requests.WithLabelValues(l...)
+		return append(l, last...)
+	}
+	s = &series{
+		overhead:   m.overhead.WithLabelValues(labels(nil)...),
+		ttfb:       m.ttfb.WithLabelValues(labels(nil)...),
+		upstream:   m.upstream.WithLabelValues(labels(nil)...),
+		prompt:     m.tokens.WithLabelValues(labels(nil, "prompt")...),
+		completion: m.tokens.WithLabelValues(labels(nil, "completion")...),
+		cached:     m.tokens.WithLabelValues(labels(nil, "cached")...),
+		reasoning:  m.tokens.WithLabelValues(labels(nil, "reasoning")...),
+		cost:       m.cost.WithLabelValues(labels(nil)...),
+	}
+	for i, c := range [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"} {
+		s.requests[i] = m.requests.WithLabelValues(labels([]string{k.route}, c)...)
 	}
 	m.series[k] = s
 	return s
