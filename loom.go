@@ -64,7 +64,7 @@ type Config struct {
 	AuthCacheTTL  time.Duration
 
 	// KeyUsageInterval is how often the API keys' last-used times are written to the
-	// Store, when it can (a TouchKeys method, as both built-in stores have), batched off
+	// Store, when it is a tenancy.KeyToucher (both built-in stores are), batched off
 	// the request path; they are written at Shutdown too. If zero, 30 seconds; if
 	// negative, never.
 	KeyUsageInterval time.Duration
@@ -103,11 +103,6 @@ type Gateway struct {
 	touch     func(ctx context.Context, at time.Time, keyIDs ...string) error
 	stopUsage chan struct{}
 	usageDone chan struct{}
-}
-
-// keyToucher is a Store that records when keys were last used.
-type keyToucher interface {
-	TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error
 }
 
 // New returns a Gateway for cfg.
@@ -183,7 +178,7 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.traces = p
 	}
-	if kt, ok := cfg.Store.(keyToucher); ok && cfg.KeyUsageInterval > 0 {
+	if kt, ok := cfg.Store.(tenancy.KeyToucher); ok && cfg.KeyUsageInterval > 0 {
 		g.touch = kt.TouchKeys
 		g.stopUsage, g.usageDone = make(chan struct{}), make(chan struct{})
 		go g.flushUsageLoop(cfg.KeyUsageInterval)

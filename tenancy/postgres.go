@@ -16,7 +16,10 @@ type PostgresStore struct {
 	pool *pgxpool.Pool
 }
 
-var _ Store = (*PostgresStore)(nil)
+var (
+	_ Store      = (*PostgresStore)(nil)
+	_ KeyToucher = (*PostgresStore)(nil)
+)
 
 // NewPostgresStore returns a Store over pool, to whose database the caller has applied
 // migrations.Up(ctx, stdlib.OpenDBFromPool(pool), migrations.Postgres). The caller keeps
@@ -169,8 +172,7 @@ func (s *PostgresStore) LookupKey(ctx context.Context, hash [32]byte) (APIKey, T
 }
 
 // TouchKeys records that the keys were used at the given time; a later time already
-// recorded is kept. It is not part of Store: last-used times are bookkeeping the gateway
-// may batch, never something authentication waits on.
+// recorded is kept (see KeyToucher).
 func (s *PostgresStore) TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error {
 	if len(keyIDs) == 0 {
 		return nil

@@ -17,7 +17,10 @@ type SQLiteStore struct {
 	db *sqlx.DB
 }
 
-var _ Store = (*SQLiteStore)(nil)
+var (
+	_ Store      = (*SQLiteStore)(nil)
+	_ KeyToucher = (*SQLiteStore)(nil)
+)
 
 // NewSQLiteStore returns a Store over db, an SQLite database (see internal/sqlitedb.Open)
 // with foreign keys on, to which the caller has applied migrations.Up(ctx, db,
@@ -207,8 +210,7 @@ func (s *SQLiteStore) LookupKey(ctx context.Context, hash [32]byte) (APIKey, Ten
 }
 
 // TouchKeys records that the keys were used at the given time; a later time already
-// recorded is kept. It is not part of Store: last-used times are bookkeeping the gateway
-// may batch, never something authentication waits on.
+// recorded is kept (see KeyToucher).
 func (s *SQLiteStore) TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error {
 	if len(keyIDs) == 0 {
 		return nil
