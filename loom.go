@@ -292,35 +292,58 @@ func (g *Gateway) SetTenantProvider(ctx context.Context, c tenancy.ProviderConfi
 	return nil
 }
 
-// Shutdown waits for in-flight requests to finish (or ctx to end), then flushes every
-// trace to the sinks and stops the gateway's goroutines. It does not close the Store.
-// Calling it again returns the first call's result.
+// Shutdown waits for in-flight requests to finish, then flushes every trace to the sinks
+// (through the spool, if there is one), writes the keys' last-used times and stops the
+// gateway's goroutines. It does not close the Store. Calling it again returns the first
+// call's result.
+//
+// ctx's deadline is split so the traces always get their share: in-flight requests are
+// waited for during at most half the time left when Shutdown is called (RequestShare);
+// the trace pipeline then has the rest, all of it if the requests finish sooner, and the
+// last-used times whatever the pipeline leaves. Requests still running after their share
+// are not waited for (Shutdown says so in its error), and their traces are lost
+// (Stats.LostClosed).
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.shutdownOnce.Do(func() {
 		g.mu.Lock()
 		g.closed = true
 		g.mu.Unlock()
+		reqCtx, cancel := RequestShare(ctx)
+		defer cancel()
 		done := make(chan struct{})
 		go func() { g.inflight.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-ctx.Done():
-			g.shutdownErr = fmt.Errorf("loom: shutdown: requests still in flight: %w", ctx.Err())
+		case <-reqCtx.Done():
+			g.shutdownErr = fmt.Errorf("loom: shutdown: requests still in flight: %w", reqCtx.Err())
 		}
 		close(g.stop)
 		g.loops.Wait()
-		if g.touch != nil {
-			if err := g.auth.FlushUsage(ctx, g.touch); err != nil {
-				g.shutdownErr = errors.Join(g.shutdownErr, fmt.Errorf("loom: shutdown: %w", err))
-			}
-		}
 		if g.traces != nil {
 			if err := g.traces.Shutdown(ctx); err != nil {
 				g.shutdownErr = errors.Join(g.shutdownErr, fmt.Errorf("loom: shutdown: %w", err))
 			}
 		}
+		if g.touch != nil {
+			if err := g.auth.FlushUsage(ctx, g.touch); err != nil {
+				g.shutdownErr = errors.Join(g.shutdownErr, fmt.Errorf("loom: shutdown: %w", err))
+			}
+		}
 	})
 	return g.shutdownErr
+}
+
+// RequestShare returns the part of a shutdown's ctx that waiting for requests may use: a
+// context ending at half the time left until ctx's deadline (or with ctx, if it has
+// none), so what comes after (flushing traces) keeps the other half. A server that drains
+// its connections before calling Shutdown (http.Server.Shutdown) should drain them with
+// it too, and hand Shutdown the whole ctx.
+func RequestShare(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Until(d)/2)
 }
 
 // every runs job every interval, in a goroutine that ends at Shutdown.

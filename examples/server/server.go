@@ -180,7 +180,10 @@ func (s *Server) Close(ctx context.Context) error {
 
 func (s *Server) close(ctx context.Context) error {
 	s.ready.Store(false)
-	err := s.http.Shutdown(ctx)
+	// Streams may take half the time; the trace pipeline keeps the rest.
+	reqCtx, cancel := loom.RequestShare(ctx)
+	defer cancel()
+	err := s.http.Shutdown(reqCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.http.Close() // streams still open past the bound are cut
 	}
