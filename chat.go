@@ -113,6 +113,9 @@ func (x *exchange) serve() {
 	g, r, t := x.g, x.r, x.t
 	body, err := readAll(r.Body, r.ContentLength, g.cfg.MaxBodyBytes)
 	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			x.discardBody()
+		}
 		x.fail(err)
 		return
 	}
@@ -314,6 +317,26 @@ func (x *exchange) finish() {
 		return
 	}
 	t.OverheadUS = (x.sent.Sub(x.start) + end.Sub(x.last)).Microseconds()
+}
+
+// discardBody reads and drops the rest of a body over MaxBodyBytes, up to another
+// MaxBodyBytes (a body of up to twice the limit is read to its end), so a client that
+// sends its whole body before it reads the answer (curl without Expect, Python's
+// requests) gets the 413 instead of a connection reset. A longer body is not read further:
+// the connection is closed after the 413, and such a client may still see a reset.
+func (x *exchange) discardBody() {
+	limit := x.g.cfg.MaxBodyBytes
+	left := limit // no length declared: readAll stopped one byte past the limit
+	if n := x.r.ContentLength; n > 0 {
+		left = n // declared too long: readAll read none of it
+	}
+	if left > 2*limit {
+		x.w.Header().Set("Connection", "close")
+		return
+	}
+	if _, err := io.CopyN(io.Discard, x.r.Body, left+1); err != io.EOF {
+		x.w.Header().Set("Connection", "close") // more is left, or reading failed
+	}
 }
 
 // readAll reads r to its end. n is its length when known (-1 otherwise), so the buffer is
