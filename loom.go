@@ -365,9 +365,10 @@ func (g *Gateway) every(interval time.Duration, job func()) {
 }
 
 // refreshSnapshot reads the key set and every tenant's provider configurations, bounded
-// by KeySetRefresh; a failure keeps the previous ones.
+// by KeySetRefresh or 30s, whichever is shorter (New waits for the first read); a failure
+// keeps the previous ones.
 func (g *Gateway) refreshSnapshot() {
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.KeySetRefresh)
+	ctx, cancel := context.WithTimeout(context.Background(), min(g.cfg.KeySetRefresh, 30*time.Second))
 	defer cancel()
 	if err := g.auth.RefreshKeySet(ctx, g.snapshot); err != nil {
 		g.log.Warn("key set not refreshed; keeping the previous one", "err", err)
