@@ -84,9 +84,9 @@ func latencyHistogram(name, help string, labels ...string) *prometheus.Histogram
 	}, labels)
 }
 
-// newMetrics creates the collectors and registers them, with the trace pipeline's
-// counters read from stats at each scrape, into reg.
-func newMetrics(reg prometheus.Registerer, tenantLabel bool, stats func() tracing.Stats) (*metrics, error) {
+// newMetrics creates the collectors and registers them into reg, with the trace
+// pipeline's and the Store's counters read from stats and store at each scrape.
+func newMetrics(reg prometheus.Registerer, tenantLabel bool, stats func() tracing.Stats, store func() StoreStats) (*metrics, error) {
 	// Label order: route, provider, model, [tenant], then the metric's own.
 	pmLabels := []string{"provider", "model"}
 	if tenantLabel {
@@ -120,7 +120,7 @@ func newMetrics(reg prometheus.Registerer, tenantLabel bool, stats func() tracin
 		perProvider: map[string]int{},
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.inflight, m.streams, m.overhead, m.ttfb, m.upstream,
-		m.tokens, m.cost, m.upstreamErrors, m.sinkLatency, m.sinkBatch, pipelineCollector{stats}} {
+		m.tokens, m.cost, m.upstreamErrors, m.sinkLatency, m.sinkBatch, pipelineCollector{stats}, storeCollector{store}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -330,6 +330,38 @@ func (c pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		counter(descLost, l.n, l.reason)
 	}
+}
+
+// storeCollector exposes how the gateway fares with its Store, read at each scrape.
+type storeCollector struct{ stats func() StoreStats }
+
+var (
+	descAuthHits    = prometheus.NewDesc("loom_auth_cache_hits_total", "API keys answered from the auth cache.", nil, nil)
+	descAuthMisses  = prometheus.NewDesc("loom_auth_cache_misses_total", "API keys looked up in the store.", nil, nil)
+	descAuthErrors  = prometheus.NewDesc("loom_auth_store_errors_total", "Key lookups in the store that failed.", nil, nil)
+	descAuthStale   = prometheus.NewDesc("loom_auth_served_stale_total", "Requests whose API key was answered past the cache TTL because the store failed (degraded auth).", nil, nil)
+	descRoutesStale = prometheus.NewDesc("loom_routes_served_stale_total", "Requests whose tenant provider configurations were used past the cache TTL because the store failed.", nil, nil)
+	descKeySetKeys  = prometheus.NewDesc("loom_auth_key_set_keys", "Keys held for a store outage (0: key set off).", nil, nil)
+)
+
+func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descAuthHits, descAuthMisses, descAuthErrors, descAuthStale, descRoutesStale, descKeySetKeys} {
+		ch <- d
+	}
+}
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	for _, v := range []struct {
+		d *prometheus.Desc
+		n int64
+	}{
+		{descAuthHits, st.AuthCacheHits}, {descAuthMisses, st.AuthCacheMisses}, {descAuthErrors, st.AuthStoreErrors},
+		{descAuthStale, st.AuthServedStale}, {descRoutesStale, st.RoutesServedStale},
+	} {
+		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.n))
+	}
+	ch <- prometheus.MustNewConstMetric(descKeySetKeys, prometheus.GaugeValue, float64(st.KeySetKeys))
 }
 
 // Metrics serves the gateway's metrics in the Prometheus exposition format: the registry

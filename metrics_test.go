@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/loom-gateway/loom"
 	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/tenancy"
 )
 
 // scrape fetches h's metrics in the protobuf format (which carries native histograms)
@@ -178,6 +180,12 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 		{"cost", counter("loom_cost_usd_total", pm) * 1e6, float64(cost)},
 		{"upstream status errors", counter("loom_upstream_errors_total", map[string]string{"provider": "bad", "kind": "upstream_status"}), 1},
 		{"unreachable errors", counter("loom_upstream_errors_total", map[string]string{"provider": "down", "kind": "unreachable"}), 1},
+		// Eight requests with a key: the first with the tenant's and the one with a wrong
+		// key are looked up, the six after the first are answered from the cache.
+		{"auth cache misses", counter("loom_auth_cache_misses_total", nil), 2},
+		{"auth cache hits", counter("loom_auth_cache_hits_total", nil), 6},
+		{"auth store errors", counter("loom_auth_store_errors_total", nil), 0},
+		{"auth served stale", counter("loom_auth_served_stale_total", nil), 0},
 		{"traces recorded", counter("loom_traces_recorded_total", nil), float64(len(traces))},
 		{"traces written", counter("loom_traces_written_total", nil), float64(len(traces))},
 		{"traces pending", gauge("loom_traces_pending", nil), 0},
@@ -277,5 +285,35 @@ func chatParams(model string) openai.ChatCompletionNewParams {
 	return openai.ChatCompletionNewParams{
 		Model:    model,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is 4200 + 42?")},
+	}
+}
+
+// downStore is a Store whose key lookups fail while down is set.
+type downStore struct {
+	tenancy.Store
+	down atomic.Bool
+}
+
+func (s *downStore) LookupKey(ctx context.Context, hash [32]byte) (tenancy.APIKey, tenancy.Tenant, error) {
+	if s.down.Load() {
+		return tenancy.APIKey{}, tenancy.Tenant{}, errors.New("store down")
+	}
+	return s.Store.LookupKey(ctx, hash)
+}
+
+func TestMetricsAuthStoreErrors(t *testing.T) {
+	var ds *downStore
+	e := newEnv(t, nil, func(c *loom.Config) { ds = &downStore{Store: c.Store}; c.Store = ds })
+	ds.down.Store(true)
+	resp := e.post(t, "loom_"+strings.Repeat("x", 40), `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode < 500 {
+		t.Fatalf("status %d with the store down", resp.StatusCode)
+	}
+	fams := scrape(t, e.gw.Metrics())
+	for name, want := range map[string]float64{"loom_auth_store_errors_total": 1, "loom_auth_cache_misses_total": 1, "loom_auth_cache_hits_total": 0} {
+		if got := sample(t, fams, name, dto.MetricType_COUNTER, nil).GetCounter().GetValue(); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
 	}
 }

@@ -61,8 +61,8 @@ const (
 	flagResponseTruncated
 	flagCost
 	flagFieldsCut
-	flagW3C     // the W3C trace context fields follow the bodies (after UpstreamRetries, if any)
-	flagRetries // UpstreamRetries follows the bodies
+	flagRetries // an upstream_retries varint follows the bodies
+	flagW3C     // the W3C trace context fields follow (after upstream_retries, if any)
 )
 
 // appendTrace appends the version-1 encoding of t, tagged with its spool sequence number, to
@@ -113,7 +113,7 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	b = appendBytes(b, t.SealedRequest)
 	b = appendBytes(b, t.SealedResponse)
-	if flags&flagRetries != 0 {
+	if t.UpstreamRetries != 0 {
 		b = binary.AppendVarint(b, int64(t.UpstreamRetries))
 	}
 	if flags&flagW3C != 0 {
@@ -178,8 +178,6 @@ func decodeTrace(p []byte) (*Trace, error) {
 	}
 	t.SealedRequest = d.bytes()
 	t.SealedResponse = d.bytes()
-	// Optional fields are flagged, so that a record cut short never decodes as one
-	// without them.
 	if flags&flagRetries != 0 {
 		t.UpstreamRetries = int(d.varint())
 	}
