@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -135,6 +137,7 @@ func (m *metrics) get(route, prov, model, tenant string) *series {
 	if !m.tenantLabel {
 		tenant = ""
 	}
+	model = labelSafe(model)
 	k := seriesKey{route, prov, model, tenant}
 	m.mu.RLock()
 	s := m.series[k]
@@ -181,6 +184,26 @@ func (m *metrics) get(route, prov, model, tenant string) *series {
 	}
 	m.series[k] = s
 	return s
+}
+
+// maxLabelBytes bounds a model label value, as tracing.MaxModelBytes bounds the trace's.
+const maxLabelBytes = 256
+
+// labelSafe returns model as a valid label value: Prometheus refuses invalid UTF-8 (a
+// client may send any bytes as the model), and a huge value would bloat every scrape.
+func labelSafe(model string) string {
+	if len(model) <= maxLabelBytes && utf8.ValidString(model) {
+		return model
+	}
+	model = strings.ToValidUTF8(model, "\uFFFD")
+	if len(model) > maxLabelBytes {
+		i := maxLabelBytes
+		for i > 0 && !utf8.RuneStart(model[i]) {
+			i--
+		}
+		model = model[:i]
+	}
+	return model
 }
 
 func statusClass(status int) int {

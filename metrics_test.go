@@ -317,3 +317,30 @@ func TestMetricsAuthStoreErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsHostileModel: whatever bytes a client sends as the model, the request is
+// counted under a valid label and /metrics still parses.
+func TestMetricsHostileModel(t *testing.T) {
+	ok := newFakeUpstream(t, http.StatusOK, fixture(t, "openai_chat_cached_tokens.json"))
+	e := newEnv(t, []loom.Route{{Name: "any", Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: ok.URL + "/v1", APIKey: "k"})}})
+	tests := []struct{ name, model, want string }{
+		{"invalid UTF-8", "any/gpt\xff\xfe", "any/gpt\uFFFD"},
+		{"NUL", `any/a\u0000b`, "any/a\x00b"},
+		{"HTML", `any/<script>alert(1)</script>`, "any/<script>alert(1)</script>"},
+		{"huge", "any/" + strings.Repeat("é", 400), "any/" + strings.Repeat("é", 126)},
+	}
+	for _, tt := range tests {
+		resp := e.post(t, e.key, `{"model":"`+tt.model+`","messages":[{"role":"user","content":"hi"}]}`)
+		io.Copy(io.Discard, resp.Body)
+	}
+	fams := scrape(t, e.gw.Metrics())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := sample(t, fams, "loom_requests_total", dto.MetricType_COUNTER, map[string]string{
+				"route": "chat_completions", "provider": "any", "model": tt.want, "status_class": "2xx"})
+			if got := m.GetCounter().GetValue(); got != 1 {
+				t.Errorf("count = %v, want 1", got)
+			}
+		})
+	}
+}
