@@ -108,7 +108,7 @@ func countTraces(t *testing.T, db *sql.DB) (n, distinct int) {
 	return n, distinct
 }
 
-func testKeyring(t *testing.T, current int, versions ...int) *loomcrypto.Keyring {
+func testKeyring(t testing.TB, current int, versions ...int) *loomcrypto.Keyring {
 	t.Helper()
 	masters := map[int][]byte{}
 	for _, v := range versions {
