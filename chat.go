@@ -33,6 +33,8 @@ type exchange struct {
 	start time.Time
 	sent  time.Time // the upstream request was handed to the provider
 	last  time.Time // the upstream's last byte arrived
+	// adapterUsage is the usage in full as a translating adapter read it (provider.Response.Usage).
+	adapterUsage *provider.Usage
 }
 
 func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
@@ -120,6 +122,7 @@ func (x *exchange) serve() {
 		return
 	}
 	defer resp.Body.Close()
+	x.adapterUsage = resp.Usage
 	h := x.w.Header()
 	for _, k := range passedUpstreamHeaders {
 		if v := resp.Header.Get(k); v != "" {
@@ -171,7 +174,7 @@ func (x *exchange) relayJSON(ctx context.Context, resp *provider.Response) {
 		return
 	}
 	c := provider.ReadCompletion(body)
-	x.setUsage(c.Usage, string(c.Model), 0)
+	x.setUsage(c.Usage, string(c.Model))
 	h := x.w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -201,7 +204,7 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 		x.t.TTFBUS = res.FirstEvent.Sub(x.start).Microseconds()
 	}
 	x.t.ResponseBody, x.t.ResponseTruncated = res.Captured, res.Truncated
-	x.setUsage(res.Usage, res.Model, res.Chunks)
+	x.setUsage(res.Usage, res.Model)
 	switch {
 	case res.WriteErr != nil || (res.ReadErr != nil && x.r.Context().Err() != nil):
 		x.t.ClientAborted = true
@@ -220,24 +223,20 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 	x.finish()
 }
 
-// setUsage notes the usage the upstream reported or, when it reported none, an estimate:
-// about four bytes of request per prompt token and one token per content chunk.
-func (x *exchange) setUsage(u *provider.Usage, served string, chunks int) {
+// setUsage notes the usage the upstream reported (in full, where a translating adapter
+// read more than the OpenAI format carries) or, when it reported none, marks the usage
+// for estimation: the tokens are counted off the request path (see estimateUsage).
+func (x *exchange) setUsage(u *provider.Usage, served string) {
 	t := x.t
 	t.ServedModel = served
-	switch {
-	case u != nil:
-		t.PromptTokens, t.CompletionTokens = u.PromptTokens, u.CompletionTokens
-		t.CachedTokens = u.PromptTokensDetails.CachedTokens
-		t.ReasoningTokens = u.CompletionTokensDetails.ReasoningTokens
-		t.UsageSource = tracing.UsageReported
-	case chunks > 0:
-		t.PromptTokens = int64(len(t.RequestBody) / 4)
-		t.CompletionTokens = int64(chunks)
+	if u == nil {
 		t.UsageSource = tracing.UsageEstimated
-	default:
-		t.UsageSource = tracing.UsageMissing
+		return
 	}
+	if x.adapterUsage != nil {
+		u = x.adapterUsage
+	}
+	setReportedUsage(t, u)
 }
 
 func (x *exchange) capture(b []byte) {

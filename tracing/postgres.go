@@ -79,6 +79,8 @@ var traceTableColumns = []string{
 	"prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "usage_source",
 	"cost_micro_usd", "price_version", "latency_us", "ttfb_us", "overhead_us",
 	"response_truncated", "request_sealed", "response_sealed", "key_version",
+	"usage_method", "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_prompt_tokens",
+	"audio_completion_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier",
 }
 
 const (
@@ -334,6 +336,14 @@ func (c *pgCopySource) Values() ([]any, error) {
 	v[23] = sealedColumn(t.SealedRequest)
 	v[24] = sealedColumn(t.SealedResponse)
 	v[25] = int32(t.KeyVersion)
+	v[26] = t.UsageMethod
+	v[27] = t.CacheWrite5mTokens
+	v[28] = t.CacheWrite1hTokens
+	v[29] = t.AudioPromptTokens
+	v[30] = t.AudioCompletionTokens
+	v[31] = t.AcceptedPredictionTokens
+	v[32] = t.RejectedPredictionTokens
+	v[33] = t.ServiceTier
 	return v, nil
 }
 

@@ -56,7 +56,9 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 			t.Model, t.ServedModel, t.Provider, t.Stream, t.Status, t.ErrorType, t.ClientAborted,
 			t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, string(t.UsageSource),
 			t.CostMicroUSD, t.PriceVersion, t.LatencyUS, t.TTFBUS, t.OverheadUS,
-			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion)
+			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion,
+			t.UsageMethod, t.CacheWrite5mTokens, t.CacheWrite1hTokens, t.AudioPromptTokens,
+			t.AudioCompletionTokens, t.AcceptedPredictionTokens, t.RejectedPredictionTokens, t.ServiceTier)
 		if err != nil {
 			return fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err)
 		}
