@@ -27,9 +27,9 @@ import (
 
 	"github.com/loom-gateway/loom"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/internal/estimate"
 	"github.com/loom-gateway/loom/internal/pgtest"
 	"github.com/loom-gateway/loom/migrations"
-	"github.com/loom-gateway/loom/internal/estimate"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/sqlitedb"
