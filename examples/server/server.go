@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
@@ -68,11 +69,12 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	var (
 		store tenancy.Store
 		sink  tracing.Sink
+		reads analytics.Store
 	)
 	if cfg.DatabaseURL != "" {
-		store, sink, err = s.openPostgres(ctx, cfg.DatabaseURL)
+		store, sink, reads, err = s.openPostgres(ctx, cfg.DatabaseURL)
 	} else {
-		store, sink, err = s.openSQLite(ctx, filepath.Join(cfg.DataDir, "loom.db"))
+		store, sink, reads, err = s.openSQLite(ctx, filepath.Join(cfg.DataDir, "loom.db"))
 	}
 	if err != nil {
 		return nil, err
@@ -88,7 +90,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
 		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_API_KEY): serving the built-in mock provider as model \"mock-1\"")
 	}
-	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log}
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, Analytics: reads}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
 			Sinks:    []tracing.Sink{sink},
@@ -210,36 +212,36 @@ func (s *Server) closeAll() error {
 	return err
 }
 
-func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tracing.Sink, error) {
+func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
 	db, err := sqlitedb.Open(ctx, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.closers = append(s.closers, db.Close)
 	if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.ping = db.PingContext
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), nil
+	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), analytics.NewSQLiteStore(db), nil
 }
 
-func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, error) {
+func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
-		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return nil, nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	s.closers = append(s.closers, func() error { pool.Close(); return nil })
 	db := stdlib.OpenDBFromPool(pool)
 	s.closers = append(s.closers, db.Close)
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.ping = pool.Ping
-	return tenancy.NewPostgresStore(pool), sink, nil
+	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 
 // openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated
