@@ -26,6 +26,9 @@ type Store interface {
 	// database as fn consumes them (never the whole set in memory). It stops at fn's first
 	// error and returns it.
 	Export(ctx context.Context, tenantID string, f Filter, fn func(*Trace) error) error
+	// Usage calls fn with the reconciliation rows of the traces created in [from, to), by
+	// UTC day, provider, model and API key, in that order.
+	Usage(ctx context.Context, tenantID string, from, to time.Time, fn func(UsageRow) error) error
 }
 
 // Trace is one trace as the API lists it: every field of the audit record but the bodies.

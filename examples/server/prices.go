@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode"
@@ -20,6 +19,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 
 	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/analytics"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/sqlitedb"
@@ -192,18 +192,7 @@ func usdPerM(v *int64) string {
 	if v == nil {
 		return "-"
 	}
-	return microsToUSD(*v)
-}
-
-// microsToUSD formats millionths of a dollar as dollars, exactly: 5848 → "0.005848".
-func microsToUSD(v int64) string {
-	sign := ""
-	if v < 0 {
-		sign, v = "-", -v
-	}
-	s := fmt.Sprintf("%s%d.%06d", sign, v/1_000_000, v%1_000_000)
-	s = strings.TrimRight(s, "0")
-	return strings.TrimSuffix(s, ".")
+	return analytics.MicrosToUSD(*v)
 }
 
 // reportModel is the model a trace is reported under: as the upstream said it served the
@@ -269,57 +258,24 @@ func printable(s string) string {
 	return s
 }
 
-// exportColumns line up with the providers' usage exports: OpenAI's (num_model_requests,
-// input_tokens, input_cached_tokens, input_audio_tokens, output_tokens,
-// output_audio_tokens) and Anthropic's (uncached input, cache writes 5m / 1h, cache reads,
-// output). input_tokens includes every kind of input token; cost_usd is Loom's exact sum
-// of the priced requests' costs, and unpriced_requests those it could not price.
-var exportColumns = []string{
-	"date_utc", "provider", "model", "api_key_id", "num_model_requests",
-	"input_tokens", "input_uncached_tokens", "input_cached_tokens", "input_cache_write_5m_tokens",
-	"input_cache_write_1h_tokens", "input_audio_tokens", "output_tokens", "output_reasoning_tokens",
-	"output_audio_tokens", "cost_usd", "unpriced_requests", "estimated_requests",
-}
-
-// exportUsage writes the CSV reconciliation export of the traces in [from, to).
+// exportUsage writes the CSV reconciliation export of every tenant's traces in [from, to):
+// the columns and rows of the analytics API's /v1/analytics/usage (analytics.UsageColumns).
 func exportUsage(ctx context.Context, db *sql.DB, dialect string, from, to time.Time, w io.Writer) error {
-	day := "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-	if dialect == migrations.SQLite {
-		day = "strftime('%Y-%m-%d', created_at / 1000000, 'unixepoch')"
-	}
 	where, argsOf := window(dialect)
-	q := `SELECT ` + day + ` AS d, provider, ` + reportModel + ` AS m, api_key_id, COUNT(*),
-		SUM(prompt_tokens), SUM(cached_tokens), SUM(cache_write_5m_tokens), SUM(cache_write_1h_tokens),
-		SUM(audio_prompt_tokens), SUM(completion_tokens), SUM(reasoning_tokens), SUM(audio_completion_tokens),
-		COALESCE(SUM(cost_micro_usd), 0),
-		SUM(CASE WHEN cost_micro_usd IS NULL AND usage_source <> 'missing' THEN 1 ELSE 0 END),
-		SUM(CASE WHEN usage_source = 'estimated' THEN 1 ELSE 0 END)
-		FROM traces WHERE ` + where + `
-		GROUP BY d, provider, m, api_key_id ORDER BY d, provider, m, api_key_id`
-	rows, err := db.QueryContext(ctx, q, argsOf(from, to)...)
+	head, tail := analytics.UsageSelect(analytics.UTCDay(dialect == migrations.Postgres))
+	rows, err := db.QueryContext(ctx, head+" WHERE "+where+tail, argsOf(from, to)...)
 	if err != nil {
 		return fmt.Errorf("prices export: %w", err)
 	}
 	defer rows.Close()
 	cw := csv.NewWriter(w)
-	cw.Write(exportColumns)
+	cw.Write(analytics.UsageColumns)
 	for rows.Next() {
-		var date, provider, model, key string
-		var n [12]int64 // requests, prompt, cached, w5, w1, audio in, completion, reasoning, audio out, cost, unpriced, estimated
-		dst := []any{&date, &provider, &model, &key}
-		for i := range n {
-			dst = append(dst, &n[i])
-		}
-		if err := rows.Scan(dst...); err != nil {
+		u, err := analytics.ScanUsage(rows.Scan)
+		if err != nil {
 			return fmt.Errorf("prices export: %w", err)
 		}
-		uncached := n[1] - n[2] - n[3] - n[4]
-		rec := []string{date, csvText(provider), csvText(model), csvText(key)}
-		for _, v := range []int64{n[0], n[1], uncached, n[2], n[3], n[4], n[5], n[6], n[7], n[8]} {
-			rec = append(rec, strconv.FormatInt(v, 10))
-		}
-		rec = append(rec, microsToUSD(n[9]), strconv.FormatInt(n[10], 10), strconv.FormatInt(n[11], 10))
-		cw.Write(rec)
+		cw.Write(u.Record())
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("prices export: %w", err)
@@ -329,16 +285,6 @@ func exportUsage(ctx context.Context, db *sql.DB, dialect string, from, to time.
 		return fmt.Errorf("prices export: %w", err)
 	}
 	return nil
-}
-
-// csvText keeps a stored name from being read as a formula by a spreadsheet (names come
-// from clients and upstreams): one starting with = + - @ or a control character is
-// prefixed with a quote.
-func csvText(s string) string {
-	if s != "" && (strings.ContainsRune("=+-@\t\r", rune(s[0]))) {
-		return "'" + s
-	}
-	return s
 }
 
 // logUnpriced warns at start about each configured model the price table cannot price,
