@@ -294,7 +294,7 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 
 // setUsage notes the usage the upstream reported (in full, where a translating adapter
 // read more than the OpenAI format carries) or, when it reported none, marks the usage
-// for estimation: the tokens are counted off the request path (see estimateUsage).
+// for estimation: the tokens are counted off the request path (see coster.price).
 func (x *exchange) setUsage(u *provider.Usage, served string) {
 	t := x.t
 	t.ServedModel = served

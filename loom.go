@@ -41,7 +41,8 @@ type Config struct {
 
 	// Tracing configures the trace pipeline. If Tracing.Sinks is empty, no traces are
 	// recorded. If Tracing.Sealer is nil, Keyring seals the bodies; if Tracing.Enrich is
-	// nil, the gateway prices each trace with Prices.
+	// nil, the gateway prices each trace with Prices, counting first the tokens of an
+	// answer that reported no usage (a caller's Enrich takes over both).
 	Tracing tracing.PipelineConfig
 	// Keyring seals trace bodies and opens the sealed upstream API keys of tenant
 	// provider configurations. If nil, traces keep no bodies and tenant provider

@@ -76,7 +76,7 @@ func ReadCompletion(b []byte) Completion {
 		}
 		return true
 	})
-	if c.Usage != nil && c.Usage.ServiceTier == "" {
+	if c.Usage != nil {
 		c.Usage.ServiceTier = readTier(tier)
 	}
 	return c
