@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode"
@@ -299,4 +300,22 @@ func logUnpriced(log *slog.Logger, routes []loom.Route, prices *pricing.Table) {
 			}
 		}
 	}
+}
+
+// deploymentModels splits AZURE_OPENAI_DEPLOYMENTS entries of the form "name=model"
+// ("prod-eastus=gpt-4o-2024-08-06") into the deployment names and the aliases that price
+// each deployment as its model; a bare "name" is a deployment without an alias.
+func deploymentModels(entries []string) (names []string, models map[string]string) {
+	for _, e := range entries {
+		name, model, ok := strings.Cut(e, "=")
+		name, model = strings.TrimSpace(name), strings.TrimSpace(model)
+		names = append(names, name)
+		if ok && model != "" {
+			if models == nil {
+				models = map[string]string{}
+			}
+			models[name] = model
+		}
+	}
+	return names, models
 }

@@ -235,3 +235,27 @@ func TestLogUnpriced(t *testing.T) {
 		t.Errorf("warnings (-want +got):\n%s", diff)
 	}
 }
+
+// TestAzureDeploymentModels: AZURE_OPENAI_DEPLOYMENTS "name=model" routes the name and
+// prices it as the model, which the start-up check then finds priced.
+func TestAzureDeploymentModels(t *testing.T) {
+	cfg, err := parseConfig(nil, envOf(map[string]string{"AZURE_OPENAI_DEPLOYMENTS": "prod-eastus=gpt-4o-2024-08-06, plain ,old=gpt-35-turbo"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"prod-eastus", "plain", "old"}, cfg.AzureDeployments); diff != "" {
+		t.Errorf("deployments (-want +got):\n%s", diff)
+	}
+	prices, err := loadPrices("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prices = prices.WithAliases(cfg.AzureDeploymentModels)
+	got := map[string]string{}
+	for _, d := range cfg.AzureDeployments {
+		_, got[d], _ = prices.Lookup("azure/" + d)
+	}
+	if diff := cmp.Diff(map[string]string{"prod-eastus": "gpt-4o", "plain": "", "old": "gpt-3.5-turbo"}, got); diff != "" {
+		t.Errorf("priced as (-want +got):\n%s", diff)
+	}
+}

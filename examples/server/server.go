@@ -83,6 +83,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	if err != nil {
 		return nil, err
 	}
+	prices = prices.WithAliases(cfg.AzureDeploymentModels)
 
 	routes := upstreamRoutes(cfg)
 	logUnpriced(log, routes, prices) // the built-in mock below has no price to miss
