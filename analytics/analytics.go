@@ -59,6 +59,15 @@ type Trace struct {
 	FieldsCut         bool      `json:"fields_cut"`
 	UpstreamRetries   int       `json:"upstream_retries"`
 	KeyVersion        int       `json:"key_version"`
+	// The usage in full (see tracing.Trace).
+	UsageMethod              string `json:"usage_method"`
+	CacheWrite5mTokens       int64  `json:"cache_write_5m_tokens"`
+	CacheWrite1hTokens       int64  `json:"cache_write_1h_tokens"`
+	AudioPromptTokens        int64  `json:"audio_prompt_tokens"`
+	AudioCompletionTokens    int64  `json:"audio_completion_tokens"`
+	AcceptedPredictionTokens int64  `json:"accepted_prediction_tokens"`
+	RejectedPredictionTokens int64  `json:"rejected_prediction_tokens"`
+	ServiceTier              string `json:"service_tier"`
 }
 
 // Sealed is one trace with its bodies as stored: ciphertext, nil when there was no body.

@@ -23,7 +23,9 @@ func TestUsageExport(t *testing.T) {
 			a3 := newTrace(e.a, day.Add(-time.Hour))
 			a3.Provider, a3.ServedModel, a3.CachedTokens, a3.CacheWrite5mTokens, a3.CacheWrite1hTokens = "anthropic", "claude-sonnet-4-20250514", 0, 30, 40
 			a4 := newTrace(e.a, day.Add(2*time.Minute))
+			a3.ServiceTier, a3.AudioPromptTokens, a3.AcceptedPredictionTokens, a3.RejectedPredictionTokens = "standard", 0, 0, 0
 			a4.CostMicroUSD, a4.UsageSource, a4.ServedModel = nil, tracing.UsageEstimated, "my-model"
+			a4.UsageMethod, a4.AudioPromptTokens, a4.AudioCompletionTokens, a4.AcceptedPredictionTokens, a4.RejectedPredictionTokens = "tiktoken/o200k_base", 0, 0, 0, 0
 			b1 := newTrace(e.b, day) // the other tenant's
 			e.insert(t, a1, a2, a3, a4, b1)
 
@@ -50,6 +52,16 @@ func TestUsageExport(t *testing.T) {
 			// 1500 µUSD = 0.0015 USD.
 			if line := strings.Split(string(body), "\n")[1]; line != "2026-11-03,anthropic,claude-sonnet-4-20250514,"+key+",1,100,30,0,30,40,0,20,5,0,0.0015,0,0" {
 				t.Errorf("first row %q", line)
+			}
+			// The trace list carries the usage in full too.
+			listed := map[string]analytics.Trace{}
+			for _, r := range e.listAll(t, e.a.key, "") {
+				listed[r.ID] = r
+			}
+			for _, tr := range []*tracing.Trace{a3, a4} {
+				if diff := cmp.Diff(row(tr), listed[tr.ID]); diff != "" {
+					t.Errorf("listed trace (-want +got):\n%s", diff)
+				}
 			}
 			if status, _, _ := e.get(t, e.a.key, "/v1/analytics/usage?from=nope"); status != http.StatusBadRequest {
 				t.Errorf("bad from: %d", status)
