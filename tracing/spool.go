@@ -62,13 +62,13 @@ const (
 	flagResponseTruncated
 	flagCost
 	flagFieldsCut
+	flagRetries // an upstream_retries varint follows the bodies
 )
 
 // appendTrace appends the version-2 encoding of t, tagged with its spool sequence number, to
 // b. The plaintext bodies are not part of the encoding, so they cannot reach the disk even
-// if a caller forgot to clear them. Version 2 is version 1 (ending with the upstream
-// retries) with the usage in full appended; a spool written by an older build still
-// replays.
+// if a caller forgot to clear them. Version 2 is version 1 with the usage in full
+// appended; a spool written by an older build still replays.
 func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	b = append(b, traceFormatV2)
 	b = binary.LittleEndian.AppendUint64(b, seq)
@@ -88,6 +88,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	if t.FieldsCut {
 		flags |= flagFieldsCut
 	}
+	if t.UpstreamRetries != 0 {
+		flags |= flagRetries
+	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, t.CreatedAt.Unix())
 	b = binary.AppendUvarint(b, uint64(t.CreatedAt.Nanosecond()))
@@ -106,7 +109,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	b = appendBytes(b, t.SealedRequest)
 	b = appendBytes(b, t.SealedResponse)
-	b = binary.AppendVarint(b, int64(t.UpstreamRetries))
+	if t.UpstreamRetries != 0 {
+		b = binary.AppendVarint(b, int64(t.UpstreamRetries))
+	}
 	// Version 2: the usage in full.
 	for _, v := range [...]int64{t.CacheWrite5mTokens, t.CacheWrite1hTokens, t.AudioPromptTokens,
 		t.AudioCompletionTokens, t.AcceptedPredictionTokens, t.RejectedPredictionTokens} {
@@ -172,9 +177,10 @@ func decodeTrace(p []byte) (*Trace, error) {
 	}
 	t.SealedRequest = d.bytes()
 	t.SealedResponse = d.bytes()
-	switch {
-	case p[0] == traceFormatV2:
+	if flags&flagRetries != 0 {
 		t.UpstreamRetries = int(d.varint())
+	}
+	if p[0] == traceFormatV2 {
 		t.CacheWrite5mTokens = d.varint()
 		t.CacheWrite1hTokens = d.varint()
 		t.AudioPromptTokens = d.varint()
@@ -183,8 +189,6 @@ func decodeTrace(p []byte) (*Trace, error) {
 		t.RejectedPredictionTokens = d.varint()
 		t.UsageMethod = d.string()
 		t.ServiceTier = d.string()
-	case len(d.b) > 0: // version 1: absent from records written before it existed
-		t.UpstreamRetries = int(d.varint())
 	}
 	if d.err {
 		return nil, errors.New("tracing: spool: malformed record")

@@ -20,7 +20,7 @@ func TestSpoolDecodesVersion1(t *testing.T) {
 		t.Fatalf("the usage fields do not follow the version-1 fields (-want +got):\n%s", diff)
 	}
 	// A version-1 record is the version-2 one without its last 8 bytes (six zero varints
-	// and two empty strings), ending, as version 1 came to, with the upstream retries.
+	// and two empty strings).
 	v1 := append([]byte{traceFormatV1}, v2[1:len(v2)-8]...)
 	got, err := decodeTrace(v1)
 	if err != nil {
