@@ -86,9 +86,10 @@ func latencyHistogram(name, help string, labels ...string) *prometheus.Histogram
 	}, labels)
 }
 
-// newMetrics creates the collectors and registers them into reg, with the trace
-// pipeline's and the Store's counters read from stats and store at each scrape.
-func newMetrics(reg prometheus.Registerer, tenantLabel bool, stats func() tracing.Stats, store func() StoreStats) (*metrics, error) {
+// newMetrics creates the collectors and registers them into reg, with the counters g
+// keeps elsewhere (the trace pipeline's, the Store's, the unpriced requests) read from it
+// at each scrape.
+func newMetrics(reg prometheus.Registerer, tenantLabel bool, g *Gateway) (*metrics, error) {
 	// Label order: route, provider, model, [tenant], then the metric's own.
 	pmLabels := []string{"provider", "model"}
 	if tenantLabel {
@@ -122,7 +123,7 @@ func newMetrics(reg prometheus.Registerer, tenantLabel bool, stats func() tracin
 		perProvider: map[string]int{},
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.inflight, m.streams, m.overhead, m.ttfb, m.upstream,
-		m.tokens, m.cost, m.upstreamErrors, m.sinkLatency, m.sinkBatch, pipelineCollector{stats}, storeCollector{store}} {
+		m.tokens, m.cost, m.upstreamErrors, m.sinkLatency, m.sinkBatch, pipelineCollector{g.TraceStats}, storeCollector{g.StoreStats}, unpricedCollector{g.UnpricedRequests}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -385,6 +386,27 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(v.d, prometheus.CounterValue, float64(v.n))
 	}
 	ch <- prometheus.MustNewConstMetric(descKeySetKeys, prometheus.GaugeValue, float64(st.KeySetKeys))
+}
+
+// unpricedCollector exposes the requests with usage but no price, per provider and model
+// (bounded where they are counted, see coster).
+type unpricedCollector struct{ counts func() []UnpricedCount }
+
+var descUnpriced = prometheus.NewDesc("loom_unpriced_requests_total",
+	"Requests with usage but no price (model, service tier or token kind not in the price table).", []string{"provider", "model"}, nil)
+
+func (c unpricedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descUnpriced }
+
+func (c unpricedCollector) Collect(ch chan<- prometheus.Metric) {
+	seen := map[UnpricedKey]bool{}
+	for _, u := range c.counts() {
+		k := UnpricedKey{labelSafe(u.Provider), labelSafe(u.Model)}
+		if seen[k] { // two names made the same by labelSafe: a scrape must not repeat a series
+			continue
+		}
+		seen[k] = true
+		ch <- prometheus.MustNewConstMetric(descUnpriced, prometheus.CounterValue, float64(u.Requests), k.Provider, k.Model)
+	}
 }
 
 // Metrics serves the gateway's metrics in the Prometheus exposition format: the registry

@@ -13,7 +13,7 @@ import (
 // recorded into its cached series (request count, three histograms, four token counters),
 // serially and from 64 goroutines at once.
 func BenchmarkObserveChat(b *testing.B) {
-	m, err := newMetrics(prometheus.NewRegistry(), false, func() tracing.Stats { return tracing.Stats{} }, func() StoreStats { return StoreStats{} })
+	m, err := newMetrics(prometheus.NewRegistry(), false, &Gateway{})
 	if err != nil {
 		b.Fatal(err)
 	}
