@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -191,7 +192,7 @@ func spanContexts(t *tracing.Trace) (sc, parent trace.SpanContext) {
 	tid, err := trace.TraceIDFromHex(t.W3CTraceID)
 	sid, err2 := trace.SpanIDFromHex(t.W3CSpanID)
 	if err != nil || err2 != nil {
-		b, _ := hex.DecodeString(removeDashes(t.ID))
+		b, _ := hex.DecodeString(strings.ReplaceAll(t.ID, "-", ""))
 		copy(tid[:], b)
 		if len(b) == 16 {
 			copy(sid[:], b[8:])
@@ -205,16 +206,6 @@ func spanContexts(t *tracing.Trace) (sc, parent trace.SpanContext) {
 		parent = trace.NewSpanContext(cfg)
 	}
 	return sc, parent
-}
-
-func removeDashes(id string) string {
-	b := make([]byte, 0, len(id))
-	for i := 0; i < len(id); i++ {
-		if id[i] != '-' {
-			b = append(b, id[i])
-		}
-	}
-	return string(b)
 }
 
 // contentEvents returns the content event of t when content capture is on and its bodies
