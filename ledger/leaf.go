@@ -61,7 +61,7 @@ func LeafOf(t *tracing.Trace, id string) Leaf {
 		CachedTokens: t.CachedTokens, ReasoningTokens: t.ReasoningTokens, UsageSource: string(t.UsageSource),
 		CostMicroUSD: t.CostMicroUSD, PriceVersion: t.PriceVersion, LatencyUS: t.LatencyUS, TTFBUS: t.TTFBUS,
 		OverheadUS: t.OverheadUS, ResponseTruncated: t.ResponseTruncated, FieldsCut: t.FieldsCut,
-		KeyVersion: int64(t.KeyVersion),
+		KeyVersion:  int64(t.KeyVersion),
 		RequestHash: sha256.Sum256(t.SealedRequest), ResponseHash: sha256.Sum256(t.SealedResponse),
 	}
 }
