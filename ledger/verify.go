@@ -114,6 +114,34 @@ type signedCheckpoint struct {
 	name string
 	size uint64
 	root []byte
+	note []byte
+}
+
+// openCheckpoints checks the files' signatures and sorts the good ones by log; the bad
+// ones are failures.
+func openCheckpoints(files []CheckpointFile, v note.Verifier, prefix string) (map[[2]string][]signedCheckpoint, []Failure) {
+	cps := map[[2]string][]signedCheckpoint{}
+	var bad []Failure
+	for _, f := range files {
+		n, err := note.Open(f.Note, note.VerifierList(v))
+		if err != nil {
+			bad = append(bad, Failure{Kind: BadSignature, Log: f.Name, LeafIndex: -1,
+				Problem: fmt.Sprintf("checkpoint signature does not verify with the pinned key: %v", err)})
+			continue
+		}
+		origin, size, root, err := parseCheckpoint(n.Text)
+		if err == nil {
+			var tenant, month string
+			if tenant, month, err = parseOrigin(prefix, origin); err == nil {
+				k := [2]string{tenant, month}
+				cps[k] = append(cps[k], signedCheckpoint{name: f.Name, size: size, root: root, note: f.Note})
+				continue
+			}
+		}
+		bad = append(bad, Failure{Kind: BadCheckpoint, Log: f.Name, LeafIndex: -1,
+			Problem: fmt.Sprintf("signed checkpoint unreadable: %v", err)})
+	}
+	return cps, bad
 }
 
 // Verify checks the database's logs against the exported checkpoints: every checkpoint's
@@ -132,22 +160,10 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 		return logs[k]
 	}
 
-	for _, f := range o.Checkpoints {
-		n, err := note.Open(f.Note, note.VerifierList(o.Verifier))
-		if err != nil {
-			rep.fail(BadSignature, f.Name, -1, "", "checkpoint signature does not verify with the pinned key: %v", err)
-			continue
-		}
-		origin, size, root, err := parseCheckpoint(n.Text)
-		if err == nil {
-			var tenant, month string
-			if tenant, month, err = parseOrigin(prefix, origin); err == nil {
-				l := get(tenant, month)
-				l.cps = append(l.cps, signedCheckpoint{name: f.Name, size: size, root: root})
-				continue
-			}
-		}
-		rep.fail(BadCheckpoint, f.Name, -1, "", "signed checkpoint unreadable: %v", err)
+	cps, bad := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
+	rep.Failures = append(rep.Failures, bad...)
+	for k, list := range cps {
+		get(k[0], k[1]).cps = list
 	}
 
 	if err := readHeads(ctx, o, get); err != nil {
