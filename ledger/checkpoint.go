@@ -98,7 +98,7 @@ func VerifierKey(skey string) (string, error) {
 	if _, err := note.NewSigner(skey); err != nil {
 		return "", fmt.Errorf("ledger: signing key: %w", err)
 	}
-	parts := strings.Split(skey, "+")
+	parts := strings.SplitN(skey, "+", 5) // the key data is base64, which may hold "+"
 	raw, err := base64.StdEncoding.DecodeString(parts[4])
 	if err != nil || len(raw) != 1+ed25519.SeedSize {
 		return "", errors.New("ledger: signing key is not an Ed25519 key")

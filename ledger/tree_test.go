@@ -90,3 +90,21 @@ func TestProofsVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifierKey: the public key derived from a signing key is the one generated with it
+// (for many keys: the base64 key data often holds '+', the field separator).
+func TestVerifierKey(t *testing.T) {
+	for range 50 {
+		skey, vkey, err := GenerateKey("loom-ledger")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := VerifierKey(skey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != vkey {
+			t.Fatalf("VerifierKey = %q, want %q", got, vkey)
+		}
+	}
+}

@@ -27,6 +27,9 @@ func main() {
 
 // run starts the server and serves until ctx ends, then shuts down gracefully.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "verify" {
+		return runVerify(ctx, args[1:], getenv, stdout)
+	}
 	cfg, err := parseConfig(args, getenv)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/loom-gateway/loom"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/ledger"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
@@ -44,6 +46,10 @@ type Server struct {
 	ready     atomic.Bool
 	ping      func(context.Context) error
 	closers   []func() error
+
+	// The trace database, for the ledger's checkpointer.
+	db      *sql.DB
+	dialect string
 }
 
 // Start opens the stores, builds the gateway and starts serving.
@@ -76,6 +82,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		store, sink, err = s.openSQLite(ctx, filepath.Join(cfg.DataDir, "loom.db"))
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := s.startLedger(cfg, stdout, log); err != nil {
 		return nil, err
 	}
 	prices, err := pricing.Default()
@@ -223,7 +232,8 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 		return nil, nil, err
 	}
 	s.ping = db.PingContext
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), nil
+	s.db, s.dialect = db, ledger.SQLite
+	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, error) {
@@ -237,11 +247,12 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 		return nil, nil, err
 	}
-	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
+	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{ledger.AppendPostgres}})
 	if err != nil {
 		return nil, nil, err
 	}
 	s.ping = pool.Ping
+	s.db, s.dialect = db, ledger.Postgres
 	return tenancy.NewPostgresStore(pool), sink, nil
 }
 
