@@ -26,10 +26,9 @@ type testStore struct {
 	db      *sql.DB
 	sink    tracing.Sink // with the ledger
 	plain   tracing.Sink // without: writes rows outside the ledger
-	newSink func(t *testing.T) tracing.Sink
 }
 
-func newTestStore(t *testing.T, dialect string) *testStore {
+func newTestStore(t testing.TB, dialect string) *testStore {
 	t.Helper()
 	ctx := t.Context()
 	s := &testStore{dialect: dialect}
@@ -68,7 +67,7 @@ func newTestStore(t *testing.T, dialect string) *testStore {
 	return s
 }
 
-func (s *testStore) exec(t *testing.T, q string) {
+func (s *testStore) exec(t testing.TB, q string) {
 	t.Helper()
 	if _, err := s.db.ExecContext(t.Context(), q); err != nil {
 		t.Fatalf("%s: %v", q, err)
@@ -87,7 +86,7 @@ func (s *testStore) unlock(t *testing.T) {
 	}
 }
 
-func (s *testStore) write(t *testing.T, sink tracing.Sink, batch []*tracing.Trace) {
+func (s *testStore) write(t testing.TB, sink tracing.Sink, batch []*tracing.Trace) {
 	t.Helper()
 	if err := sink.WriteBatch(t.Context(), batch); err != nil {
 		t.Fatal(err)
