@@ -43,6 +43,7 @@ type Leaf struct {
 	OverheadUS        int64
 	ResponseTruncated bool
 	FieldsCut         bool
+	UpstreamRetries   int64
 	KeyVersion        int64
 	RequestHash       [32]byte
 	ResponseHash      [32]byte
@@ -61,7 +62,7 @@ func LeafOf(t *tracing.Trace, id string) Leaf {
 		CachedTokens: t.CachedTokens, ReasoningTokens: t.ReasoningTokens, UsageSource: string(t.UsageSource),
 		CostMicroUSD: t.CostMicroUSD, PriceVersion: t.PriceVersion, LatencyUS: t.LatencyUS, TTFBUS: t.TTFBUS,
 		OverheadUS: t.OverheadUS, ResponseTruncated: t.ResponseTruncated, FieldsCut: t.FieldsCut,
-		KeyVersion:  int64(t.KeyVersion),
+		UpstreamRetries: int64(t.UpstreamRetries), KeyVersion: int64(t.KeyVersion),
 		RequestHash: sha256.Sum256(t.SealedRequest), ResponseHash: sha256.Sum256(t.SealedResponse),
 	}
 }
@@ -113,6 +114,7 @@ func (l *Leaf) Encode() []byte {
 	num(l.OverheadUS)
 	flag(l.ResponseTruncated)
 	flag(l.FieldsCut)
+	num(l.UpstreamRetries)
 	num(l.KeyVersion)
 	b = append(b, l.RequestHash[:]...)
 	b = append(b, l.ResponseHash[:]...)

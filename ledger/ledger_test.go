@@ -107,7 +107,7 @@ func testTraces(tenant string, at time.Time, n int) []*tracing.Trace {
 			RequestID: "req-Ω-" + fmt.Sprint(i), Model: "openai/gpt-4o-mini", ServedModel: "gpt-4o-mini-2024-07-18",
 			Provider: "openai", Stream: i%2 == 0, Status: []int{200, 429}[i%2], PromptTokens: int64(1000 + i),
 			CompletionTokens: int64(200 + i), UsageSource: tracing.UsageReported, CostMicroUSD: []*int64{&cost, nil}[i%2],
-			PriceVersion: "2026-01", LatencyUS: int64(1_500_000 + i), KeyVersion: 1,
+			PriceVersion: "2026-01", LatencyUS: int64(1_500_000 + i), KeyVersion: 1, UpstreamRetries: i % 2,
 			SealedRequest: req, SealedResponse: resp,
 		}
 		if i == 0 {
@@ -239,6 +239,11 @@ func TestTamperMatrix(t *testing.T) {
 			f.unlock(t)
 			f.exec(t, fmt.Sprintf("UPDATE traces SET prompt_tokens = 1 WHERE id = '%s'", f.a[3].ID))
 			return []found{{RowEdited, logA, 3, f.a[3].ID}}
+		}},
+		{"retries edited", func(t *testing.T, f *fixture) []found {
+			f.unlock(t)
+			f.exec(t, fmt.Sprintf("UPDATE traces SET upstream_retries = 0 WHERE id = '%s'", f.a[1].ID))
+			return []found{{RowEdited, logA, 1, f.a[1].ID}}
 		}},
 		{"tenant moved", func(t *testing.T, f *fixture) []found {
 			f.unlock(t)

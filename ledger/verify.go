@@ -326,7 +326,7 @@ func readLeaves(ctx context.Context, o VerifyOptions, each func(tenant, month st
 const traceColumns = `tenant_id, api_key_id, request_id, model, served_model, provider, stream, status,
 	error_type, client_aborted, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
 	usage_source, cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us,
-	response_truncated, fields_cut, key_version`
+	response_truncated, fields_cut, upstream_retries, key_version`
 
 func readTraces(ctx context.Context, o VerifyOptions, each func(l *Leaf, req, resp []byte)) error {
 	q := "SELECT id, created_at, " + traceColumns
@@ -349,7 +349,7 @@ func readTraces(ctx context.Context, o VerifyOptions, each func(l *Leaf, req, re
 		dest := []any{&l.TraceID, &created, &l.TenantID, &l.APIKeyID, &l.RequestID, &l.Model, &l.ServedModel,
 			&l.Provider, &l.Stream, &l.Status, &l.ErrorType, &l.ClientAborted, &l.PromptTokens,
 			&l.CompletionTokens, &l.CachedTokens, &l.ReasoningTokens, &l.UsageSource, &cost,
-			&l.PriceVersion, &l.LatencyUS, &l.TTFBUS, &l.OverheadUS, &l.ResponseTruncated, &l.FieldsCut, &l.KeyVersion}
+			&l.PriceVersion, &l.LatencyUS, &l.TTFBUS, &l.OverheadUS, &l.ResponseTruncated, &l.FieldsCut, &l.UpstreamRetries, &l.KeyVersion}
 		if o.Deep {
 			dest = append(dest, &req, &resp)
 		}

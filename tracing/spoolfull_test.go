@@ -34,11 +34,12 @@ func (q *quotaFS) create(path string) (spoolFile, error) {
 	return &quotaFile{osSpoolFile: f.(osSpoolFile), q: q, path: path}, nil
 }
 
-// usedLocked sums the directory's files.
-func (q *quotaFS) usedLocked(tb testing.TB) int64 {
+// usedLocked sums the directory's files. It runs inside the writer's calls, where a test
+// cannot fail cleanly, so an unreadable directory panics.
+func (q *quotaFS) usedLocked() int64 {
 	ents, err := os.ReadDir(q.dir)
 	if err != nil {
-		tb.Fatal(err)
+		panic(err)
 	}
 	var n int64
 	for _, e := range ents {
@@ -72,7 +73,7 @@ func (f *quotaFile) Write(b []byte) (int, error) {
 	size := f.size()
 	alloc := max(size, q.reserved[f.path])
 	grow := max(size+int64(len(b))-alloc, 0)
-	free := q.quota - q.usedLocked(testingTB{})
+	free := q.quota - q.usedLocked()
 	if grow <= free {
 		return f.osSpoolFile.Write(b)
 	}
@@ -86,18 +87,13 @@ func (f *quotaFile) Reserve(n int64) error {
 	q := f.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if n-max(f.size(), q.reserved[f.path]) > q.quota-q.usedLocked(testingTB{}) {
+	if n-max(f.size(), q.reserved[f.path]) > q.quota-q.usedLocked() {
 		q.full++
 		return fmt.Errorf("fallocate %s: %w", f.path, syscall.ENOSPC)
 	}
 	q.reserved[f.path] = n
 	return nil
 }
-
-// testingTB lets the seam fail loudly without a *testing.T at hand.
-type testingTB struct{ testing.TB }
-
-func (testingTB) Fatal(args ...any) { panic(fmt.Sprint(args...)) }
 
 // TestPipelineDiskFull: with the sink down, the spool's disk fills and further traces are
 // counted lost as spool_full (never as torn writes); once the sink is back and has every

@@ -264,11 +264,10 @@ func (p *Pipeline) shedLaggards() bool {
 	return true
 }
 
-func (p *Pipeline) popHotLocked() {
-	p.hotBytes -= p.hot[p.hotHead].size
-	if p.dir == "" {
-		p.held.Add(-p.hot[p.hotHead].size)
-	}
+// popHotLocked drops the oldest record of the window and returns its size.
+func (p *Pipeline) popHotLocked() int64 {
+	size := p.hot[p.hotHead].size
+	p.hotBytes -= size
 	p.hot[p.hotHead] = hotRec{}
 	p.hotHead++
 	switch {
@@ -279,6 +278,7 @@ func (p *Pipeline) popHotLocked() {
 		clear(p.hot[n:])
 		p.hot, p.hotHead = p.hot[:n], 0
 	}
+	return size
 }
 
 // ack records that sh's sink has everything through the given sequence number, trims the
@@ -288,8 +288,12 @@ func (p *Pipeline) ack(sh *shipper, through uint64, n int) {
 	sh.acked = max(sh.acked, through)
 	sh.count += int64(n)
 	m := p.minAckedLocked()
+	var freed int64
 	for p.hotHead < len(p.hot) && p.hot[p.hotHead].seq <= m {
-		p.popHotLocked()
+		freed += p.popHotLocked()
+	}
+	if p.dir == "" {
+		p.held.Add(-freed) // the window's share of MaxMemoryBytes (see add)
 	}
 	p.removeShippedLocked(m)
 	if s := p.activeSeg; s != nil && s.count > 0 && s.last <= m && s.size >= p.reclaimMin() {

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/ledger"
 	"github.com/loom-gateway/loom/migrations"
@@ -75,11 +76,12 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	var (
 		store tenancy.Store
 		sink  tracing.Sink
+		reads analytics.Store
 	)
 	if cfg.DatabaseURL != "" {
-		store, sink, err = s.openPostgres(ctx, cfg.DatabaseURL)
+		store, sink, reads, err = s.openPostgres(ctx, cfg.DatabaseURL)
 	} else {
-		store, sink, err = s.openSQLite(ctx, filepath.Join(cfg.DataDir, "loom.db"))
+		store, sink, reads, err = s.openSQLite(ctx, filepath.Join(cfg.DataDir, "loom.db"))
 	}
 	if err != nil {
 		return nil, err
@@ -104,7 +106,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
 		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_API_KEY): serving the built-in mock provider as model \"mock-1\"")
 	}
-	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log}
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, Analytics: reads}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
 			Sinks:    []tracing.Sink{sink},
@@ -154,7 +156,11 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	go func() { s.serving <- s.http.Serve(ln) }()
 	s.ready.Store(true)
 
-	if s.BootstrapKey != "" {
+	switch {
+	case s.BootstrapKey != "" && cfg.BootstrapKey != "":
+		// The operator chose the key: it is not echoed where logs collect stdout.
+		fmt.Fprintf(stdout, "loom: created tenant \"default\" with the API key from LOOM_BOOTSTRAP_KEY (%s…)\n", s.BootstrapKey[:len(tenancy.KeyPrefix)+4])
+	case s.BootstrapKey != "":
 		fmt.Fprintf(stdout, "loom: created tenant \"default\" with API key (shown once, keep it):\n\n    %s\n\n", s.BootstrapKey)
 	}
 	fmt.Fprintf(stdout, "loom: listening on http://%s (OpenAI base URL http://%s/v1)\n", s.Addr, displayAddr(s.Addr))
@@ -222,38 +228,38 @@ func (s *Server) closeAll() error {
 	return err
 }
 
-func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tracing.Sink, error) {
+func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
 	db, err := sqlitedb.Open(ctx, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.closers = append(s.closers, db.Close)
 	if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), nil
+	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
 }
 
-func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, error) {
+func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
-		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return nil, nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	s.closers = append(s.closers, func() error { pool.Close(); return nil })
 	db := stdlib.OpenDBFromPool(pool)
 	s.closers = append(s.closers, db.Close)
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{ledger.AppendPostgres}})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
-	return tenancy.NewPostgresStore(pool), sink, nil
+	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 
 // openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated
@@ -273,7 +279,7 @@ func openKeyring(cfg config, stdout io.Writer) (*loomcrypto.Keyring, error) {
 			"(make one with: head -c 32 /dev/urandom | base64)")
 	}
 	path := filepath.Join(cfg.DataDir, "master.key")
-	b, err := os.ReadFile(path)
+	b, err := readSecretFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		key, err := loomcrypto.GenerateMasterKey()
 		if err != nil {
@@ -294,9 +300,38 @@ func openKeyring(cfg config, stdout io.Writer) (*loomcrypto.Keyring, error) {
 	return k, nil
 }
 
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+// readSecretFile reads a file only this user may read: a key file that others can read
+// is refused, not used.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is accessible to other users (mode %04o); make it private with: chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	return io.ReadAll(f)
+}
+
+// writeFileSync writes a new file atomically: a crash leaves either no file or the whole
+// one, never a torn key. The data goes to a temporary file in the same directory, is
+// synced, renamed into place without replacing an existing file, and the directory is
+// synced so the name survives a power loss.
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op once linked into place
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
@@ -307,7 +342,20 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	// A hard link fails if path exists, where a rename would replace it: a key written
+	// by another process at the same moment is never overwritten.
+	if err := os.Link(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // upstreamRoutes builds the routes the environment configures.

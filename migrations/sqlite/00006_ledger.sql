@@ -1,4 +1,4 @@
--- The audit ledger (package ledger); see migrations/postgres/00004_ledger.sql. SQLite has
+-- The audit ledger (package ledger); see migrations/postgres/00006_ledger.sql. SQLite has
 -- one writer at a time, so the batch transaction itself serialises the log heads.
 
 -- +goose Up
