@@ -57,17 +57,33 @@ type Checkpoint struct {
 	Month    string
 	Size     uint64
 	Root     []byte
+	// Tombstone marks the log's last checkpoint before its traces are removed on purpose
+	// (a partition drop, a tenant's hard delete): see Tombstone.
+	Tombstone bool
 	// Note is the signed note: the C2SP tlog-checkpoint body ("<origin>\n<size>\n<base64
 	// root>\n"), a blank line, and the Ed25519 signature line.
 	Note []byte
 }
 
-func checkpointText(origin string, size uint64, root []byte) string {
-	return fmt.Sprintf("%s\n%d\n%s\n", origin, size, base64.StdEncoding.EncodeToString(root))
+// tombstoneLine is the checkpoint extension line of a tombstone.
+const tombstoneLine = "loom-tombstone"
+
+func checkpointText(origin string, size uint64, root []byte, tombstone bool) string {
+	text := fmt.Sprintf("%s\n%d\n%s\n", origin, size, base64.StdEncoding.EncodeToString(root))
+	if tombstone {
+		text += tombstoneLine + "\n"
+	}
+	return text
 }
 
-// parseCheckpoint reads the body of an opened note.
-func parseCheckpoint(text string) (origin string, size uint64, root []byte, err error) {
+// parseCheckpoint reads the body of an opened note; an extension line tombstoneLine marks
+// a tombstone.
+func parseCheckpoint(text string) (origin string, size uint64, root []byte, tombstone bool, err error) {
+	origin, size, root, err = parseCheckpointLines(text)
+	return origin, size, root, strings.Contains(text, "\n"+tombstoneLine+"\n"), err
+}
+
+func parseCheckpointLines(text string) (origin string, size uint64, root []byte, err error) {
 	lines := strings.SplitN(text, "\n", 4)
 	if len(lines) < 4 {
 		return "", 0, nil, errors.New("checkpoint body has fewer than three lines")
@@ -133,7 +149,11 @@ func (d DirExporter) Export(_ context.Context, c Checkpoint) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("ledger: export: %w", err)
 	}
-	path := filepath.Join(dir, fmt.Sprintf("%020d.note", c.Size))
+	kind := ""
+	if c.Tombstone {
+		kind = ".tombstone"
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%020d%s.note", c.Size, kind))
 	if old, err := os.ReadFile(path); err == nil {
 		if parseNoteBody(old) == parseNoteBody(c.Note) {
 			return nil // exported before (same statement; signatures may differ in bytes)
@@ -324,16 +344,65 @@ func (c *Checkpointer) Once(ctx context.Context) ([]Checkpoint, error) {
 	for i := range cps {
 		cp := &cps[i]
 		cp.Origin = Origin(prefix, cp.TenantID, cp.Month)
-		signed, err := note.Sign(&note.Note{Text: checkpointText(cp.Origin, cp.Size, cp.Root)}, c.Signer)
-		if err != nil {
-			return nil, fmt.Errorf("ledger: sign checkpoint: %w", err)
-		}
-		cp.Note = signed
-		if err := c.Exporter.Export(ctx, *cp); err != nil {
+		if err := c.export(ctx, cp); err != nil {
 			return nil, err
 		}
 		if _, err := c.DB.ExecContext(ctx, update, int64(cp.Size), cp.TenantID, cp.Month); err != nil {
 			return nil, fmt.Errorf("ledger: checkpoint: %w", err)
+		}
+	}
+	return cps, nil
+}
+
+func (c *Checkpointer) export(ctx context.Context, cp *Checkpoint) error {
+	signed, err := note.Sign(&note.Note{Text: checkpointText(cp.Origin, cp.Size, cp.Root, cp.Tombstone)}, c.Signer)
+	if err != nil {
+		return fmt.Errorf("ledger: sign checkpoint: %w", err)
+	}
+	cp.Note = signed
+	return c.Exporter.Export(ctx, *cp)
+}
+
+// Tombstone signs and exports a tombstone, a final checkpoint marked "loom-tombstone", for
+// every log of tenant (all months if month is empty), or of month (all tenants if tenant is
+// empty): run it before dropping a month's partition or hard-deleting a tenant. Verify then
+// accepts the tombstoned logs' rows and leaves as removed, still checks whatever is left
+// against the signed roots, and reports a leaf appended after the tombstone. Removing
+// traces without a tombstone is reported as a deleted log.
+func (c *Checkpointer) Tombstone(ctx context.Context, tenant, month string) ([]Checkpoint, error) {
+	if tenant == "" && month == "" {
+		return nil, errors.New("ledger: tombstone: a tenant, a month or both")
+	}
+	prefix := c.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	q := "SELECT tenant_id, month, size, root FROM ledger_logs WHERE ($1 = '' OR tenant_id = $1) AND ($2 = '' OR month = $2)"
+	if c.Dialect == SQLite {
+		q = "SELECT tenant_id, month, size, root FROM ledger_logs WHERE (?1 = '' OR tenant_id = ?1) AND (?2 = '' OR month = ?2)"
+	}
+	rows, err := c.DB.QueryContext(ctx, q, tenant, month)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: tombstone: %w", err)
+	}
+	var cps []Checkpoint
+	for rows.Next() {
+		cp := Checkpoint{Tombstone: true}
+		var size int64
+		if err := rows.Scan(&cp.TenantID, &cp.Month, &size, &cp.Root); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("ledger: tombstone: %w", err)
+		}
+		cp.Size, cp.Origin = uint64(size), Origin(prefix, cp.TenantID, cp.Month)
+		cps = append(cps, cp)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: tombstone: %w", err)
+	}
+	for i := range cps {
+		if err := c.export(ctx, &cps[i]); err != nil {
+			return nil, err
 		}
 	}
 	return cps, nil

@@ -153,10 +153,24 @@ func newFixture(t *testing.T, dialect string) *fixture {
 	return f
 }
 
+func (f *fixture) checkpointer(signer note.Signer) *Checkpointer {
+	return &Checkpointer{DB: f.db, Dialect: f.dialect, Signer: signer, Exporter: DirExporter{Dir: f.dir}}
+}
+
+// dropMonthB removes the traces of 2026-10 as retention does: on PostgreSQL its partition
+// is dropped; SQLite has none, so its rows are deleted. The ledger's rows stay.
+func (f *fixture) dropMonthB(t *testing.T) {
+	if f.dialect == Postgres {
+		f.exec(t, "DROP TABLE traces_y2026m10")
+		return
+	}
+	f.unlock(t)
+	f.exec(t, fmt.Sprintf("DELETE FROM traces WHERE created_at < %d", time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMicro()))
+}
+
 func (f *fixture) checkpoint(t *testing.T, signer note.Signer) []Checkpoint {
 	t.Helper()
-	c := &Checkpointer{DB: f.db, Dialect: f.dialect, Signer: signer, Exporter: DirExporter{Dir: f.dir}}
-	cps, err := c.Once(t.Context())
+	cps, err := f.checkpointer(signer).Once(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,6 +317,37 @@ func TestTamperMatrix(t *testing.T) {
 			f.exec(t, "DELETE FROM ledger_leaves WHERE month = '2026-10'")
 			f.exec(t, "DELETE FROM ledger_logs WHERE month = '2026-10'")
 			return []found{{LogDeleted, logB, -1, ""}}
+		}},
+		{"month dropped after its tombstone", func(t *testing.T, f *fixture) []found {
+			if _, err := f.checkpointer(f.signer).Tombstone(t.Context(), "", "2026-10"); err != nil {
+				t.Fatal(err)
+			}
+			f.dropMonthB(t)
+			return nil
+		}},
+		{"tenant's traces removed after its tombstone", func(t *testing.T, f *fixture) []found {
+			if _, err := f.checkpointer(f.signer).Tombstone(t.Context(), "we ird\n", ""); err != nil {
+				t.Fatal(err)
+			}
+			f.unlock(t)
+			f.exec(t, "DELETE FROM traces WHERE tenant_id <> 'acme'")
+			return nil
+		}},
+		{"appended after its tombstone", func(t *testing.T, f *fixture) []found {
+			if _, err := f.checkpointer(f.signer).Tombstone(t.Context(), "acme", "2026-10"); err != nil {
+				t.Fatal(err)
+			}
+			late := testTraces("acme", monthB.Add(time.Minute), 1)
+			f.write(t, f.sink, late)
+			return []found{{AfterTombstone, logB, 3, late[0].ID}}
+		}},
+		{"month dropped without a tombstone", func(t *testing.T, f *fixture) []found {
+			f.dropMonthB(t)
+			return []found{
+				{RowDeleted, logB, 0, f.b[0].ID},
+				{RowDeleted, logB, 1, f.b[1].ID},
+				{RowDeleted, logB, 2, f.b[2].ID},
+			}
 		}},
 		{"whole database rewritten consistently", func(t *testing.T, f *fixture) []found {
 			f.rewrite(t)

@@ -43,6 +43,7 @@ const (
 	LogTruncated   = "log-truncated"   // fewer leaves than an exported checkpoint's size
 	LogDeleted     = "log-deleted"     // a checkpointed log with nothing left in the database
 	RootMismatch   = "root-mismatch"   // the leaves' root at a checkpointed size is not the signed one
+	AfterTombstone = "after-tombstone" // a leaf appended to a log after its tombstone
 	BadHead        = "bad-head"        // a log head that disagrees with its leaves
 )
 
@@ -78,6 +79,9 @@ type LogStatus struct {
 	// Unanchored is the tail no exported checkpoint covers yet (Leaves - Checkpointed):
 	// consistent with the database, but not yet provable to anyone who distrusts it.
 	Unanchored uint64
+	// Tombstoned is set when a signed tombstone says the log's traces were removed on
+	// purpose: missing rows and leaves up to its size are then expected.
+	Tombstoned bool
 }
 
 // Report is Verify's result; OK when Failures is empty.
@@ -111,10 +115,11 @@ type verifyLog struct {
 }
 
 type signedCheckpoint struct {
-	name string
-	size uint64
-	root []byte
-	note []byte
+	name      string
+	size      uint64
+	root      []byte
+	note      []byte
+	tombstone bool
 }
 
 // openCheckpoints checks the files' signatures and sorts the good ones by log; the bad
@@ -129,12 +134,12 @@ func openCheckpoints(files []CheckpointFile, v note.Verifier, prefix string) (ma
 				Problem: fmt.Sprintf("checkpoint signature does not verify with the pinned key: %v", err)})
 			continue
 		}
-		origin, size, root, err := parseCheckpoint(n.Text)
+		origin, size, root, tombstone, err := parseCheckpoint(n.Text)
 		if err == nil {
 			var tenant, month string
 			if tenant, month, err = parseOrigin(prefix, origin); err == nil {
 				k := [2]string{tenant, month}
-				cps[k] = append(cps[k], signedCheckpoint{name: f.Name, size: size, root: root, note: f.Note})
+				cps[k] = append(cps[k], signedCheckpoint{name: f.Name, size: size, root: root, note: f.Note, tombstone: tombstone})
 				continue
 			}
 		}
@@ -223,6 +228,13 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 func checkLog(rep *Report, l *verifyLog) error {
 	name := logName(l.tenant, l.month)
 	st := LogStatus{Log: name, Leaves: uint64(len(l.leaves))}
+	var tomb *signedCheckpoint
+	for i, cp := range l.cps {
+		if cp.tombstone && (tomb == nil || cp.size > tomb.size) {
+			tomb = &l.cps[i]
+		}
+	}
+	st.Tombstoned = tomb != nil
 	hashes := make([][]byte, 0, len(l.leaves))
 	next := int64(0)
 	for _, sl := range l.leaves {
@@ -230,7 +242,10 @@ func checkLog(rep *Report, l *verifyLog) error {
 			rep.fail(LeavesMissing, name, next, "", "leaves %d to %d are missing: deleted", next, sl.index-1)
 		}
 		next = sl.index + 1
-		if !sl.seen {
+		if tomb != nil && uint64(sl.index) >= tomb.size {
+			rep.fail(AfterTombstone, name, sl.index, sl.traceID, "leaf appended after the log's tombstone %s at size %d", tomb.name, tomb.size)
+		}
+		if !sl.seen && (tomb == nil || uint64(sl.index) >= tomb.size) {
 			rep.fail(RowDeleted, name, sl.index, sl.traceID, "the leaf's trace row is missing: deleted")
 		}
 		hashes = append(hashes, sl.hash)
@@ -240,6 +255,9 @@ func checkLog(rep *Report, l *verifyLog) error {
 	for _, cp := range l.cps {
 		st.Checkpointed = max(st.Checkpointed, cp.size)
 		if cp.size > uint64(len(hashes)) {
+			if tomb != nil {
+				continue // removed after its tombstone, as it says
+			}
 			if len(hashes) == 0 && l.head == nil {
 				rep.fail(LogDeleted, name, -1, "", "log checkpointed at size %d (%s) is missing from the database: deleted without a tombstone", cp.size, cp.name)
 			} else {
@@ -264,6 +282,8 @@ func checkLog(rep *Report, l *verifyLog) error {
 		st.Unanchored = st.Leaves - st.Checkpointed
 	}
 	switch {
+	case tomb != nil && l.head == nil:
+		// what is left of a tombstoned log may have no head
 	case l.head == nil && len(hashes) > 0:
 		rep.fail(BadHead, name, -1, "", "log head is missing")
 	case l.head != nil:

@@ -79,7 +79,11 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	for _, l := range rep.Logs {
-		fmt.Fprintf(stdout, "log %s: %d leaves, %d under a signed checkpoint\n", l.Log, l.Leaves, l.Checkpointed)
+		extra := ""
+		if l.Tombstoned {
+			extra = " (tombstoned: its removed traces are expected)"
+		}
+		fmt.Fprintf(stdout, "log %s: %d leaves, %d under a signed checkpoint%s\n", l.Log, l.Leaves, l.Checkpointed, extra)
 	}
 	for _, l := range rep.Logs {
 		if l.Unanchored > 0 {
