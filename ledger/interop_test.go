@@ -209,3 +209,52 @@ func TestConcurrentWriters(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// TestCheckpointerElection: on PostgreSQL one checkpointer at a time holds the writer's
+// advisory lock; when its connection goes, another takes over. Run exports the logs that
+// grew, by itself, and stops with its context.
+func TestCheckpointerElection(t *testing.T) {
+	f := newFixture(t, Postgres)
+	c1, c2 := f.checkpointer(f.signer), f.checkpointer(f.signer)
+	conn1, ok, err := c1.elect(t.Context())
+	if err != nil || !ok {
+		t.Fatalf("first election: %v %v, want won", ok, err)
+	}
+	if _, ok, err := c2.elect(t.Context()); err != nil || ok {
+		t.Fatalf("second election while the first holds the lock: %v %v, want lost", ok, err)
+	}
+	conn1.Close()
+	conn2, ok, err := c2.elect(t.Context())
+	if err != nil || !ok {
+		t.Fatalf("election after the leader left: %v %v, want won", ok, err)
+	}
+	conn2.Close()
+
+	more := testTraces("acme", monthA.Add(time.Hour), 2)
+	f.write(t, f.sink, more)
+	c1.Interval = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c1.Run(ctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		files, err := ReadDir(f.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(files) == 4 { // three first checkpoints and acme/2026-11 at 12
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Run exported %d checkpoints, want 4", len(files))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run returned %v, want context.Canceled", err)
+	}
+	if rep := f.verify(t, false); !rep.OK() || rep.Logs[1].Checkpointed != 12 {
+		t.Errorf("after Run: failures %v, logs %+v", rep.Failures, rep.Logs)
+	}
+}
