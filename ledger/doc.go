@@ -8,6 +8,10 @@
 // the exported checkpoints and the pinned public key, naming each edit, deletion, reordering
 // or insertion it finds.
 //
+// Retention goes through the ledger too: Checkpointer.Tombstone signs a final checkpoint
+// before a month's partition is dropped or a tenant hard-deleted, and Verify accepts what it
+// says was removed.
+//
 // A leaf commits to the trace's metadata and to the SHA-256 of its sealed (encrypted)
 // bodies, never to plaintext: crypto-shredding a tenant leaves its logs verifiable.
 //
