@@ -131,7 +131,8 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		io.WriteString(w, "ready\n")
 	})
 	mux.HandleFunc("GET /metrics", metrics(gw))
-	mux.Handle("/", gw)
+	mux.Handle("/v1/", gw)
+	mux.Handle("/", analytics.Dashboard())
 
 	if cfg.PprofAddr != "" {
 		if err := s.servePprof(cfg.PprofAddr, stdout); err != nil {
