@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -33,6 +34,7 @@ func TestAPI(t *testing.T) {
 		run  func(*testing.T, *apiEnv)
 	}{
 		{"ThroughGateway", testThroughGateway},
+		{"RecordedStreamAndHostileBodies", testRecordedStreamAndHostileBodies},
 		{"Pagination", testPagination},
 		{"Filters", testFilters},
 		{"Summary", testSummary},
@@ -76,14 +78,7 @@ func testThroughGateway(t *testing.T, e *apiEnv) {
 	plainID, streamID := plainResp.Header.Get("X-Request-Id"), streamResp.Header.Get("X-Request-Id")
 
 	// The gateway records a trace just after the client got the last byte: wait for both.
-	var rows []analytics.Trace
-	deadline := time.Now().Add(10 * time.Second)
-	for len(rows) < 2 && time.Now().Before(deadline) {
-		if err := e.gw.ForceFlush(ctx); err != nil {
-			t.Fatal(err)
-		}
-		rows = e.listAll(t, e.a.key, "")
-	}
+	rows := waitTraces(t, e, e.a, 2)
 	if diff := cmp.Diff([]string{streamID, plainID}, ids(rows)); diff != "" {
 		t.Fatalf("listed traces (-want +got):\n%s", diff)
 	}
@@ -128,6 +123,70 @@ func testThroughGateway(t *testing.T, e *apiEnv) {
 	missingStatus, _, missing := e.get(t, e.b.key, "/v1/traces/"+uuid.Must(uuid.NewV7()).String())
 	if status != http.StatusNotFound || status != missingStatus || !bytes.Equal(body, missing) {
 		t.Errorf("another tenant's trace: %d %s; a missing one: %d %s", status, body, missingStatus, missing)
+	}
+}
+
+// waitTraces flushes the gateway until tk's key lists n traces, bounded.
+func waitTraces(t *testing.T, e *apiEnv, tk tenantKey, n int) []analytics.Trace {
+	t.Helper()
+	var rows []analytics.Trace
+	for deadline := time.Now().Add(10 * time.Second); len(rows) < n && time.Now().Before(deadline); {
+		if err := e.gw.ForceFlush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		rows = e.listAll(t, tk.key, "")
+	}
+	if len(rows) != n {
+		t.Fatalf("%d traces listed, want %d", len(rows), n)
+	}
+	return rows
+}
+
+// testRecordedStreamAndHostileBodies: a recorded upstream stream with parallel tool calls
+// is reassembled in the trace detail, and a request body with NUL and invalid UTF-8 comes
+// back as valid JSON text.
+func testRecordedStreamAndHostileBodies(t *testing.T, e *apiEnv) {
+	post := func(body string) string {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+e.a.key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Header.Get("X-Request-Id")
+	}
+	streamID := post(`{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"secrets please"}]}`)
+	hostile := "{\"model\":\"mock-1\",\"messages\":[{\"role\":\"user\",\"content\":\"bad \xff\x00 <script>\"}]}"
+	hostileID := post(hostile)
+	waitTraces(t, e, e.a, 2)
+
+	var d analytics.Detail
+	e.getJSON(t, e.a.key, "/v1/traces/"+streamID, &d)
+	call := func(index int, id, args string) analytics.ToolCall {
+		c := analytics.ToolCall{Index: index, ID: id, Type: "function"}
+		c.Function.Name, c.Function.Arguments = "secret_retrieval_tool", args
+		return c
+	}
+	want := &analytics.Answer{Done: true, Choices: []analytics.AnswerChoice{{Role: "assistant", FinishReason: "tool_calls", ToolCalls: []analytics.ToolCall{
+		call(0, "call_M26z19sncd7b4LBgzKRRbaUE", `{"password": "mellon"}`),
+		call(1, "call_KPXe5NX7IcKkaBUhc6dto2QV", `{"password": "radiance"}`),
+	}}}}
+	if diff := cmp.Diff(want, d.Answer); diff != "" {
+		t.Errorf("reassembled answer (-want +got):\n%s", diff)
+	}
+	if d.Model != "openai/gpt-4o" || d.Provider != "openai" || d.ServedModel != "gpt-4o-2024-08-06" || d.PromptTokens != 75 || d.CompletionTokens != 53 {
+		t.Errorf("stream trace %+v", d.Trace)
+	}
+
+	status, _, body := e.get(t, e.a.key, "/v1/traces/"+hostileID)
+	var h analytics.Detail
+	if status != http.StatusOK || json.Unmarshal(body, &h) != nil {
+		t.Fatalf("hostile body trace: %d %q", status, body)
+	}
+	if want := strings.ToValidUTF8(hostile, "\uFFFD"); h.RequestBody == nil || *h.RequestBody != want {
+		t.Errorf("request body %v, want %q", h.RequestBody, want)
 	}
 }
 

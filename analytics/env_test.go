@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -87,10 +88,23 @@ func newAPIEnv(t *testing.T, be backend) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A fake OpenAI upstream replaying a recorded stream with two parallel tool calls.
+	recorded, err := os.ReadFile("../testdata/fixtures/openai_chat_stream_tool_calls_parallel.sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
+		w.Write(recorded)
+	}))
+	t.Cleanup(upstream.Close)
 	gw, err := loom.New(loom.Config{
-		Store:     store,
-		Keyring:   keyring,
-		Routes:    []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{}), Models: []string{"mock-1"}}},
+		Store:   store,
+		Keyring: keyring,
+		Routes: []loom.Route{
+			{Name: "mock", Provider: provider.NewMock(provider.MockConfig{}), Models: []string{"mock-1"}},
+			{Name: "openai", Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: upstream.URL + "/v1", APIKey: "sk-test"})},
+		},
 		Tracing:   tracing.PipelineConfig{Sinks: []tracing.Sink{sink}},
 		Analytics: reads,
 	})

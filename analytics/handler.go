@@ -72,8 +72,8 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		"/v1/analytics/timeseries": h.timeseries,
 		"/v1/analytics/values":     h.values,
 	}
-	for _, p := range Paths() {
-		h.mux.HandleFunc("GET "+p, h.serve(routes[p]))
+	for p, fn := range routes { // the same paths as Paths
+		h.mux.HandleFunc("GET "+p, h.serve(fn))
 	}
 	return h, nil
 }
