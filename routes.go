@@ -26,6 +26,9 @@ type router struct {
 	mu sync.Mutex
 	// tenants caches each tenant's routes built from its provider configurations.
 	tenants *simplelru.LRU[string, tenantRoutes]
+	// gen counts forgets: routes read before a forget began are not cached, so a lookup
+	// racing SetTenantProvider cannot bring the old configuration (and key) back.
+	gen uint64
 	// openKey unseals a tenant provider's API key; nil when the gateway has no keyring.
 	openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
 	client  *http.Client // upstream client for tenant-configured providers
@@ -119,6 +122,7 @@ func (rt *router) tenantRoutes(ctx context.Context, tenantID string) ([]Route, e
 	now := rt.now()
 	rt.mu.Lock()
 	c, ok := rt.tenants.Get(tenantID)
+	gen := rt.gen
 	rt.mu.Unlock()
 	if ok && now.Before(c.expires) {
 		return c.routes, nil
@@ -136,7 +140,9 @@ func (rt *router) tenantRoutes(ctx context.Context, tenantID string) ([]Route, e
 		routes = append(routes, Route{Name: c.Name, Provider: p, Models: c.Models})
 	}
 	rt.mu.Lock()
-	rt.tenants.Add(tenantID, tenantRoutes{routes, now.Add(rt.ttl)})
+	if rt.gen == gen {
+		rt.tenants.Add(tenantID, tenantRoutes{routes, now.Add(rt.ttl)})
+	}
 	rt.mu.Unlock()
 	return routes, nil
 }
@@ -144,10 +150,13 @@ func (rt *router) tenantRoutes(ctx context.Context, tenantID string) ([]Route, e
 // forget drops a tenant's cached routes, after its configuration changed.
 func (rt *router) forget(tenantID string) {
 	rt.mu.Lock()
+	rt.gen++
 	rt.tenants.Remove(tenantID)
 	rt.mu.Unlock()
 }
 
+// build makes a tenant's provider. It is the tenant's own upstream account, so the
+// tenant's clients may steer it with the headers its API knows.
 func (rt *router) build(c tenancy.ProviderConfig) (provider.Provider, error) {
 	var key string
 	if len(c.SealedAPIKey) > 0 {
@@ -162,11 +171,11 @@ func (rt *router) build(c tenancy.ProviderConfig) (provider.Provider, error) {
 	}
 	switch c.Kind {
 	case "openai":
-		return provider.NewOpenAI(provider.OpenAIConfig{BaseURL: c.BaseURL, APIKey: key, Client: rt.client}), nil
+		return provider.NewOpenAI(provider.OpenAIConfig{BaseURL: c.BaseURL, APIKey: key, ClientHeaders: provider.OpenAIHeaders, Client: rt.client}), nil
 	case "azure":
-		return provider.NewAzure(provider.AzureConfig{Endpoint: c.BaseURL, APIKey: key, APIVersion: c.APIVersion, Client: rt.client}), nil
+		return provider.NewAzure(provider.AzureConfig{Endpoint: c.BaseURL, APIKey: key, APIVersion: c.APIVersion, ClientHeaders: provider.OpenAIHeaders, Client: rt.client}), nil
 	case "anthropic":
-		return provider.NewAnthropic(provider.AnthropicConfig{BaseURL: c.BaseURL, APIKey: key, Client: rt.client}), nil
+		return provider.NewAnthropic(provider.AnthropicConfig{BaseURL: c.BaseURL, APIKey: key, ClientHeaders: []string{"Anthropic-Beta"}, Client: rt.client}), nil
 	case "mock":
 		return provider.NewMock(provider.MockConfig{}), nil
 	}

@@ -282,7 +282,7 @@ func TestAnthropicCompletionStopAndCache(t *testing.T) {
 // translate reads a whole translated stream.
 func translate(t *testing.T, upstream string, includeUsage bool) (string, error) {
 	t.Helper()
-	s := &anthropicStream{body: io.NopCloser(strings.NewReader(upstream)), created: 1766100767, includeUsage: includeUsage, tools: map[int]int{}}
+	s := &anthropicStream{body: io.NopCloser(strings.NewReader(upstream)), created: 1766100767, includeUsage: includeUsage, tools: map[int]*streamTool{}}
 	s.events = sse.NewReader(s.body)
 	b, err := io.ReadAll(s)
 	return string(b), err
@@ -425,7 +425,7 @@ func TestAnthropicChat(t *testing.T) {
 		w.Write(answer)
 	}))
 	defer up.Close()
-	p := NewAnthropic(AnthropicConfig{BaseURL: up.URL + "/", APIKey: "sk-ant-test", Version: "2099-01-01",
+	p := NewAnthropic(AnthropicConfig{BaseURL: up.URL + "/", APIKey: "sk-ant-test", Version: "2099-01-01", ClientHeaders: []string{"anthropic-beta"},
 		Now: func() time.Time { return time.Unix(1766100751, 0) }})
 	ctx := context.Background()
 	reqBody := `{"model":"claude-sonnet-4-0","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"}]}`

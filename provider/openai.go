@@ -38,16 +38,26 @@ type OpenAIConfig struct {
 	APIKey string
 	// Organization and Project, if set, are sent as OpenAI-Organization and OpenAI-Project.
 	Organization, Project string
+	// ClientHeaders lists the client request headers passed on to the upstream, from
+	// OpenAIHeaders (OpenAI-Organization, OpenAI-Project, OpenAI-Beta). If nil, none: a
+	// client cannot steer the operator's upstream account or switch its features.
+	// Organization and Project set here win over a client's.
+	ClientHeaders []string
 	// Client sends the requests. If nil, a client over a Transport is used (HTTP/1.1 on
-	// the calling goroutine); pass one over NewTransport for proxies or HTTP/2.
+	// the calling goroutine); pass one over NewTransport for proxies or HTTP/2. Redirects
+	// are never followed, whatever the client's CheckRedirect.
 	Client *http.Client
 }
+
+// OpenAIHeaders are the client request headers an OpenAI-compatible upstream acts on,
+// which a route may pass on (OpenAIConfig.ClientHeaders, AzureConfig.ClientHeaders).
+var OpenAIHeaders = []string{"OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta"}
 
 // OpenAI is the adapter for OpenAI and every upstream that speaks its chat completions
 // API (vLLM, Ollama, Groq, …). Bodies pass through byte for byte.
 type OpenAI struct {
 	url    string
-	header http.Header
+	header upstreamHeader
 	client *http.Client
 }
 
@@ -69,7 +79,7 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 	if cfg.Project != "" {
 		h.Set("OpenAI-Project", cfg.Project)
 	}
-	return &OpenAI{url: base + "/chat/completions", header: h, client: clientOr(cfg.Client)}
+	return &OpenAI{url: base + "/chat/completions", header: newUpstreamHeader(h, cfg.ClientHeaders), client: clientOr(cfg.Client)}
 }
 
 // Chat implements Provider.
@@ -77,37 +87,17 @@ func (p *OpenAI) Chat(ctx context.Context, req *Request) (*Response, error) {
 	return post(ctx, p.client, p.url, p.header, req)
 }
 
-func clientOr(c *http.Client) *http.Client {
-	if c != nil {
-		return c
-	}
-	return &http.Client{Transport: &Transport{}}
-}
-
-// passedHeaders are client request headers an OpenAI-compatible upstream may act on.
-var passedHeaders = []string{"OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta"}
-
 // post sends an OpenAI-shaped request and sorts the answer into a Response or an
-// *UpstreamError. header is shared by every request of an adapter and never modified: it
-// is copied only when the client sent headers to pass on.
-func post(ctx context.Context, client *http.Client, url string, header http.Header, req *Request) (*Response, error) {
+// *UpstreamError.
+func post(ctx context.Context, client *http.Client, url string, header upstreamHeader, req *Request) (*Response, error) {
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(req.Body))
 	if err != nil {
 		return nil, fmt.Errorf("provider: %w", err)
 	}
-	hr.Header = header
-	cloned := false
-	for _, k := range passedHeaders {
-		if v := req.Header.Get(k); v != "" && header.Get(k) == "" {
-			if !cloned {
-				hr.Header, cloned = header.Clone(), true
-			}
-			hr.Header.Set(k, v)
-		}
-	}
-	resp, err := client.Do(hr)
+	hr.Header = header.For(req.Header)
+	resp, err := do(client, hr)
 	if err != nil {
-		return nil, fmt.Errorf("provider: %w", err)
+		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		defer resp.Body.Close()

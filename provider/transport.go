@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +21,22 @@ import (
 // goroutine and every response back from its read goroutine; on a busy or virtual
 // machine each of those wake-ups costs tens of microseconds, which is most of what a
 // gateway adds to a fast upstream. Here, a request costs no goroutine switch at all.
+//
+// A pooled connection is shared by every tenant whose requests use the route, so an
+// answer must never outlive its exchange. A connection is reused only when the previous
+// response ended exactly where its framing said, with nothing buffered and nothing
+// waiting on the socket, and it is checked again, without blocking, just before the
+// next request is written on it: a connection the upstream closed while idle, or on
+// which it sent anything unasked for, is closed instead. Interim 1xx responses are read
+// and skipped (at most five, as net/http does); 101 is refused; response headers are
+// bounded by MaxResponseHeaderBytes.
+//
+// A request is sent again on a new connection only when a reused connection failed
+// before the request was written in full (the upstream cannot have acted on it), or
+// before any response byte when the request carries an Idempotency-Key or
+// X-Idempotency-Key header (net/http's rule). A fully written completion request is never
+// re-sent: the upstream may already be generating, and billing, it. CountRetries lets a
+// caller see the re-sends.
 //
 // It speaks HTTP/1.1 over TCP or TLS (every LLM provider accepts it), with no proxy
 // support and no HTTP/2; use NewTransport where those are needed. A context that ends
@@ -34,6 +52,9 @@ type Transport struct {
 	MaxIdlePerHost int
 	// IdleTimeout is how long an idle connection is kept. If zero, 90 seconds.
 	IdleTimeout time.Duration
+	// MaxResponseHeaderBytes bounds the bytes read before a response body (interim
+	// responses included). If zero, 1 MiB.
+	MaxResponseHeaderBytes int64
 
 	mu   sync.Mutex
 	idle map[string][]*upConn
@@ -41,18 +62,51 @@ type Transport struct {
 
 var _ http.RoundTripper = (*Transport)(nil)
 
-// upConn is one upstream connection with its buffers.
+// max1xx is how many interim responses are skipped before the exchange is abandoned.
+const max1xx = 5
+
+// upConn is one upstream connection with its buffers. Reads go through readLimit, which
+// bounds the response header.
 type upConn struct {
 	net.Conn
-	key    string
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	idleAt time.Time
+	raw       net.Conn // the TCP connection under TLS (Conn itself without TLS)
+	tls       bool
+	key       string
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleAt    time.Time
+	readLimit int64
 }
 
-// errRetry marks a failure on a reused connection before any response byte: the
-// upstream closed the idle connection, and the request may be sent again on a new one.
-var errRetry = errors.New("provider: idle connection closed by upstream")
+// Read reads from the connection, within readLimit.
+func (c *upConn) Read(p []byte) (int, error) {
+	if c.readLimit <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > c.readLimit {
+		p = p[:c.readLimit]
+	}
+	n, err := c.Conn.Read(p)
+	c.readLimit -= int64(n)
+	return n, err
+}
+
+var (
+	errHeaderTooLarge = errors.New("provider: upstream response header too large")
+	// errNotWritten marks a failure on a reused connection that may be retried on a new
+	// one: the request was not written in full, or (for a request with an idempotency
+	// key) no byte of a response arrived.
+	errNotWritten = errors.New("provider: connection failed before the request was sent")
+)
+
+type retriesKey struct{}
+
+// CountRetries returns a context under which Transport adds to n each time it sends the
+// request again on a new connection, so the caller can note it (the gateway puts it in
+// the trace).
+func CountRetries(ctx context.Context, n *atomic.Int32) context.Context {
+	return context.WithValue(ctx, retriesKey{}, n)
+}
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -76,43 +130,75 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if cerr := context.Cause(ctx); cerr != nil {
 			return nil, cerr
 		}
-		if errors.Is(err, errRetry) && attempt == 0 && (req.Body == nil || req.GetBody != nil) {
-			if req.GetBody != nil {
-				if req.Body, err = req.GetBody(); err != nil {
-					return nil, err
-				}
+		if !errors.Is(err, errNotWritten) || attempt > 0 || (req.Body != nil && req.GetBody == nil) {
+			return nil, err
+		}
+		if req.GetBody != nil {
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
 			}
-			continue
 		}
-		return nil, err
+		if n, ok := ctx.Value(retriesKey{}).(*atomic.Int32); ok {
+			n.Add(1)
+		}
 	}
 }
 
-// exchange writes req on c and reads the response header.
+// exchange writes req on c and reads the response header, skipping interim responses.
 func (t *Transport) exchange(c *upConn, req *http.Request, reused bool) (*http.Response, error) {
-	if err := req.Write(c.bw); err != nil {
-		return nil, retryable(err, reused)
+	err := req.Write(c.bw)
+	if err == nil {
+		err = c.bw.Flush()
 	}
-	if err := c.bw.Flush(); err != nil {
-		return nil, retryable(err, reused)
+	if err != nil {
+		return nil, notWritten(err, reused)
 	}
-	if reused {
-		// A closed idle connection shows as an immediate end of stream.
+	limit := t.MaxResponseHeaderBytes
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	c.readLimit = limit
+	defer func() { c.readLimit = math.MaxInt64 }()
+	if reused && idempotent(req) {
 		if _, err := c.br.Peek(1); err != nil {
-			return nil, retryable(err, reused)
+			return nil, notWritten(err, reused)
 		}
 	}
-	return http.ReadResponse(c.br, req)
-}
-
-func retryable(err error, reused bool) error {
-	if reused {
-		return fmt.Errorf("%w: %w", errRetry, err)
+	for n := 0; ; n++ {
+		resp, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			if c.readLimit <= 0 {
+				return nil, fmt.Errorf("%w (over %d bytes)", errHeaderTooLarge, limit)
+			}
+			return nil, fmt.Errorf("provider: read response: %w", err)
+		}
+		switch {
+		case resp.StatusCode >= 200:
+			return resp, nil
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			return nil, errors.New("provider: upstream switched protocols unasked (101)")
+		case n == max1xx-1:
+			return nil, fmt.Errorf("provider: upstream sent more than %d interim responses", max1xx)
+		}
+		// An interim response (100 Continue, 103 Early Hints) has no body: the final
+		// response follows on the same connection.
 	}
-	return err
 }
 
-// conn returns an idle connection to the request's host, or dials one.
+func notWritten(err error, reused bool) error {
+	if reused {
+		return fmt.Errorf("%w: %w", errNotWritten, err)
+	}
+	return fmt.Errorf("provider: write request: %w", err)
+}
+
+// idempotent reports whether a request may be re-sent after it was written in full: it
+// carries an idempotency key, by net/http's convention.
+func idempotent(req *http.Request) bool {
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// conn returns a clean idle connection to the request's host, or dials one.
 func (t *Transport) conn(ctx context.Context, req *http.Request) (*upConn, bool, error) {
 	key := req.URL.Scheme + "://" + req.URL.Host
 	idleTimeout := t.IdleTimeout
@@ -120,18 +206,22 @@ func (t *Transport) conn(ctx context.Context, req *http.Request) (*upConn, bool,
 		idleTimeout = 90 * time.Second
 	}
 	now := time.Now()
-	t.mu.Lock()
-	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
+	for {
+		t.mu.Lock()
+		list := t.idle[key]
+		if len(list) == 0 {
+			t.mu.Unlock()
+			break
+		}
 		c := list[len(list)-1]
 		list[len(list)-1] = nil
 		t.idle[key] = list[:len(list)-1]
-		if now.Sub(c.idleAt) < idleTimeout {
-			t.mu.Unlock()
+		t.mu.Unlock()
+		if now.Sub(c.idleAt) < idleTimeout && c.quiet() {
 			return c, true, nil
 		}
 		c.Close()
 	}
-	t.mu.Unlock()
 
 	timeout := t.DialTimeout
 	if timeout <= 0 {
@@ -147,8 +237,11 @@ func (t *Transport) conn(ctx context.Context, req *http.Request) (*upConn, bool,
 		}
 		addr = net.JoinHostPort(req.URL.Hostname(), port)
 	}
-	var nc net.Conn
-	var err error
+	raw, err := (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	c := &upConn{Conn: raw, raw: raw, key: key, readLimit: math.MaxInt64}
 	if req.URL.Scheme == "https" {
 		cfg := t.TLSConfig.Clone()
 		if cfg == nil {
@@ -158,14 +251,36 @@ func (t *Transport) conn(ctx context.Context, req *http.Request) (*upConn, bool,
 			cfg.ServerName = req.URL.Hostname()
 		}
 		cfg.NextProtos = []string{"http/1.1"}
-		nc, err = (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", addr)
-	} else {
-		nc, err = (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext(dctx, "tcp", addr)
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			raw.Close()
+			return nil, false, err
+		}
+		c.Conn, c.tls = tc, true
 	}
-	if err != nil {
-		return nil, false, err
+	c.br, c.bw = bufio.NewReaderSize(c, 8<<10), bufio.NewWriterSize(c.Conn, 4<<10)
+	return c, false, nil
+}
+
+// quiet reports, without blocking, that nothing has arrived on an idle connection since
+// its last response ended: no bytes (an unsolicited or duplicated response, bytes past
+// the body) and no end of stream (the upstream closed it while it was idle).
+func (c *upConn) quiet() bool {
+	if c.br.Buffered() > 0 {
+		return false
 	}
-	return &upConn{Conn: nc, key: key, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+	if c.tls {
+		// Decrypted bytes kept inside the TLS connection show to a read whose deadline
+		// has passed; without any, that read fails at once without touching the socket.
+		c.SetReadDeadline(time.Unix(1, 0))
+		_, err := c.br.Peek(1)
+		c.SetReadDeadline(time.Time{})
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return false
+		}
+	}
+	return socketQuiet(c.raw)
 }
 
 // put returns a connection whose response was read to its end to the idle pool.
@@ -219,7 +334,8 @@ func (b *upBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
-		b.release(b.reuse)
+		// Bytes already read past the body's end belong to no request.
+		b.release(b.reuse && b.c.br.Buffered() == 0)
 	} else if err != nil {
 		b.release(false)
 	}

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // countingServer counts the connections its clients open.
@@ -130,5 +133,74 @@ func TestTransportCancel(t *testing.T) {
 	resp.Body.Close()
 	if n := conns.Load(); n != 2 {
 		t.Errorf("%d connections, want 2 (the cancelled one must not be reused)", n)
+	}
+}
+
+// TestTransportResendsOnlyWithIdempotencyKey: a reused connection the upstream closes
+// after reading a request in full must not lead to a second copy of it (the upstream may
+// be generating it), unless the request carries an idempotency key; a re-send is counted.
+func TestTransportResendsOnlyWithIdempotencyKey(t *testing.T) {
+	for _, withKey := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var received atomic.Int64
+		go func() {
+			for conn := 0; ; conn++ {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func(conn int) {
+					defer c.Close()
+					br := bufio.NewReader(c)
+					for n := 0; ; n++ {
+						req, err := http.ReadRequest(br)
+						if err != nil {
+							return
+						}
+						io.Copy(io.Discard, req.Body)
+						if req.URL.Path == "/paid" {
+							received.Add(1)
+						}
+						if conn == 0 && n == 1 {
+							return // read in full, then the connection is cut
+						}
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					}
+				}(conn)
+			}
+		}()
+		tr := &Transport{}
+		c := &http.Client{Transport: tr}
+		resp, err := c.Post("http://"+ln.Addr().String()+"/warm", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+
+		var retries atomic.Int32
+		req, _ := http.NewRequestWithContext(CountRetries(context.Background(), &retries), http.MethodPost,
+			"http://"+ln.Addr().String()+"/paid", strings.NewReader(`{"model":"m"}`))
+		if withKey {
+			req.Header.Set("Idempotency-Key", "k-1")
+		}
+		resp, err = c.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		got := []any{err == nil, received.Load(), retries.Load()}
+		want := []any{false, int64(1), int32(0)}
+		if withKey {
+			want = []any{true, int64(2), int32(1)}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("idempotency key %v: succeeded, upstream copies, retries counted (-want +got):\n%s", withKey, diff)
+		}
+		ln.Close()
+		tr.CloseIdleConnections()
 	}
 }

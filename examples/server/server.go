@@ -148,7 +148,11 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	go func() { s.serving <- s.http.Serve(ln) }()
 	s.ready.Store(true)
 
-	if s.BootstrapKey != "" {
+	switch {
+	case s.BootstrapKey != "" && cfg.BootstrapKey != "":
+		// The operator chose the key: it is not echoed where logs collect stdout.
+		fmt.Fprintf(stdout, "loom: created tenant \"default\" with the API key from LOOM_BOOTSTRAP_KEY (%s…)\n", s.BootstrapKey[:len(tenancy.KeyPrefix)+4])
+	case s.BootstrapKey != "":
 		fmt.Fprintf(stdout, "loom: created tenant \"default\" with API key (shown once, keep it):\n\n    %s\n\n", s.BootstrapKey)
 	}
 	fmt.Fprintf(stdout, "loom: listening on http://%s (OpenAI base URL http://%s/v1)\n", s.Addr, displayAddr(s.Addr))
@@ -265,7 +269,7 @@ func openKeyring(cfg config, stdout io.Writer) (*loomcrypto.Keyring, error) {
 			"(make one with: head -c 32 /dev/urandom | base64)")
 	}
 	path := filepath.Join(cfg.DataDir, "master.key")
-	b, err := os.ReadFile(path)
+	b, err := readSecretFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		key, err := loomcrypto.GenerateMasterKey()
 		if err != nil {
@@ -286,9 +290,38 @@ func openKeyring(cfg config, stdout io.Writer) (*loomcrypto.Keyring, error) {
 	return k, nil
 }
 
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+// readSecretFile reads a file only this user may read: a key file that others can read
+// is refused, not used.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is accessible to other users (mode %04o); make it private with: chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	return io.ReadAll(f)
+}
+
+// writeFileSync writes a new file atomically: a crash leaves either no file or the whole
+// one, never a torn key. The data goes to a temporary file in the same directory, is
+// synced, renamed into place without replacing an existing file, and the directory is
+// synced so the name survives a power loss.
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op once linked into place
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
@@ -299,7 +332,20 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	// A hard link fails if path exists, where a rename would replace it: a key written
+	// by another process at the same moment is never overwritten.
+	if err := os.Link(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // upstreamRoutes builds the routes the environment configures.
