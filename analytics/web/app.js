@@ -52,6 +52,7 @@ export function navigate(changes, replace = false) {
     else q.delete(k);
   }
   const url = q.size ? '?' + q : location.pathname;
+  say('');
   if (replace) history.replaceState(null, '', url);
   else history.pushState(null, '', url);
   render();
@@ -198,6 +199,7 @@ document.addEventListener('click', (e) => {
   if (!a || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
   e.preventDefault();
   history.pushState(null, '', a.getAttribute('href'));
+  say('');
   render();
 });
 

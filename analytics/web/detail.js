@@ -17,7 +17,7 @@ export async function renderDetail(box, id) {
   const t = await get('/v1/traces/' + encodeURIComponent(id));
   if (gen !== generation) return;
   box.lastChild.remove();
-  box.append(
+  box.append(...[
     el('h1', { class: 'detail-title', tabindex: -1 }, el('span', { class: 'mono' }, t.model), ' ',
       el('span', { class: 'badge' + (t.status >= 400 ? ' bad' : '') }, String(t.status)),
       t.stream ? el('span', { class: 'badge' }, 'stream') : null),
@@ -27,7 +27,8 @@ export async function renderDetail(box, id) {
     t.body_error ? el('p', { class: 'error' }, t.body_error) : null,
     el('h2', null, 'Conversation'), conversation(t),
     el('h2', null, 'Raw request'), raw('request', t.request_body),
-    el('h2', null, 'Raw response'), raw('response', t.response_body));
+    el('h2', null, 'Raw response'), raw('response', t.response_body),
+  ].filter(Boolean));
   box.querySelector('h1').focus();
 }
 
@@ -68,7 +69,7 @@ function facts(t) {
     ['Response truncated', t.response_truncated ? 'yes' : 'no'], ['Request id', t.request_id || '—'],
     ['API key', t.api_key_id], ['Key version', String(t.key_version)],
   ];
-  return el('dl', { class: 'facts' }, rows.map(([k, v]) => [el('dt', null, k), el('dd', null, v)]));
+  return el('dl', { class: 'facts' }, rows.map(([k, v]) => el('div', null, el('dt', null, k), el('dd', null, v))));
 }
 
 // conversation shows the request's messages, then the answer (reassembled for a stream).

@@ -20,7 +20,7 @@ function build(node, attrs, children) {
     if (k.startsWith('on')) throw new Error('el: no inline handlers');
     node.setAttribute(k, v === true ? '' : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }

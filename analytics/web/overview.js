@@ -15,7 +15,7 @@ const CARDS = [
   { label: 'Error rate', value: (m) => m.error_rate, fmt: fmt.pct, good: 'down', sub: (m) => fmt.int(m.errors) + ' errors' },
   { label: 'Tokens in', value: (m) => m.prompt_tokens, fmt: fmt.int, good: 'neutral', sub: (m) => fmt.int(m.cached_tokens) + ' cached' },
   { label: 'Tokens out', value: (m) => m.completion_tokens, fmt: fmt.int, good: 'neutral', sub: (m) => fmt.int(m.reasoning_tokens) + ' reasoning' },
-  { label: 'Cost', value: (m) => m.cost_micro_usd, fmt: fmt.usd, good: 'down', sub: (m) => fmt.int(m.unpriced_requests) + ' unpriced', unpriced: true },
+  { label: 'Cost', value: (m) => (m.unpriced_requests < m.requests ? m.cost_micro_usd : null), fmt: fmt.usd, good: 'down', sub: (m) => fmt.int(m.unpriced_requests) + ' unpriced', unpriced: true },
   { label: 'Latency avg', value: (m) => m.latency_avg_us, fmt: fmt.ms, good: 'down', sub: (m) => 'p95 ' + fmt.ms(m.latency_p95_us) },
   { label: 'TTFB p95', value: (m) => m.ttfb_p95_us, fmt: fmt.ms, good: 'down', sub: (m) => 'avg ' + fmt.ms(m.ttfb_avg_us) },
   { label: 'Overhead avg', value: (m) => m.overhead_avg_us, fmt: fmt.ms, good: 'down' },
@@ -34,11 +34,11 @@ const CHARTS = [
   { title: 'Cost (USD)', unit: '$', series: [
     { label: 'cost', stroke: '#7b4fa0', value: (p) => p.cost_micro_usd / 1e6 },
   ] },
-  { title: 'Latency (ms)', unit: 'ms', series: [
+  { title: 'Latency (ms)', unit: 'ms', gaps: true, series: [
     { label: 'avg', stroke: '#3465a4', value: (p) => ms(p.latency_avg_us) },
     { label: 'p95', stroke: '#c0392b', value: (p) => ms(p.latency_p95_us) },
   ] },
-  { title: 'TTFB p95 (ms)', unit: 'ms', series: [
+  { title: 'TTFB p95 (ms)', unit: 'ms', gaps: true, series: [
     { label: 'p95', stroke: '#b5651d', value: (p) => ms(p.ttfb_p95_us) },
   ] },
 ];
@@ -114,7 +114,7 @@ function renderCharts(series) {
       axes: [{}, { size: 60, values: (u, ticks) => ticks.map((t) => axisValue(t, spec.unit)) }],
       series: [{ label: 'time' }, ...spec.series.map((s) => ({
         label: s.label, stroke: s.stroke, width: 2, spanGaps: false,
-        points: { show: series.points.length <= 60 },
+        points: { show: spec.gaps || series.points.length <= 60, size: 5 }, // a lone bucket between gaps is a point
         value: (u, v) => (v === null || v === undefined ? '—' : axisValue(v, spec.unit, true)),
       }))],
     };
