@@ -12,7 +12,7 @@ const BUCKETS = [60, 300, 900, 1800, 3600, 7200, 21600, 43200, 86400, 7 * 86400]
 const MAX_POINTS = 120;
 
 // FILTERS are the trace list's filters, by URL parameter.
-export const FILTERS = ['model', 'provider', 'status', 'key', 'stream'];
+const FILTERS = ['model', 'provider', 'status', 'key', 'stream'];
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,7 +45,7 @@ function readRange(q) {
 }
 
 // navigate changes URL parameters (empty values removed) and renders the new view.
-export function navigate(changes, replace = false) {
+function navigate(changes) {
   const q = new URLSearchParams(location.search);
   for (const [k, v] of Object.entries(changes)) {
     if (v) q.set(k, v);
@@ -53,8 +53,7 @@ export function navigate(changes, replace = false) {
   }
   const url = q.size ? '?' + q : location.pathname;
   say('');
-  if (replace) history.replaceState(null, '', url);
-  else history.pushState(null, '', url);
+  history.pushState(null, '', url);
   render();
 }
 
