@@ -18,6 +18,7 @@ type config struct {
 	Tracing         bool
 	StrictTraces    bool
 	ShutdownTimeout time.Duration
+	KeySetRefresh   time.Duration // loom.Config.KeySetRefresh; 0: off
 	PprofAddr       string
 	// Proxied is set when HTTPS_PROXY or HTTP_PROXY is: upstream calls then go through the
 	// standard transport, which honours them.
@@ -67,6 +68,12 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("LOOM_TRACING must be on or off, not %q", v)
 	}
 	c.StrictTraces = getenv("LOOM_TRACE_STRICT") == "on"
+	// The whole key set, so a database outage spares even keys not used since start.
+	ks, err := time.ParseDuration(env("LOOM_KEY_SET_REFRESH", "1m"))
+	if err != nil || ks < 0 {
+		return c, fmt.Errorf("LOOM_KEY_SET_REFRESH must be a duration such as 1m, or 0 for off, not %q", getenv("LOOM_KEY_SET_REFRESH"))
+	}
+	c.KeySetRefresh = ks
 	c.OpenAIKey, c.OpenAIBaseURL = getenv("OPENAI_API_KEY"), getenv("OPENAI_BASE_URL")
 	if m := env("LOOM_OPENAI_MODELS", defaultOpenAIModels); m != "*" {
 		c.OpenAIModels = splitList(m)

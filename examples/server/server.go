@@ -97,7 +97,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
 		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_API_KEY): serving the built-in mock provider as model \"mock-1\"")
 	}
-	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, Analytics: reads}
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, Analytics: reads, KeySetRefresh: cfg.KeySetRefresh}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
 			Sinks:    []tracing.Sink{sink},
@@ -125,6 +125,13 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 			return
 		}
 		if err := s.ping(ctx); err != nil {
+			// Keys and tenant providers read before the outage are still answered (and
+			// traces spooled) until StaleUntil: taking the replica out of the load
+			// balancer would turn a store outage into a full one.
+			if until := gw.StoreStats().StaleUntil; time.Now().Before(until) {
+				fmt.Fprintf(w, "degraded: store unreachable; keys already read are answered until %s\n", until.UTC().Format(time.RFC3339))
+				return
+			}
 			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 			return
 		}
@@ -180,7 +187,10 @@ func (s *Server) Close(ctx context.Context) error {
 
 func (s *Server) close(ctx context.Context) error {
 	s.ready.Store(false)
-	err := s.http.Shutdown(ctx)
+	// Streams may take half the time; the trace pipeline keeps the rest.
+	reqCtx, cancel := loom.RequestShare(ctx)
+	defer cancel()
+	err := s.http.Shutdown(reqCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.http.Close() // streams still open past the bound are cut
 	}
