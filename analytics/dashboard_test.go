@@ -355,8 +355,7 @@ func TestDashboardBrowser(t *testing.T) {
 		tokensIn += r.PromptTokens
 		tokensOut += r.CompletionTokens
 	}
-	cards := map[string]string{}
-	cards = eval[map[string]string](t, b, `Object.fromEntries([...document.querySelectorAll('#cards .card')].map(c => [c.dataset.card, c.querySelector('.card-value').textContent]))`)
+	cards := eval[map[string]string](t, b, `Object.fromEntries([...document.querySelectorAll('#cards .card')].map(c => [c.dataset.card, c.querySelector('.card-value').textContent]))`)
 	wantCards := map[string]string{"Requests": fmt.Sprint(len(rows)), "Tokens in": thousands(tokensIn), "Tokens out": thousands(tokensOut)}
 	gotCards := map[string]string{"Requests": cards["Requests"], "Tokens in": cards["Tokens in"], "Tokens out": cards["Tokens out"]}
 	if diff := cmp.Diff(wantCards, gotCards); diff != "" {
@@ -368,8 +367,7 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 
 	// Hovering the requests chart at its right edge shows the newest bucket's figures.
-	var box struct{ X, Y, W, H float64 }
-	box = eval[struct{ X, Y, W, H float64 }](t, b, `(() => { const r = document.querySelector('[data-chart="Requests"] .u-over').getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })()`)
+	box := eval[struct{ X, Y, W, H float64 }](t, b, `(() => { const r = document.querySelector('[data-chart="Requests"] .u-over').getBoundingClientRect(); return {X: r.x, Y: r.y, W: r.width, H: r.height}; })()`)
 	bucketStart := time.Now().UTC().Truncate(15 * time.Minute) // 24h: 15-minute buckets
 	b.run(t, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, box.X+box.W-1, box.Y+box.H/2))
 	b.waitFor(t, "legend", `document.querySelector('[data-chart="Requests"] .u-series:nth-child(2) .u-value').textContent !== '--'`)
