@@ -29,6 +29,7 @@ type config struct {
 	AzureEndpoint, AzureKey  string
 	AzureVersion             string
 	AzureDeployments         []string
+	AzureDeploymentModels    map[string]string // deployment → the model it runs, for pricing
 	AnthropicKey             string
 	AnthropicBaseURL         string
 	AnthropicModels          []string
@@ -80,7 +81,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	c.AzureEndpoint, c.AzureKey = getenv("AZURE_OPENAI_ENDPOINT"), getenv("AZURE_OPENAI_API_KEY")
 	c.AzureVersion = getenv("AZURE_OPENAI_API_VERSION")
-	c.AzureDeployments = splitList(getenv("AZURE_OPENAI_DEPLOYMENTS"))
+	c.AzureDeployments, c.AzureDeploymentModels = deploymentModels(splitList(getenv("AZURE_OPENAI_DEPLOYMENTS")))
 	c.AnthropicKey, c.AnthropicBaseURL = getenv("ANTHROPIC_API_KEY"), getenv("ANTHROPIC_BASE_URL")
 	c.AnthropicModels = splitList(getenv("LOOM_ANTHROPIC_MODELS"))
 	return c, nil

@@ -25,8 +25,12 @@ func main() {
 	}
 }
 
-// run starts the server and serves until ctx ends, then shuts down gracefully.
+// run starts the server and serves until ctx ends, then shuts down gracefully; with
+// "prices" first it runs that command instead (see runPrices).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "prices" {
+		return runPrices(ctx, args[1:], getenv, stdout)
+	}
 	cfg, err := parseConfig(args, getenv)
 	if err != nil {
 		return err

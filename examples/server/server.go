@@ -23,7 +23,6 @@ import (
 	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/migrations"
-	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
@@ -80,19 +79,14 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	if err != nil {
 		return nil, err
 	}
-	prices, err := pricing.Default()
+	prices, err := loadPrices(cfg.PricesFile)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.PricesFile != "" {
-		override, err := pricing.LoadFile(cfg.PricesFile)
-		if err != nil {
-			return nil, err
-		}
-		prices = prices.Merge(override)
-	}
+	prices = prices.WithAliases(cfg.AzureDeploymentModels)
 
 	routes := upstreamRoutes(cfg)
+	logUnpriced(log, routes, prices) // the built-in mock below has no price to miss
 	if len(routes) == 0 {
 		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
 		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_API_KEY): serving the built-in mock provider as model \"mock-1\"")
