@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
@@ -382,6 +383,18 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Errorf("hovered ok requests %q, want %d", s, inBucket)
 	}
 	b.screenshot(t, "overview")
+
+	// Every field of a trace row is a column (the bodies are not in rows).
+	var raw struct{ Data []map[string]any }
+	(&apiEnv{srv: e.srv}).getJSON(t, e.key, "/v1/traces?limit=1", &raw)
+	var fields []string
+	for k := range raw.Data[0] {
+		fields = append(fields, k)
+	}
+	texts = eval[[]string](t, b, `[...document.querySelectorAll('#traces thead th')].map(th => th.dataset.field)`)
+	if diff := cmp.Diff(fields, texts, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("columns against the fields of a row (-want +got):\n%s", diff)
+	}
 
 	// The list shows the first page; scrolling to its end loads the second by cursor.
 	n := eval[int](t, b, `document.querySelectorAll('#traces tbody tr').length`)

@@ -63,10 +63,14 @@ function facts(t) {
   const rows = [
     ['Prompt tokens', fmt.int(t.prompt_tokens)], ['Completion tokens', fmt.int(t.completion_tokens)],
     ['Cached tokens', fmt.int(t.cached_tokens)], ['Reasoning tokens', fmt.int(t.reasoning_tokens)],
-    ['Usage source', t.usage_source], ['Cost', t.cost_micro_usd === null ? '— (unpriced)' : fmt.usd(t.cost_micro_usd)],
+    ['Cache writes (5m / 1h)', fmt.int(t.cache_write_5m_tokens) + ' / ' + fmt.int(t.cache_write_1h_tokens)],
+    ['Audio tokens (in / out)', fmt.int(t.audio_prompt_tokens) + ' / ' + fmt.int(t.audio_completion_tokens)],
+    ['Prediction tokens (accepted / rejected)', fmt.int(t.accepted_prediction_tokens) + ' / ' + fmt.int(t.rejected_prediction_tokens)],
+    ['Usage source', t.usage_source + (t.usage_method ? ' (' + t.usage_method + ')' : '')], ['Service tier', t.service_tier || '—'], ['Cost', t.cost_micro_usd === null ? '— (unpriced)' : fmt.usd(t.cost_micro_usd)],
     ['Price version', t.price_version || '—'], ['Provider', t.provider], ['Served model', t.served_model || '—'],
     ['Error type', t.error_type || '—'], ['Client aborted', t.client_aborted ? 'yes' : 'no'],
-    ['Response truncated', t.response_truncated ? 'yes' : 'no'], ['Request id', t.request_id || '—'],
+    ['Response truncated', t.response_truncated ? 'yes' : 'no'], ['Fields cut to fit the store', t.fields_cut ? 'yes' : 'no'],
+    ['Upstream retries', String(t.upstream_retries)], ['Request id', t.request_id || '—'],
     ['API key', t.api_key_id], ['Key version', String(t.key_version)],
   ];
   return el('dl', { class: 'facts' }, rows.map(([k, v]) => el('div', null, el('dt', null, k), el('dd', null, v))));

@@ -25,12 +25,22 @@ const COLUMNS = [
   ['cached_tokens', 'Cached', (t) => fmt.int(t.cached_tokens)],
   ['reasoning_tokens', 'Reasoning', (t) => fmt.int(t.reasoning_tokens)],
   ['usage_source', 'Usage', (t) => t.usage_source],
+  ['usage_method', 'Usage method', (t) => t.usage_method],
+  ['cache_write_5m_tokens', 'Cache write 5m', (t) => fmt.int(t.cache_write_5m_tokens)],
+  ['cache_write_1h_tokens', 'Cache write 1h', (t) => fmt.int(t.cache_write_1h_tokens)],
+  ['audio_prompt_tokens', 'Audio in', (t) => fmt.int(t.audio_prompt_tokens)],
+  ['audio_completion_tokens', 'Audio out', (t) => fmt.int(t.audio_completion_tokens)],
+  ['accepted_prediction_tokens', 'Prediction accepted', (t) => fmt.int(t.accepted_prediction_tokens)],
+  ['rejected_prediction_tokens', 'Prediction rejected', (t) => fmt.int(t.rejected_prediction_tokens)],
+  ['service_tier', 'Tier', (t) => t.service_tier],
   ['cost_micro_usd', 'Cost', (t) => fmt.usd(t.cost_micro_usd)],
   ['price_version', 'Prices', (t) => t.price_version],
   ['latency_us', 'Latency', (t) => fmt.ms(t.latency_us)],
   ['ttfb_us', 'TTFB', (t) => (t.ttfb_us ? fmt.ms(t.ttfb_us) : '—')],
   ['overhead_us', 'Overhead', (t) => fmt.ms(t.overhead_us)],
   ['response_truncated', 'Truncated', (t) => yes(t.response_truncated)],
+  ['fields_cut', 'Fields cut', (t) => yes(t.fields_cut)],
+  ['upstream_retries', 'Retries', (t) => String(t.upstream_retries)],
   ['request_id', 'Request id', (t) => t.request_id],
   ['api_key_id', 'Key', (t) => t.api_key_id],
   ['tenant_id', 'Tenant', (t) => t.tenant_id],
@@ -38,7 +48,9 @@ const COLUMNS = [
 ];
 
 const NUMERIC = new Set(['prompt_tokens', 'completion_tokens', 'cached_tokens', 'reasoning_tokens',
-  'cost_micro_usd', 'latency_us', 'ttfb_us', 'overhead_us', 'status', 'key_version']);
+  'cache_write_5m_tokens', 'cache_write_1h_tokens', 'audio_prompt_tokens', 'audio_completion_tokens',
+  'accepted_prediction_tokens', 'rejected_prediction_tokens', 'cost_micro_usd', 'latency_us', 'ttfb_us',
+  'overhead_us', 'status', 'upstream_retries', 'key_version']);
 
 // FILTER_VALUES: the select fed by each values field.
 const FILTER_VALUES = { model: 'model', provider: 'provider', key: 'api_key_id', status: 'status' };
@@ -55,7 +67,7 @@ export class TraceList {
       if (entries.some((e) => e.isIntersecting)) this.next();
     }, { rootMargin: '200px' });
     this.observer.observe($('list-end'));
-    const head = el('tr', null, COLUMNS.map(([k, label]) => el('th', { scope: 'col', class: NUMERIC.has(k) ? 'num' : null }, label)));
+    const head = el('tr', null, COLUMNS.map(([k, label]) => el('th', { scope: 'col', 'data-field': k, class: NUMERIC.has(k) ? 'num' : null }, label)));
     $('traces').tHead.append(head);
   }
 
