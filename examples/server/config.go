@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -14,6 +15,8 @@ type config struct {
 	DatabaseURL     string
 	BootstrapKey    string
 	MasterKey       string
+	LedgerKey       string // LOOM_LEDGER_KEY: the checkpoint signing key (see ledger.go)
+	CheckpointDir   string // LOOM_LEDGER_CHECKPOINTS: where signed checkpoints are exported
 	PricesFile      string
 	Tracing         bool
 	StrictTraces    bool
@@ -60,6 +63,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	c.DatabaseURL = getenv("DATABASE_URL")
 	c.BootstrapKey = getenv("LOOM_BOOTSTRAP_KEY")
 	c.MasterKey = getenv("LOOM_MASTER_KEY")
+	c.LedgerKey = getenv("LOOM_LEDGER_KEY")
+	c.CheckpointDir = env("LOOM_LEDGER_CHECKPOINTS", filepath.Join(c.DataDir, "checkpoints"))
 	c.PricesFile = getenv("LOOM_PRICES_FILE")
 	switch v := env("LOOM_TRACING", "on"); v {
 	case "on":

@@ -26,10 +26,15 @@ func main() {
 }
 
 // run starts the server and serves until ctx ends, then shuts down gracefully; with
-// "prices" first it runs that command instead (see runPrices).
+// "prices" or "verify" first it runs that command instead (runPrices, runVerify).
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if len(args) > 0 && args[0] == "prices" {
-		return runPrices(ctx, args[1:], getenv, stdout)
+	if len(args) > 0 {
+		switch args[0] {
+		case "prices":
+			return runPrices(ctx, args[1:], getenv, stdout)
+		case "verify":
+			return runVerify(ctx, args[1:], getenv, stdout)
+		}
 	}
 	cfg, err := parseConfig(args, getenv)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/loom-gateway/loom"
 	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/ledger"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/sqlitedb"
@@ -44,6 +46,10 @@ type Server struct {
 	ready     atomic.Bool
 	ping      func(context.Context) error
 	closers   []func() error
+
+	// The trace database, for the ledger's checkpointer.
+	db      *sql.DB
+	dialect string
 }
 
 // Start opens the stores, builds the gateway and starts serving.
@@ -77,6 +83,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		store, sink, reads, err = s.openSQLite(ctx, filepath.Join(cfg.DataDir, "loom.db"))
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := s.startLedger(cfg, stdout, log); err != nil {
 		return nil, err
 	}
 	prices, err := loadPrices(cfg.PricesFile)
@@ -234,7 +243,8 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 		return nil, nil, nil, err
 	}
 	s.ping = db.PingContext
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), analytics.NewSQLiteStore(db), nil
+	s.db, s.dialect = db, ledger.SQLite
+	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
@@ -248,11 +258,12 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 		return nil, nil, nil, err
 	}
-	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
+	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{ledger.AppendPostgres}})
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	s.ping = pool.Ping
+	s.db, s.dialect = db, ledger.Postgres
 	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 
