@@ -26,7 +26,7 @@ func main() {
 }
 
 // run starts the server and serves until ctx ends, then shuts down gracefully; with
-// "prices" or "verify" first it runs that command instead (runPrices, runVerify).
+// "prices", "verify" or "deadletter" first it runs that command instead.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
@@ -34,6 +34,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return runPrices(ctx, args[1:], getenv, stdout)
 		case "verify":
 			return runVerify(ctx, args[1:], getenv, stdout)
+		case "deadletter":
+			return runDeadLetter(ctx, args[1:], getenv, stdout)
 		}
 	}
 	cfg, err := parseConfig(args, getenv)

@@ -151,7 +151,8 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", gw.Metrics())
-	mux.Handle("/", gw)
+	mux.Handle("/v1/", gw)
+	mux.Handle("/", analytics.Dashboard())
 
 	if cfg.PprofAddr != "" {
 		if err := s.servePprof(cfg.PprofAddr, stdout); err != nil {
@@ -174,7 +175,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	case s.BootstrapKey != "":
 		fmt.Fprintf(stdout, "loom: created tenant \"default\" with API key (shown once, keep it):\n\n    %s\n\n", s.BootstrapKey)
 	}
-	fmt.Fprintf(stdout, "loom: listening on http://%s (OpenAI base URL http://%s/v1)\n", s.Addr, displayAddr(s.Addr))
+	fmt.Fprintf(stdout, "loom: listening on http://%s (dashboard http://%s/, OpenAI base URL http://%s/v1)\n", s.Addr, displayAddr(s.Addr), displayAddr(s.Addr))
 	return s, nil
 }
 
