@@ -57,6 +57,7 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	t.TenantID, t.APIKeyID = principal.TenantID, principal.KeyID
 	x := &exchange{g: g, w: w, r: r, t: t, start: start}
 	x.serve()
+	g.requestDone(r, t)
 	g.record(r.Context(), t)
 }
 

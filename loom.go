@@ -43,9 +43,15 @@ type Config struct {
 	// nil, the gateway prices each trace with Prices.
 	Tracing tracing.PipelineConfig
 	// Keyring seals trace bodies and opens the sealed upstream API keys of tenant
-	// provider configurations. If nil, traces keep no bodies and tenant provider
-	// configurations with an API key are refused.
+	// provider configurations. If nil, tenant provider configurations with an API key
+	// are refused, and New refuses a trace pipeline without a Sealer unless
+	// TraceWithoutBodies says that is meant.
 	Keyring *loomcrypto.Keyring
+	// TraceWithoutBodies records traces without request and response bodies (tokens,
+	// cost, latency and status only) when there is no Keyring or Tracing.Sealer to seal
+	// them. It exists so that running without bodies is a choice written down, never the
+	// accident of a master key that failed to load.
+	TraceWithoutBodies bool
 	// Prices prices each trace. If nil, the embedded price table is used.
 	Prices *pricing.Table
 
@@ -69,6 +75,12 @@ type Config struct {
 	// negative, never.
 	KeyUsageInterval time.Duration
 
+	// OnRequest, if set, is called on the request's goroutine when a chat completion has
+	// been answered, before its trace is recorded, with what it came to (for an access
+	// log or metrics; never a key or a body). It must return quickly. If nil, nothing is
+	// called.
+	OnRequest func(*http.Request, RequestInfo)
+
 	// Logger receives operational messages. If nil, nothing is logged. Keys and bodies
 	// are never logged.
 	Logger *slog.Logger
@@ -80,6 +92,7 @@ type Config struct {
 //
 //	POST /v1/chat/completions
 //	GET  /v1/models
+//	GET  /v1/models/{id}
 //
 // Everything New starts, Shutdown stops.
 type Gateway struct {
@@ -166,6 +179,10 @@ func New(cfg Config) (*Gateway, error) {
 		}
 	}
 	g.routes = newRouter(cfg.Routes, cfg.Store, cfg.AuthCacheSize, cfg.AuthCacheTTL, cfg.Now, openKey)
+	if len(cfg.Tracing.Sinks) > 0 && cfg.Keyring == nil && cfg.Tracing.Sealer == nil && !cfg.TraceWithoutBodies {
+		return nil, errors.New("loom: traces need Config.Keyring (or Tracing.Sealer) to seal their bodies; " +
+			"set Config.TraceWithoutBodies to record traces without bodies")
+	}
 	if len(cfg.Tracing.Sinks) > 0 {
 		tc := cfg.Tracing
 		if tc.Logger == nil {
@@ -191,7 +208,8 @@ func New(cfg Config) (*Gateway, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", g.chatCompletions)
 	mux.HandleFunc("GET /v1/models", g.listModels)
-	for path, allow := range map[string]string{"/v1/chat/completions": "POST", "/v1/models": "GET"} {
+	mux.HandleFunc("GET /v1/models/{id...}", g.retrieveModel)
+	for path, allow := range map[string]string{"/v1/chat/completions": "POST", "/v1/models": "GET", "/v1/models/": "GET"} {
 		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
 			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",

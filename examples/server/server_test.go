@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -34,14 +33,7 @@ const childEnv = "LOOM_TEST_SERVER_CHILD"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "loom:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		main()
 	}
 	os.Exit(m.Run())
 }
@@ -77,13 +69,16 @@ func TestQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	s, closeServer := startServer(t, cfg, &out)
+	s, logs, closeServer := startServer(t, cfg, &out)
 	key := s.BootstrapKey
 	if !strings.HasPrefix(key, "loom_") || !strings.Contains(out.String(), key) {
 		t.Fatalf("bootstrap key %q not printed:\n%s", key, out.String())
 	}
-	if !strings.Contains(out.String(), `serving the built-in mock provider as model "mock-1"`) {
-		t.Errorf("no mock notice:\n%s", out.String())
+	if strings.Contains(logs.String(), key) {
+		t.Errorf("the bootstrap key is in the log:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), `serving the built-in mock provider as model \"mock-1\"`) {
+		t.Errorf("no mock notice:\n%s", logs.String())
 	}
 	fi, err := os.Stat(filepath.Join(dir, "master.key"))
 	if err != nil {
@@ -163,9 +158,9 @@ func TestQuickstart(t *testing.T) {
 
 	// A second start on the same data: no new key, no new master key, the first key works.
 	out.Reset()
-	s2, closeServer2 := startServer(t, cfg, &out)
-	if s2.BootstrapKey != "" || strings.Contains(out.String(), "API key") || strings.Contains(out.String(), "created a master key") {
-		t.Errorf("second start made new keys (bootstrap %q):\n%s", s2.BootstrapKey, out.String())
+	s2, logs2, closeServer2 := startServer(t, cfg, &out)
+	if s2.BootstrapKey != "" || out.Len() != 0 || strings.Contains(logs2.String(), "created") {
+		t.Errorf("second start made new keys (bootstrap %q):\n%s%s", s2.BootstrapKey, out.String(), logs2.String())
 	}
 	ids = append(ids, chat(t, s2.Addr, key, "hello again"))
 	if err := closeServer2(); err != nil {
@@ -174,11 +169,13 @@ func TestQuickstart(t *testing.T) {
 	checkSQLiteTraces(t, filepath.Join(dir, "loom.db"), keyring, ids)
 }
 
-// startServer starts the server in-process; the returned func closes it (once: a second
-// Server.Close would wait forever for the serve loop's result) and runs at cleanup too.
-func startServer(t *testing.T, cfg config, out io.Writer) (*Server, func() error) {
+// startServer starts the server in-process, logging to the returned buffer; the returned
+// func closes it (once: a second Server.Close would wait forever for the serve loop's
+// result) and runs at cleanup too.
+func startServer(t *testing.T, cfg config, out io.Writer) (*Server, *lockedBuffer, func() error) {
 	t.Helper()
-	s, err := Start(context.Background(), cfg, out)
+	logs := &lockedBuffer{}
+	s, err := Start(context.Background(), cfg, out, newLogger(cfg, logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +190,7 @@ func startServer(t *testing.T, cfg config, out io.Writer) (*Server, func() error
 		return closeErr
 	}
 	t.Cleanup(func() { closeServer() })
-	return s, closeServer
+	return s, logs, closeServer
 }
 
 // checkSQLiteTraces checks that the database holds exactly the traces ids, with bodies that
@@ -238,27 +235,6 @@ func checkSQLiteTraces(t *testing.T, path string, keyring *loomcrypto.Keyring, i
 		if !got[id] {
 			t.Errorf("no trace for request %s", id)
 		}
-	}
-}
-
-func TestPostgresNeedsMasterKey(t *testing.T) {
-	getenv := func(k string) string {
-		if k == "DATABASE_URL" {
-			return "postgres://postgres@127.0.0.1:1/none?sslmode=disable"
-		}
-		return ""
-	}
-	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Start(context.Background(), cfg, io.Discard)
-	if err == nil {
-		s.Close(context.Background())
-		t.Fatal("Start succeeded with DATABASE_URL and no LOOM_MASTER_KEY")
-	}
-	if !strings.Contains(err.Error(), "LOOM_MASTER_KEY") {
-		t.Errorf("error %q does not name LOOM_MASTER_KEY", err)
 	}
 }
 
@@ -374,8 +350,28 @@ var listeningLine = regexp.MustCompile(`listening on http://(\S+) `)
 
 func startChild(t *testing.T, dataDir string, env []string) *child {
 	t.Helper()
+	c := runChild(t, env, "-addr", "127.0.0.1:0", "-data", dataDir)
+	deadline := time.After(30 * time.Second)
+	for {
+		if m := listeningLine.FindStringSubmatch(c.errOut.String()); m != nil {
+			c.addr = m[1]
+			return c
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("server exited before listening: %v\nstderr:\n%s", c.err, c.errOut.String())
+		case <-deadline:
+			t.Fatalf("server did not log its address\nstdout:\n%s\nstderr:\n%s", c.out.String(), c.errOut.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// runChild starts the server binary (this test binary as a child) with args.
+func runChild(t *testing.T, env []string, args ...string) *child {
+	t.Helper()
 	c := &child{out: &lockedBuffer{}, errOut: &lockedBuffer{}, exited: make(chan struct{})}
-	c.cmd = exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-data", dataDir)
+	c.cmd = exec.Command(os.Args[0], args...)
 	c.cmd.Env = env
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.errOut
 	if err := c.cmd.Start(); err != nil {
@@ -393,20 +389,18 @@ func startChild(t *testing.T, dataDir string, env []string) *child {
 			t.Logf("server %d stdout:\n%s\nstderr:\n%s", c.cmd.Process.Pid, c.out.String(), c.errOut.String())
 		}
 	})
-	deadline := time.After(30 * time.Second)
-	for {
-		if m := listeningLine.FindStringSubmatch(c.out.String()); m != nil {
-			c.addr = m[1]
-			return c
-		}
-		select {
-		case <-c.exited:
-			t.Fatalf("server exited before listening: %v\nstderr:\n%s", c.err, c.errOut.String())
-		case <-deadline:
-			t.Fatalf("server did not print its address\nstdout:\n%s\nstderr:\n%s", c.out.String(), c.errOut.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+	return c
+}
+
+// wait waits for the child to exit by itself and returns its exit code.
+func (c *child) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%v did not exit\nstderr:\n%s", c.cmd.Args, c.errOut.String())
 	}
+	return c.cmd.ProcessState.ExitCode()
 }
 
 // kill ends the server with SIGKILL: no shutdown, no flush.
