@@ -130,7 +130,7 @@ func (x *exchange) serve() {
 	if req.Stream {
 		x.relayStream(ctx, req, resp)
 	} else {
-		x.relayJSON(ctx, resp)
+		x.relayJSON(ctx, req, resp)
 	}
 }
 
@@ -164,17 +164,61 @@ func (x *exchange) fail(err error) {
 	x.finish()
 }
 
-func (x *exchange) relayJSON(ctx context.Context, resp *provider.Response) {
-	body, err := readAll(resp.Body, resp.ContentLength, -1)
+// maxDecodedBody bounds an answer Loom decompresses to read it whole: a small compressed
+// body must not unpack into gigabytes.
+const maxDecodedBody = 64 << 20
+
+// final reports whether resp is a final (2xx) answer, and otherwise fails the exchange: a
+// provider or RoundTripper may hand on an interim 1xx response, which must never become
+// the client's answer.
+func (x *exchange) final(resp *provider.Response) bool {
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return true
+	}
+	x.fail(fmt.Errorf("%w: status %d", errUpstreamProtocol, resp.StatusCode))
+	return false
+}
+
+func (x *exchange) relayJSON(ctx context.Context, req *provider.ChatRequest, resp *provider.Response) {
+	if !x.final(resp) {
+		return
+	}
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(strings.ToLower(ct), "text/event-stream") {
+		// A stream where JSON was asked for: relayed and metered as the stream it is.
+		x.relayStream(ctx, req, resp)
+		return
+	}
+	enc := resp.Header.Get("Content-Encoding")
+	src, decoded := provider.DecodeBody(enc, resp.Body)
+	n, limit := resp.ContentLength, int64(-1)
+	if src != resp.Body {
+		n, limit = -1, maxDecodedBody
+	}
+	body, err := readAll(src, n, limit)
 	x.last = x.g.cfg.Now()
-	if err != nil {
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		x.fail(fmt.Errorf("%w: decoded answer over %d bytes", errUpstreamProtocol, limit))
+		return
+	case errors.Is(err, provider.ErrCorruptBody):
+		x.fail(fmt.Errorf("%w: %w", errUpstreamProtocol, err))
+		return
+	case err != nil:
 		x.fail(upstreamCause(ctx, err))
 		return
 	}
-	c := provider.ReadCompletion(body)
-	x.setUsage(c.Usage, string(c.Model), 0)
 	h := x.w.Header()
 	h.Set("Content-Type", "application/json")
+	if decoded {
+		c := provider.ReadCompletion(body)
+		x.setUsage(c.Usage, string(c.Model), 0)
+		if c.HasError {
+			x.t.ErrorType = "upstream_error" // a 200 whose body is an error
+		}
+	} else {
+		h.Set("Content-Encoding", enc) // the bytes as they came, labelled as they came
+		x.setUsage(nil, "", 0)
+	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	x.w.WriteHeader(resp.StatusCode)
 	if _, err := x.w.Write(body); err != nil {
@@ -186,17 +230,31 @@ func (x *exchange) relayJSON(ctx context.Context, resp *provider.Response) {
 }
 
 func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, resp *provider.Response) {
+	if !x.final(resp) {
+		return
+	}
+	enc := resp.Header.Get("Content-Encoding")
+	src, decoded := provider.DecodeBody(enc, resp.Body)
 	h := x.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	if !decoded {
+		h.Set("Content-Encoding", enc)
+	}
 	x.w.WriteHeader(http.StatusOK)
 	x.t.Status = http.StatusOK
-	res := stream.Relay(x.w, resp.Body, stream.RelayOptions{
-		StripUsage: !req.IncludeUsage,
+	opts := stream.RelayOptions{
+		StripUsage: req.Stream && !req.IncludeUsage,
 		Capture:    x.g.cfg.MaxCaptureBytes,
 		Now:        x.g.cfg.Now,
-	})
+	}
+	var res stream.Result
+	if decoded {
+		res = stream.Relay(x.w, src, opts)
+	} else {
+		res = stream.Pass(x.w, src, opts) // unreadable: no usage, no [DONE] to look for
+	}
 	x.last = res.End
 	if !res.FirstEvent.IsZero() {
 		x.t.TTFBUS = res.FirstEvent.Sub(x.start).Microseconds()
@@ -206,15 +264,19 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 	switch {
 	case res.WriteErr != nil || (res.ReadErr != nil && x.r.Context().Err() != nil):
 		x.t.ClientAborted = true
-	case res.ReadErr != nil:
-		// The stream has started: the error can only travel as an event.
+	case res.ReadErr != nil || (decoded && !res.Done && !res.UpstreamError):
+		// The stream broke off, or ended without its [DONE]: the client must not take
+		// it for a whole answer. It has started, so the error can only travel as an
+		// event (not into bytes the client cannot decode).
 		cause := errStreamInterrupted
 		if errors.Is(context.Cause(ctx), errUpstreamTimeout) {
 			cause = errUpstreamTimeout
 		}
 		a := toAPIError(cause)
 		x.t.ErrorType = a.Type
-		stream.WriteError(x.w, a.body())
+		if decoded {
+			stream.WriteError(x.w, a.body())
+		}
 	case res.UpstreamError:
 		x.t.ErrorType = "upstream_error"
 	}

@@ -4,8 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/tenancy"
@@ -31,6 +36,9 @@ var (
 	errUnreachable     = errors.New("loom: upstream unreachable")
 	// errStreamInterrupted: the upstream's stream broke off after it had started.
 	errStreamInterrupted = errors.New("loom: upstream stream interrupted")
+	// errUpstreamProtocol: the upstream's answer is not one Loom can relay (an interim
+	// 1xx status as the answer, a compressed body that is corrupt or unpacks too large).
+	errUpstreamProtocol = errors.New("loom: upstream protocol error")
 )
 
 // toAPIError maps an error from the request path to what the client is told. Internal
@@ -66,6 +74,9 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, errUnreachable):
 		return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_unreachable",
 			Message: "The upstream provider could not be reached."}
+	case errors.Is(err, errUpstreamProtocol):
+		return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_protocol_error",
+			Message: "The upstream provider sent an answer that is not a valid HTTP response to relay."}
 	case errors.Is(err, errStreamInterrupted):
 		return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_stream_interrupted",
 			Message: "The upstream provider's stream broke off before it was complete."}
@@ -86,7 +97,8 @@ var passedUpstreamHeaders = []string{
 }
 
 // upstreamAPIError passes an upstream's error on with its status and body. A body that is
-// not an OpenAI error object is wrapped in one, so SDKs can always parse it.
+// not an OpenAI error object is wrapped in one, so SDKs can always parse it, with an
+// excerpt of the upstream's own message.
 func upstreamAPIError(e *provider.UpstreamError) *apiError {
 	a := &apiError{Status: e.StatusCode, Type: "upstream_error", Header: http.Header{}}
 	for _, k := range passedUpstreamHeaders {
@@ -94,20 +106,116 @@ func upstreamAPIError(e *provider.UpstreamError) *apiError {
 			a.Header.Set(k, v)
 		}
 	}
+	body, decoded := provider.DecodeBytes(e.Header.Get("Content-Encoding"), e.Body, 1<<20)
 	var shape struct {
 		Error *struct {
 			Type string `json:"type"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(e.Body, &shape) == nil && shape.Error != nil {
-		a.Body = e.Body
+	if decoded && json.Unmarshal(body, &shape) == nil && shape.Error != nil {
+		a.Body = body
 		if shape.Error.Type != "" {
 			a.Type = shape.Error.Type
 		}
 		return a
 	}
-	a.Message = "The upstream provider answered " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode) + "."
+	a.Message = "The upstream provider answered " + strings.TrimSpace(strconv.Itoa(e.StatusCode)+" "+http.StatusText(e.StatusCode))
+	if m := excerpt(upstreamMessage(body)); decoded && m != "" {
+		a.Message += ": " + m
+	} else {
+		a.Message += "."
+	}
 	return a
+}
+
+// maxExcerpt bounds the part of an upstream's own error message passed on.
+const maxExcerpt = 512
+
+// upstreamMessage finds the message in an error body of another shape than OpenAI's:
+// {"error":"…"}, {"error":{"message":…}}, {"detail":…} (a string or FastAPI's list of
+// {"loc","msg"}), {"message":…}, or plain text (HTML loses its tags).
+func upstreamMessage(body []byte) string {
+	var v struct {
+		Error   json.RawMessage `json:"error"`
+		Detail  json.RawMessage `json:"detail"`
+		Message json.RawMessage `json:"message"`
+	}
+	if json.Valid(body) {
+		if json.Unmarshal(body, &v) != nil {
+			return messageText(body) // a bare JSON string, say
+		}
+		for _, raw := range []json.RawMessage{v.Error, v.Detail, v.Message} {
+			if m := messageText(raw); m != "" {
+				return m
+			}
+		}
+		return ""
+	}
+	text := string(body)
+	if t := strings.TrimSpace(text); strings.HasPrefix(t, "<") {
+		text = htmlTags.ReplaceAllString(t, " ")
+	}
+	return text
+}
+
+var htmlTags = regexp.MustCompile(`(?s)<!--.*?-->|<(script|style)\b.*?</(script|style)>|<[^>]*>`)
+
+// messageText reads a message: a string, an object's "message" or "msg", or a list of
+// FastAPI validation errors ("body.model: field required; …").
+func messageText(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var obj struct {
+		Message json.RawMessage `json:"message"`
+		Msg     string          `json:"msg"`
+	}
+	if json.Unmarshal(raw, &obj) == nil {
+		if m := messageText(obj.Message); m != "" {
+			return m
+		}
+		return obj.Msg
+	}
+	var list []struct {
+		Loc []any  `json:"loc"`
+		Msg string `json:"msg"`
+	}
+	if json.Unmarshal(raw, &list) != nil {
+		return ""
+	}
+	parts := make([]string, 0, len(list))
+	for _, d := range list {
+		loc := make([]string, len(d.Loc))
+		for i, l := range d.Loc {
+			loc[i] = fmt.Sprint(l)
+		}
+		if p := strings.Join(loc, "."); p != "" {
+			parts = append(parts, p+": "+d.Msg)
+		} else {
+			parts = append(parts, d.Msg)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// excerpt makes an upstream's text fit to pass on: valid UTF-8, control characters and
+// runs of white space as one space, at most maxExcerpt bytes (cut at a character).
+func excerpt(s string) string {
+	s = strings.Join(strings.FieldsFunc(strings.ToValidUTF8(s, "\uFFFD"), func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r)
+	}), " ")
+	if len(s) <= maxExcerpt {
+		return s
+	}
+	cut := maxExcerpt - len("…")
+	for !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // body returns the error's JSON: {"error":{"message":…,"type":…,"param":…,"code":…}}.

@@ -45,9 +45,10 @@ type AnthropicConfig struct {
 // What is translated: text content (string or text parts), image parts (data URLs and
 // http(s) URLs), system and developer messages (joined into the top-level system prompt),
 // assistant tool calls, tool results, tools, tool_choice, parallel_tool_calls,
-// max_completion_tokens/max_tokens, temperature, top_p, stop and user. Other OpenAI
-// parameters (response_format, seed, logprobs, penalties, reasoning_effort…) are ignored;
-// n > 1 and content parts Anthropic cannot take (audio, files) are refused.
+// max_completion_tokens/max_tokens, temperature (clamped to Anthropic's 0–1), top_p, stop
+// and user. Other OpenAI parameters (response_format, seed, logprobs, penalties,
+// reasoning_effort…) are ignored; n > 1 and content parts Anthropic cannot take (audio,
+// files) are refused.
 type Anthropic struct {
 	url       string
 	header    upstreamHeader
@@ -112,6 +113,16 @@ func (p *Anthropic) Chat(ctx context.Context, req *Request) (*Response, error) {
 		}
 		return nil, anthropicError(resp, b)
 	}
+	// The answer is translated, so it must be read: a compressed one is decoded, one in
+	// an encoding Loom cannot decode cannot be translated.
+	enc := resp.Header.Get("Content-Encoding")
+	decoded, ok := DecodeBody(enc, resp.Body)
+	if !ok {
+		resp.Body.Close()
+		return nil, &UpstreamError{StatusCode: http.StatusBadGateway, Header: http.Header{}, Body: ErrorJSON(
+			"The upstream provider answered in a Content-Encoding Loom cannot decode.", "upstream_error", "", "upstream_protocol_error")}
+	}
+	resp.Body = decoded
 	header := anthropicHeader(resp.Header)
 	if req.Stream {
 		header.Set("Content-Type", "text/event-stream")
@@ -120,7 +131,7 @@ func (p *Anthropic) Chat(ctx context.Context, req *Request) (*Response, error) {
 			events:       sse.NewReader(resp.Body),
 			created:      p.now().Unix(),
 			includeUsage: includeUsage,
-			tools:        map[int]int{},
+			tools:        map[int]*streamTool{},
 		}
 		return &Response{StatusCode: http.StatusOK, Header: header, Body: s, ContentLength: -1}, nil
 	}
@@ -170,7 +181,12 @@ func anthropicError(resp *http.Response, body []byte) *UpstreamError {
 	var in struct {
 		Error *anthropicErrorDetail `json:"error"`
 	}
-	if json.Unmarshal(body, &in) == nil && in.Error != nil {
+	if b, ok := DecodeBytes(resp.Header.Get("Content-Encoding"), body, 1<<20); ok {
+		e.Body = b
+	} else {
+		e.Body = nil // nothing a client could read
+	}
+	if json.Unmarshal(e.Body, &in) == nil && in.Error != nil {
 		e.Body = ErrorJSON(in.Error.Message, in.Error.Type, "", "")
 	}
 	return e
@@ -195,9 +211,6 @@ type (
 		ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
 		N                   *int            `json:"n"`
 		User                string          `json:"user"`
-		StreamOptions       *struct {
-			IncludeUsage bool `json:"include_usage"`
-		} `json:"stream_options"`
 	}
 	openAIMessage struct {
 		Role       string           `json:"role"`
@@ -295,7 +308,15 @@ func anthropicRequestBody(body []byte, model string, stream bool, defaultMaxToke
 	if in.N != nil && *in.N > 1 {
 		return nil, false, invalid("n", "n: this model's provider returns one choice per request")
 	}
-	out := anthropicRequest{Model: model, MaxTokens: defaultMaxTokens, Temperature: in.Temperature, TopP: in.TopP, Stream: stream}
+	out := anthropicRequest{Model: model, MaxTokens: defaultMaxTokens, TopP: in.TopP, Stream: stream}
+	if t := in.Temperature; t != nil {
+		if *t < 0 || *t > 2 {
+			return nil, false, invalid("temperature", "temperature: expected a number from 0 to 2")
+		}
+		// Both APIs divide the logits by the temperature, so a value means the same in
+		// each; Anthropic stops at 1, so hotter requests get its hottest.
+		out.Temperature = ptrTo(min(*t, 1))
+	}
 	switch {
 	case in.MaxCompletionTokens != nil:
 		out.MaxTokens = *in.MaxCompletionTokens
@@ -424,8 +445,10 @@ func anthropicRequestBody(body []byte, model string, stream bool, defaultMaxToke
 	if err != nil {
 		return nil, false, fmt.Errorf("provider: encode anthropic request: %w", err)
 	}
-	return b, in.StreamOptions != nil && in.StreamOptions.IncludeUsage, nil
+	return b, includeUsage(body), nil
 }
+
+func ptrTo[T any](v T) *T { return &v }
 
 // contentText reads content that must be text: a string or an array of text parts
 // (joined with newlines).
@@ -489,11 +512,15 @@ func contentBlocks(raw json.RawMessage) ([]anthropicBlock, error) {
 	return out, nil
 }
 
-// imageSource translates an image URL: a base64 data URL or an http(s) URL.
+// imageSource translates an image URL: a base64 data URL or an http(s) URL. Of a data
+// URL's media type only the type itself is sent ("image/jpeg;charset=utf-8" is
+// "image/jpeg"): Anthropic takes no parameters.
 func imageSource(u string) (*anthropicSource, error) {
 	if rest, ok := strings.CutPrefix(u, "data:"); ok {
 		meta, data, ok := strings.Cut(rest, ",")
-		mediaType, isBase64 := strings.CutSuffix(meta, ";base64")
+		meta, isBase64 := strings.CutSuffix(meta, ";base64")
+		mediaType, _, _ := strings.Cut(meta, ";")
+		mediaType = strings.ToLower(strings.TrimSpace(mediaType))
 		if !ok || !isBase64 || mediaType == "" {
 			return nil, errors.New("image_url: expected a base64 data URL")
 		}
@@ -666,7 +693,13 @@ type anthropicStream struct {
 
 	id, model string
 	usage     anthropicUsage
-	tools     map[int]int // Anthropic content block index → OpenAI tool call index
+	tools     map[int]*streamTool // by Anthropic content block index
+}
+
+// streamTool is a tool call being streamed.
+type streamTool struct {
+	index   int  // OpenAI tool call index
+	hasArgs bool // some arguments were sent
 }
 
 // Read implements io.Reader.
@@ -746,7 +779,7 @@ func (s *anthropicStream) next() {
 			}
 		case "tool_use":
 			i := len(s.tools)
-			s.tools[ev.Index] = i
+			s.tools[ev.Index] = &streamTool{index: i}
 			tc := openAIOutToolCall{Index: &i, ID: ev.ContentBlock.ID, Type: "function"}
 			tc.Function.Name = ev.ContentBlock.Name
 			s.emitDelta(&openAIDelta{ToolCalls: []openAIOutToolCall{tc}}, nil)
@@ -758,13 +791,19 @@ func (s *anthropicStream) next() {
 				s.emitDelta(&openAIDelta{Content: &ev.Delta.Text}, nil)
 			}
 		case "input_json_delta":
-			i, ok := s.tools[ev.Index]
+			t, ok := s.tools[ev.Index]
 			if !ok || ev.Delta.PartialJSON == "" {
 				return
 			}
-			var tc openAIOutToolCall
-			tc.Index, tc.Function.Arguments = &i, ev.Delta.PartialJSON
-			s.emitDelta(&openAIDelta{ToolCalls: []openAIOutToolCall{tc}}, nil)
+			t.hasArgs = true
+			s.emitArguments(t.index, ev.Delta.PartialJSON)
+		}
+	case "content_block_stop":
+		// A tool called without arguments gets "{}", as in a whole answer: clients
+		// parse the arguments they concatenated, and "" is not JSON.
+		if t, ok := s.tools[ev.Index]; ok && !t.hasArgs {
+			t.hasArgs = true
+			s.emitArguments(t.index, "{}")
 		}
 	case "message_delta":
 		s.usage.update(ev.Usage)
@@ -786,12 +825,18 @@ func (s *anthropicStream) next() {
 		}
 		s.emitError(msg, typ)
 	}
-	// ping, content_block_stop and unknown events carry nothing to translate.
+	// ping and unknown events carry nothing to translate.
 }
 
 func (s *anthropicStream) emitDelta(d *openAIDelta, finish *string) {
 	s.emit(openAICompletion{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
 		Choices: []openAIChoice{{Delta: d, FinishReason: finish}}})
+}
+
+func (s *anthropicStream) emitArguments(index int, args string) {
+	var tc openAIOutToolCall
+	tc.Index, tc.Function.Arguments = &index, args
+	s.emitDelta(&openAIDelta{ToolCalls: []openAIOutToolCall{tc}}, nil)
 }
 
 func (s *anthropicStream) emit(v any) {

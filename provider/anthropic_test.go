@@ -282,7 +282,7 @@ func TestAnthropicCompletionStopAndCache(t *testing.T) {
 // translate reads a whole translated stream.
 func translate(t *testing.T, upstream string, includeUsage bool) (string, error) {
 	t.Helper()
-	s := &anthropicStream{body: io.NopCloser(strings.NewReader(upstream)), created: 1766100767, includeUsage: includeUsage, tools: map[int]int{}}
+	s := &anthropicStream{body: io.NopCloser(strings.NewReader(upstream)), created: 1766100767, includeUsage: includeUsage, tools: map[int]*streamTool{}}
 	s.events = sse.NewReader(s.body)
 	b, err := io.ReadAll(s)
 	return string(b), err

@@ -16,7 +16,8 @@ type AzureConfig struct {
 	// APIVersion selects the classic deployments path,
 	// /openai/deployments/{deployment}/chat/completions?api-version=…, with the request's
 	// model as the deployment. If empty, the v1 path /openai/v1/chat/completions is used
-	// and the deployment travels as the body's model.
+	// and the deployment travels as the body's model. Versions older than
+	// 2024-09-01-preview and 2024-10-21 get no stream_options (they refuse it).
 	APIVersion string
 	// ClientHeaders lists the client request headers passed on, from OpenAIHeaders. If
 	// nil, none.
@@ -59,5 +60,39 @@ func (p *Azure) Chat(ctx context.Context, req *Request) (*Response, error) {
 		u = p.base + "/openai/deployments/" + url.PathEscape(req.Model) +
 			"/chat/completions?api-version=" + url.QueryEscape(p.version)
 	}
+	if !acceptsStreamOptions(p.version) {
+		r := *req
+		r.Body = withoutMember(req.Body, "stream_options")
+		req = &r
+	}
 	return post(ctx, p.client, u, p.header, req)
+}
+
+// acceptsStreamOptions reports whether an api-version takes stream_options: previews from
+// 2024-09-01-preview, GA versions from 2024-10-21, and the v1 path (no version) do; older
+// versions refuse the whole request ("Unrecognized request argument supplied:
+// stream_options"), so it is left out and the gateway estimates the stream's usage. A
+// version that is not a date ("preview", "latest") is of the v1 era and takes it.
+func acceptsStreamOptions(version string) bool {
+	date, preview := strings.CutSuffix(strings.ToLower(version), "-preview")
+	if !isDate(date) {
+		return true
+	}
+	if preview {
+		return date >= "2024-09-01"
+	}
+	return date >= "2024-10-21"
+}
+
+// isDate reports whether s has the form YYYY-MM-DD, which orders like the date it names.
+func isDate(s string) bool {
+	if len(s) != 10 {
+		return false
+	}
+	for i, c := range []byte(s) {
+		if (i == 4 || i == 7) != (c == '-') || (c != '-' && (c < '0' || c > '9')) {
+			return false
+		}
+	}
+	return true
 }

@@ -26,7 +26,8 @@ type Request struct {
 	// is the deployment.
 	Model string
 	// Body is the OpenAI chat completion request JSON, already carrying Model and, for
-	// streams, stream_options.include_usage. Adapters that speak OpenAI send it unchanged.
+	// streams, stream_options.include_usage. Adapters that speak OpenAI send it unchanged
+	// (Azure removes stream_options for api-versions that refuse it).
 	Body   []byte
 	Stream bool
 	// Header holds client headers to pass on (for example OpenAI-Organization); may be nil.
@@ -35,9 +36,12 @@ type Request struct {
 
 // Response is an upstream's successful answer.
 type Response struct {
+	// StatusCode is a final 2xx status; the gateway answers anything else (an interim 1xx
+	// a RoundTripper handed on) with a 502.
 	StatusCode int
 	// Header holds the upstream's response headers worth passing on (rate limits,
-	// processing time); may be nil.
+	// processing time); may be nil. Body is read as its Content-Encoding says (see
+	// DecodeBody).
 	Header http.Header
 	Body   io.ReadCloser
 	// ContentLength is Body's length, or -1 when unknown (as for streams).

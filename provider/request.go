@@ -1,9 +1,9 @@
 package provider
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -42,11 +42,7 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	seen := 0 // bit i: the i-th member of routedKeys was seen
 	err := members(body, func(rawKey []byte, start, end int) bool {
 		v := body[start:end]
-		key := string(rawKey)
-		if strings.IndexByte(key, '\\') >= 0 {
-			// "mod\u0065l" is "model" to the upstream's decoder: read it as such.
-			key = unquote(append(append([]byte{'"'}, rawKey...), '"'))
-		}
+		key := memberName(rawKey)
 		// Some decoders (Go's among them) match member names case-insensitively, so
 		// "MODEL" after "model" is a duplicate too.
 		if i := slices.IndexFunc(routedKeys, func(k string) bool { return strings.EqualFold(k, key) }); i >= 0 {
@@ -90,12 +86,7 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 				return false
 			}
 			r.optsStart, r.optsEnd = start, end
-			members(v, func(k []byte, s, e int) bool {
-				if string(k) == "include_usage" {
-					r.IncludeUsage = string(v[s:e]) == "true"
-				}
-				return true
-			})
+			r.IncludeUsage = optsIncludeUsage(v)
 		}
 		return true
 	})
@@ -110,6 +101,64 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 		return nil, &InvalidRequestError{Param: "messages", Message: "messages: must be a non-empty array"}
 	}
 	return r, nil
+}
+
+// memberName decodes a member name as written between its quotes: "mod\u0065l" is
+// "model" to the upstream's decoder, so Loom reads it as such.
+func memberName(raw []byte) string {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw)
+	}
+	return unquote(append(append([]byte{'"'}, raw...), '"'))
+}
+
+// optsIncludeUsage reads include_usage from a stream_options value.
+func optsIncludeUsage(opts []byte) bool {
+	on := false
+	members(opts, func(k []byte, s, e int) bool {
+		if memberName(k) == "include_usage" {
+			on = string(opts[s:e]) == "true"
+		}
+		return true
+	})
+	return on
+}
+
+// includeUsage reads stream_options.include_usage from a valid JSON request body as a
+// decoder that matches member names exactly (OpenAI's) does: a "Stream_Options" beside
+// the stream_options Loom wrote does not count, whatever Go's decoder would make of it.
+func includeUsage(body []byte) bool {
+	on := false
+	members(body, func(k []byte, s, e int) bool {
+		if memberName(k) == "stream_options" {
+			on = optsIncludeUsage(body[s:e])
+		}
+		return true
+	})
+	return on
+}
+
+// withoutMember returns the JSON object body without its top-level members called name,
+// or body itself when it has none. The other members keep their bytes; the white space
+// between them is dropped.
+func withoutMember(body []byte, name string) []byte {
+	out := append(make([]byte, 0, len(body)), '{')
+	found := false
+	err := members(body, func(k []byte, s, e int) bool {
+		if memberName(k) == name {
+			found = true
+			return true
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(append(append(append(out, '"'), k...), '"', ':'), body[s:e]...)
+		return true
+	})
+	if err != nil || !found {
+		return body
+	}
+	return append(out, '}')
 }
 
 // routedKeys are the members Loom reads to route and meter a request.
@@ -147,7 +196,7 @@ func (r *ChatRequest) UpstreamBody(upstreamModel string) []byte {
 	var edits [2]splice
 	n := 0
 	if !sameModel {
-		edits[n] = splice{r.modelStart, r.modelEnd, strconv.AppendQuote(nil, upstreamModel)}
+		edits[n] = splice{r.modelStart, r.modelEnd, jsonString(upstreamModel)}
 		n++
 	}
 	if r.Stream && !r.IncludeUsage {
@@ -170,6 +219,13 @@ func (r *ChatRequest) UpstreamBody(upstreamModel string) []byte {
 		pos = e.end
 	}
 	return append(out, b[pos:]...)
+}
+
+// jsonString encodes s as a JSON string: control characters escaped, invalid UTF-8
+// replaced by U+FFFD (Go's quoting would write \x7f, which is not JSON).
+func jsonString(s string) []byte {
+	b, _ := json.Marshal(s) // a string: cannot fail
+	return b
 }
 
 // withIncludeUsage rewrites a stream_options object so include_usage is true.

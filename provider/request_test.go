@@ -126,8 +126,9 @@ func usage(prompt, completion, cached, reasoning int64) Usage {
 	return u
 }
 
-// FuzzUpstreamBody: whatever a client sends, a request Loom accepts becomes a valid JSON
-// body upstream that names the upstream model and, for a stream, asks for usage.
+// FuzzUpstreamBody: whatever a client sends and whatever the routed model is called, a
+// request Loom accepts becomes a valid JSON body upstream that names the upstream model
+// (invalid UTF-8 read as U+FFFD, as a JSON decoder does) and, for a stream, asks for usage.
 func FuzzUpstreamBody(f *testing.F) {
 	for _, s := range []string{
 		`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}`,
@@ -137,29 +138,78 @@ func FuzzUpstreamBody(f *testing.F) {
 		`{"model":"mock-1","messages":[1],"mod\u0065l":"gpt-4-32k"}`,
 		`{"model":"a","model":"b","messages":[1]}`,
 		`{"model":"a","MODEL":"b","messages":[1]}`,
+		`{"model":"a","stream":true,"stream_options":{"\u0069nclude_usage":false},"messages":[1]}`,
+		`{"model":"a\u007f\u000b","stream":true,"Stream_Options":{"include_usage":false},"messages":[1]}`,
 	} {
-		f.Add(s)
+		f.Add(s, "upstream-model")
 	}
-	f.Fuzz(func(t *testing.T, in string) {
+	f.Add(`{"model":"a","messages":[1]}`, "m\x7f\v\x00\xff\u2028\"<&")
+	f.Fuzz(func(t *testing.T, in, model string) {
 		r, err := ParseChatRequest([]byte(in))
 		if err != nil {
 			return
 		}
-		out := r.UpstreamBody("upstream-model")
+		out := r.UpstreamBody(model)
 		var got struct {
 			Model         string `json:"model"`
 			StreamOptions *struct {
 				IncludeUsage bool `json:"include_usage"`
 			} `json:"stream_options"`
 		}
+		if !json.Valid(out) {
+			t.Fatalf("upstream body is not JSON:\n%q", out)
+		}
 		if err := json.Unmarshal(out, &got); err != nil {
-			t.Fatalf("upstream body is not JSON: %v\n%s", err, out)
+			t.Fatalf("upstream body does not decode: %v\n%q", err, out)
 		}
-		if got.Model != "upstream-model" {
-			t.Errorf("model = %q in %s", got.Model, out)
+		if want := string([]rune(model)); got.Model != want {
+			t.Errorf("model = %q, want %q in %q", got.Model, want, out)
 		}
-		if r.Stream && (got.StreamOptions == nil || !got.StreamOptions.IncludeUsage) {
+		if r.Stream && !includeUsage(out) {
 			t.Errorf("stream without include_usage: %s", out)
 		}
 	})
+}
+
+func TestAzureAcceptsStreamOptions(t *testing.T) {
+	tests := []struct {
+		version string
+		want    bool
+	}{
+		{"", true},
+		{"2024-06-01", false},
+		{"2024-02-01", false},
+		{"2024-10-01", false},
+		{"2024-10-21", true},
+		{"2025-01-01", true},
+		{"2024-08-01-preview", false},
+		{"2024-09-01-preview", true},
+		{"2024-09-01-PREVIEW", true},
+		{"2025-04-01-preview", true},
+		{"preview", true},
+		{"latest", true},
+		{"2024-6-01", true}, // not a date: of the v1 era
+	}
+	for _, tt := range tests {
+		if got := acceptsStreamOptions(tt.version); got != tt.want {
+			t.Errorf("acceptsStreamOptions(%q) = %v, want %v", tt.version, got, tt.want)
+		}
+	}
+}
+
+func TestWithoutMember(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"middle", `{"a":1, "stream_options":{"include_usage":true}, "b":[2]}`, `{"a":1,"b":[2]}`},
+		{"only", `{"stream_options":null}`, `{}`},
+		{"escaped and twice", `{"stre\u0061m_options":1,"x":"y","stream_options":2}`, `{"x":"y"}`},
+		{"absent", `{"a": 1}`, `{"a": 1}`},
+		{"other case kept", `{"Stream_Options":1}`, `{"Stream_Options":1}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, string(withoutMember([]byte(tt.in), "stream_options"))); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
 }

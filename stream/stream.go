@@ -52,6 +52,7 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 	rc := http.NewResponseController(w)
 	rd := sse.NewReader(src)
 	var res Result
+	unflushed := false // written to w since the last flush
 	for {
 		ev, err := rd.Next()
 		if err != nil {
@@ -94,23 +95,24 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 		} else if opts.Capture > 0 {
 			res.Truncated = true
 		}
-		if skip {
-			continue
-		}
-		if _, err := w.Write(ev); err != nil {
-			res.WriteErr = err
-			break
+		if !skip {
+			if _, err := w.Write(ev); err != nil {
+				res.WriteErr = err
+				break
+			}
+			unflushed = true
 		}
 		// Flush unless the next event has already arrived: then it goes out in the same
 		// write, a moment later, instead of costing a system call of its own. Nothing is
-		// ever held back waiting for the upstream.
-		if rd.Ready() {
+		// ever held back waiting for the upstream, not even behind a dropped event.
+		if !unflushed || rd.Ready() {
 			continue
 		}
 		if err := rc.Flush(); err != nil {
 			res.WriteErr = err
 			break
 		}
+		unflushed = false
 	}
 	if res.WriteErr == nil {
 		rc.Flush() // whatever the loop wrote last, in case it ended on a read error
@@ -128,4 +130,43 @@ func WriteError(w http.ResponseWriter, errorJSON []byte) error {
 		return err
 	}
 	return http.NewResponseController(w).Flush()
+}
+
+// Pass copies a stream Loom cannot read (compressed in an encoding it cannot decode) to w
+// as it comes, flushing after every read. Only the timings, the capture and the errors of
+// the Result are set.
+func Pass(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	rc := http.NewResponseController(w)
+	var res Result
+	buf := make([]byte, 8<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if res.FirstEvent.IsZero() {
+				res.FirstEvent = now()
+			}
+			b := buf[:n]
+			room := max(opts.Capture-len(res.Captured), 0)
+			res.Captured = append(res.Captured, b[:min(room, n)]...)
+			res.Truncated = res.Truncated || (opts.Capture > 0 && room < n)
+			if _, res.WriteErr = w.Write(b); res.WriteErr == nil {
+				res.WriteErr = rc.Flush()
+			}
+			if res.WriteErr != nil {
+				break
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				res.ReadErr = err
+			}
+			break
+		}
+	}
+	res.End = now()
+	return res
 }
