@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -63,12 +64,20 @@ func runServe(ctx context.Context, args []string, io stdio) error {
 // (DATABASE_URL, else the SQLite database in the data directory, which it locks).
 func runMigrate(ctx context.Context, args []string, io stdio) error {
 	fs := newFlagSet("migrate")
+	var direction string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		direction, args = args[0], args[1:] // migrate up -data dir
+	}
 	dataDir := fs.String("data", or(io.getenv("LOOM_DATA_DIR"), "./loom-data"), "data directory of the SQLite store (LOOM_DATA_DIR); unused with DATABASE_URL")
 	if err := parseFlags(fs, args, io.stdout, "up|status [flags]",
 		"Apply the pending schema migrations (up) or list them (status), for DATABASE_URL or the SQLite store in the data directory."); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || (fs.Arg(0) != "up" && fs.Arg(0) != "status") {
+	if direction == "" && fs.NArg() > 0 {
+		direction = fs.Arg(0) // migrate -data dir up
+		fs.Parse(fs.Args()[1:])
+	}
+	if fs.NArg() != 0 || (direction != "up" && direction != "status") {
 		return usageError{errors.New("want up or status")}
 	}
 	var (
@@ -87,7 +96,7 @@ func runMigrate(ctx context.Context, args []string, io stdio) error {
 		}
 	} else {
 		path := filepath.Join(*dataDir, "loom.db")
-		if fs.Arg(0) == "status" {
+		if direction == "status" {
 			if _, err := os.Stat(path); err != nil {
 				return fmt.Errorf("no store at %s: %w", path, err)
 			}
@@ -105,7 +114,7 @@ func runMigrate(ctx context.Context, args []string, io stdio) error {
 		dialect = migrations.SQLite
 	}
 	defer db.Close()
-	if fs.Arg(0) == "up" {
+	if direction == "up" {
 		if err := migrations.Up(ctx, db, dialect); err != nil {
 			return err
 		}

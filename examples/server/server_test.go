@@ -350,7 +350,7 @@ var listeningLine = regexp.MustCompile(`listening on http://(\S+) `)
 
 func startChild(t *testing.T, dataDir string, env []string) *child {
 	t.Helper()
-	c := runChild(t, env, "-addr", "127.0.0.1:0", "-data", dataDir)
+	c := runChild(t, "", env, "-addr", "127.0.0.1:0", "-data", dataDir)
 	deadline := time.After(30 * time.Second)
 	for {
 		if m := listeningLine.FindStringSubmatch(c.errOut.String()); m != nil {
@@ -367,11 +367,17 @@ func startChild(t *testing.T, dataDir string, env []string) *child {
 	}
 }
 
-// runChild starts the server binary (this test binary as a child) with args.
-func runChild(t *testing.T, env []string, args ...string) *child {
+// runChild starts the server binary (this test binary as a child) with args, in the
+// working directory dir ("" for this one).
+func runChild(t *testing.T, dir string, env []string, args ...string) *child {
 	t.Helper()
 	c := &child{out: &lockedBuffer{}, errOut: &lockedBuffer{}, exited: make(chan struct{})}
-	c.cmd = exec.Command(os.Args[0], args...)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(exe, args...)
+	c.cmd.Dir = dir
 	c.cmd.Env = env
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.errOut
 	if err := c.cmd.Start(); err != nil {
