@@ -413,3 +413,43 @@ func checkAllApplied(t *testing.T, out, dialect string) {
 		}
 	}
 }
+
+// Suspicious but usable settings start with a warning naming them; old names still work.
+func TestSettingWarnings(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+		// check inspects the parsed config.
+		check func(config) string
+	}{
+		{"base URL without /v1", map[string]string{"OPENAI_BASE_URL": "http://127.0.0.1:9/api"},
+			[]string{"OPENAI_BASE_URL http://127.0.0.1:9/api does not end in /v1: requests go to http://127.0.0.1:9/api/chat/completions, which most OpenAI-compatible servers answer 404"}, nil},
+		{"base URL with /v1", map[string]string{"OPENAI_BASE_URL": "http://127.0.0.1:9/v1/"}, nil, nil},
+		{"deprecated Azure deployments", map[string]string{"AZURE_OPENAI_ENDPOINT": "https://x.example", "AZURE_OPENAI_API_KEY": "k", "AZURE_OPENAI_DEPLOYMENTS": "d1, d2"},
+			[]string{"AZURE_OPENAI_DEPLOYMENTS is deprecated: use LOOM_AZURE_MODELS"},
+			func(c config) string { return cmp.Diff([]string{"d1", "d2"}, c.AzureModels) }},
+		{"new name wins", map[string]string{"LOOM_AZURE_MODELS": "new", "AZURE_OPENAI_DEPLOYMENTS": "old"}, nil,
+			func(c config) string { return cmp.Diff([]string{"new"}, c.AzureModels) }},
+		{"strict true", map[string]string{"LOOM_TRACE_STRICT": "true"}, nil,
+			func(c config) string { return cmp.Diff(true, c.StrictTraces) }},
+		{"shutdown timeout from the environment", map[string]string{"LOOM_SHUTDOWN_TIMEOUT": "2m"}, nil,
+			func(c config) string { return cmp.Diff(2*time.Minute, c.ShutdownTimeout) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig([]string{"-data", t.TempDir()}, func(k string) string { return tt.env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, c.Warnings); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+			if tt.check != nil {
+				if diff := tt.check(c); diff != "" {
+					t.Errorf("config (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}

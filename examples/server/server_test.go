@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,8 +24,10 @@ import (
 
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/internal/pgtest"
+	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/sqlitedb"
+	"github.com/loom-gateway/loom/tenancy"
 )
 
 // childEnv, when set, makes the test binary run the server (run with its arguments) instead
@@ -158,7 +161,11 @@ func TestQuickstart(t *testing.T) {
 
 	// A second start on the same data: no new key, no new master key, the first key works.
 	out.Reset()
+	cfg.BootstrapKey = "loom_ignoredbecausekeysexist0123"
 	s2, logs2, closeServer2 := startServer(t, cfg, &out)
+	if !strings.Contains(logs2.String(), "LOOM_BOOTSTRAP_KEY ignored: the store already has API keys") {
+		t.Errorf("no notice that LOOM_BOOTSTRAP_KEY was ignored:\n%s", logs2.String())
+	}
 	if s2.BootstrapKey != "" || out.Len() != 0 || strings.Contains(logs2.String(), "created") {
 		t.Errorf("second start made new keys (bootstrap %q):\n%s%s", s2.BootstrapKey, out.String(), logs2.String())
 	}
@@ -449,4 +456,45 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// A start that stopped between making the tenant and its key resumes: the next bootstrap
+// puts the key into that tenant instead of finding "a tenant exists" and making none.
+func TestBootstrapResumes(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "loom.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
+		t.Fatal(err)
+	}
+	admin := tenancy.NewService(tenancy.NewSQLiteStore(db), nil)
+	half, err := admin.CreateTenant(ctx, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	const given = "loom_resumedbootstrap0123456789"
+	got, err := bootstrap(ctx, admin, given, io.Discard, log)
+	if err != nil || got != given {
+		t.Fatalf("bootstrap = %q, %v; want the given key", got, err)
+	}
+	tenants, err := admin.ListTenants(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := admin.ListKeys(ctx, half.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tenants) != 1 || len(keys) != 1 || keys[0].Hash != tenancy.HashKey(given) {
+		t.Errorf("tenants %+v, keys of %q %+v; want one tenant holding the given key", tenants, half.ID, keys)
+	}
+	// Once a key exists, nothing more is made.
+	if again, err := bootstrap(ctx, admin, "", io.Discard, log); err != nil || again != "" {
+		t.Errorf("second bootstrap = %q, %v; want nothing made", again, err)
+	}
 }
