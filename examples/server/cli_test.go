@@ -87,15 +87,24 @@ func TestBusyPortThenGoodStart(t *testing.T) {
 	const key = "loom_busyport0123456789abcdef"
 	env := serverEnv("LOOM_BOOTSTRAP_KEY=" + key)
 
-	c := runChild(t, "", env, "-addr", busy.Addr().String(), "-data", dataDir)
-	if code := c.wait(t); code != exitError {
-		t.Fatalf("exit code %d with a busy port, want %d", code, exitError)
-	}
-	if msg := c.errOut.String(); !strings.Contains(msg, "-addr (LOOM_ADDR) "+busy.Addr().String()) || !strings.Contains(msg, "address already in use") {
-		t.Errorf("the failure does not name -addr and the cause:\n%s", msg)
-	}
-	if diff := cmp.Diff([]string{"loom.lock"}, dirEntries(t, dataDir)); diff != "" {
-		t.Errorf("files left by the failed start (-want +got):\n%s", diff)
+	for _, tt := range []struct {
+		name, setting string
+		env           []string
+		args          []string
+	}{
+		{"busy -addr", "-addr (LOOM_ADDR) " + busy.Addr().String(), env, []string{"-addr", busy.Addr().String()}},
+		{"busy LOOM_PPROF_ADDR", "LOOM_PPROF_ADDR " + busy.Addr().String(), append(env, "LOOM_PPROF_ADDR="+busy.Addr().String()), []string{"-addr", "127.0.0.1:0"}},
+	} {
+		c := runChild(t, "", tt.env, append(tt.args, "-data", dataDir)...)
+		if code := c.wait(t); code != exitError {
+			t.Fatalf("%s: exit code %d, want %d", tt.name, code, exitError)
+		}
+		if msg := c.errOut.String(); !strings.Contains(msg, tt.setting) || !strings.Contains(msg, "address already in use") {
+			t.Errorf("%s: the failure does not name %q and the cause:\n%s", tt.name, tt.setting, msg)
+		}
+		if diff := cmp.Diff([]string{"loom.lock"}, dirEntries(t, dataDir)); diff != "" {
+			t.Errorf("%s: files left by the failed start (-want +got):\n%s", tt.name, diff)
+		}
 	}
 
 	c2 := startChild(t, dataDir, env)

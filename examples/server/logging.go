@@ -57,7 +57,10 @@ func (a *accessLog) wrap(next http.Handler) http.Handler {
 		start := time.Now()
 		info := &loom.RequestInfo{}
 		rw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), accessKey{}, info)))
+		body := &countingBody{ReadCloser: r.Body}
+		r = r.WithContext(context.WithValue(r.Context(), accessKey{}, info))
+		r.Body = body
+		next.ServeHTTP(rw, r)
 		traceID := info.TraceID
 		if traceID == "" {
 			traceID = w.Header().Get("X-Request-Id")
@@ -72,7 +75,7 @@ func (a *accessLog) wrap(next http.Handler) http.Handler {
 			slog.String("key_id", info.KeyID),
 			slog.Duration("latency", time.Since(start)),
 			slog.Duration("overhead", info.Overhead),
-			slog.Int64("bytes_in", max(r.ContentLength, 0)),
+			slog.Int64("bytes_in", body.n),
 			slog.Int64("bytes_out", rw.bytes),
 			slog.String("trace_id", traceID),
 			slog.Bool("client_aborted", info.ClientAborted),
@@ -106,3 +109,15 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 func (w *countingWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
 
 func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingBody counts the request body bytes read.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
