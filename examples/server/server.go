@@ -94,17 +94,17 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 		store tenancy.Store
 		sink  tracing.Sink
 	)
+	storeKind, storeAt := "SQLite", filepath.Join(cfg.DataDir, "loom.db")
 	if cfg.DatabaseURL != "" {
+		storeKind, storeAt = "PostgreSQL", redactURL(cfg.DatabaseURL)
 		store, sink, err = s.openPostgres(ctx, cfg.DatabaseURL)
-		log.Info("store: PostgreSQL", "url", redactURL(cfg.DatabaseURL))
 	} else {
-		path := filepath.Join(cfg.DataDir, "loom.db")
-		store, sink, err = s.openSQLite(ctx, path)
-		log.Info("store: SQLite", "path", path)
+		store, sink, err = s.openSQLite(ctx, storeAt)
 	}
 	if err != nil {
 		return nil, err
 	}
+	log.Info("store: "+storeKind, "at", storeAt)
 	log.Info("data directory", "path", cfg.DataDir)
 
 	routes, upstreams := upstreamRoutes(cfg)
