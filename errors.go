@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/loom-gateway/loom/analytics"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/tenancy"
 )
@@ -48,10 +49,16 @@ func toAPIError(err error) *apiError {
 		invalid  *provider.InvalidRequestError
 		upstream *provider.UpstreamError
 		api      *apiError
+		param    *analytics.ParamError
 	)
 	switch {
 	case errors.As(err, &api):
 		return api
+	case errors.As(err, &param):
+		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "invalid_parameter", Param: param.Param, Message: param.Message}
+	case errors.Is(err, analytics.ErrNotFound):
+		return &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "trace_not_found",
+			Message: "No trace with this id exists."}
 	case errors.As(err, &invalid):
 		return &apiError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: invalid.Param, Message: invalid.Message}
 	case errors.Is(err, errBodyTooLarge):

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
@@ -54,6 +55,13 @@ type Config struct {
 	TraceWithoutBodies bool
 	// Prices prices each trace. If nil, the embedded price table is used.
 	Prices *pricing.Table
+	// Analytics reads the traces the sinks write (analytics.NewPostgresStore or
+	// analytics.NewSQLiteStore over the same database) and serves the tenant-scoped
+	// analytics API: GET /v1/traces, /v1/traces/{id} (bodies decrypted with Keyring),
+	// /v1/traces/export, /v1/analytics/summary, /v1/analytics/timeseries and
+	// /v1/analytics/values, behind the same API-key authentication as the data plane.
+	// If nil, those endpoints are off (404).
+	Analytics analytics.Store
 
 	// MaxBodyBytes bounds a request body; larger bodies get 413. If zero, 8 MiB.
 	MaxBodyBytes int64
@@ -93,6 +101,8 @@ type Config struct {
 //	POST /v1/chat/completions
 //	GET  /v1/models
 //	GET  /v1/models/{id}
+//
+// and, with Config.Analytics, the analytics API (analytics.Paths).
 //
 // Everything New starts, Shutdown stops.
 type Gateway struct {
@@ -183,6 +193,13 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, errors.New("loom: traces need Config.Keyring (or Tracing.Sealer) to seal their bodies; " +
 			"set Config.TraceWithoutBodies to record traces without bodies")
 	}
+	var reads *analytics.Handler
+	if cfg.Analytics != nil {
+		var err error
+		if reads, err = g.analyticsHandler(); err != nil {
+			return nil, err
+		}
+	}
 	if len(cfg.Tracing.Sinks) > 0 {
 		tc := cfg.Tracing
 		if tc.Logger == nil {
@@ -210,11 +227,10 @@ func New(cfg Config) (*Gateway, error) {
 	mux.HandleFunc("GET /v1/models", g.listModels)
 	mux.HandleFunc("GET /v1/models/{id...}", g.retrieveModel)
 	for path, allow := range map[string]string{"/v1/chat/completions": "POST", "/v1/models": "GET", "/v1/models/": "GET"} {
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", allow)
-			writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
-				Message: r.Method + " is not allowed on " + path + "; use " + allow + "."})
-		})
+		mux.HandleFunc(path, methodNotAllowed(allow))
+	}
+	if reads != nil {
+		mountAnalytics(mux, reads)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
@@ -222,6 +238,15 @@ func New(cfg Config) (*Gateway, error) {
 	})
 	g.mux = mux
 	return g, nil
+}
+
+// methodNotAllowed answers a request whose path is served with another method.
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, &apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+			Message: r.Method + " is not allowed on " + r.URL.Path + "; use " + allow + "."})
+	}
 }
 
 // ServeHTTP implements http.Handler.

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 
 	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
@@ -49,6 +50,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Keyring: keyring,
 		Routes:  []loom.Route{{Name: "openai", Provider: openai, Models: []string{"gpt-4o-mini"}}},
 		Tracing: tracing.PipelineConfig{Sinks: []tracing.Sink{tracing.NewSQLiteSink(db)}, SpoolDir: "spool"},
+		// Optional: the tenant-scoped read API, GET /v1/traces and /v1/analytics/….
+		Analytics: analytics.NewSQLiteStore(db),
 	})
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
@@ -93,13 +94,14 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	var (
 		store tenancy.Store
 		sink  tracing.Sink
+		reads analytics.Store
 	)
 	storeKind, storeAt := "SQLite", filepath.Join(cfg.DataDir, "loom.db")
 	if cfg.DatabaseURL != "" {
 		storeKind, storeAt = "PostgreSQL", redactURL(cfg.DatabaseURL)
-		store, sink, err = s.openPostgres(ctx, cfg.DatabaseURL)
+		store, sink, reads, err = s.openPostgres(ctx, cfg.DatabaseURL)
 	} else {
-		store, sink, err = s.openSQLite(ctx, storeAt)
+		store, sink, reads, err = s.openSQLite(ctx, storeAt)
 	}
 	if err != nil {
 		return nil, err
@@ -124,7 +126,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if cfg.AccessLog {
 		s.access.log = log
 	}
-	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: cfg.Prices, Logger: log, OnRequest: s.access.note}
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: cfg.Prices, Logger: log, OnRequest: s.access.note, Analytics: reads}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
 			Sinks:    []tracing.Sink{sink},
@@ -251,39 +253,39 @@ func (s *Server) closeAll() error {
 	return err
 }
 
-func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tracing.Sink, error) {
+func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
 	db, err := sqlitedb.Open(ctx, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.closers = append(s.closers, db.Close)
 	if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.ping = db.PingContext
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), nil
+	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), analytics.NewSQLiteStore(db), nil
 }
 
-func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, error) {
+func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
-		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return nil, nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	s.closers = append(s.closers, func() error { pool.Close(); return nil })
 	if err := pool.Ping(ctx); err != nil {
-		return nil, nil, fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", redactURL(url), err)
+		return nil, nil, nil, fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", redactURL(url), err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
 	s.closers = append(s.closers, db.Close)
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.ping = pool.Ping
-	return tenancy.NewPostgresStore(pool), sink, nil
+	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 
 // openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated
