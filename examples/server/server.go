@@ -173,6 +173,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	go func() { s.serving <- s.http.Serve(ln) }()
 	s.ready.Store(true)
 	log.Info("access log", "on", cfg.AccessLog)
+	if reads != nil {
+		log.Info("analytics API on http://" + displayAddr(s.Addr) + "/v1/traces and /v1/analytics/… (same API keys)")
+	}
 	log.Info("listening on http://"+s.Addr+" (OpenAI base URL http://"+displayAddr(s.Addr)+"/v1)", "version", versionString())
 	return s, nil
 }
