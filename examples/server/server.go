@@ -139,7 +139,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	}
 	gw, err := loom.New(gcfg)
 	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
+		return nil, err
 	}
 	s.Gateway = gw
 
