@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -460,5 +462,35 @@ func TestSettingWarnings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An upstream failure is logged with the upstream's base URL, so a wrong OPENAI_BASE_URL is
+// found from the log.
+func TestUpstreamFailureNamesUpstream(t *testing.T) {
+	const key = "loom_upstreamfailure0123456789"
+	env := map[string]string{"LOOM_BOOTSTRAP_KEY": key, "OPENAI_BASE_URL": "http://127.0.0.1:1/v1", "LOOM_OPENAI_MODELS": "gpt-4o-mini"}
+	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, logs, closeServer := startServer(t, cfg, io.Discard)
+	cl := chatClient(s.Addr, key)
+	_, err = cl.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    "gpt-4o-mini",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	})
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadGateway {
+		t.Fatalf("err %v, want 502", err)
+	}
+	if err := closeServer(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`msg="upstream failure" status=502 provider=openai upstream=http://127.0.0.1:1/v1`,
+		`msg=route name=openai upstream=http://127.0.0.1:1/v1 models=gpt-4o-mini`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
 	}
 }
