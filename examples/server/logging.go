@@ -42,7 +42,7 @@ func (a *accessLog) note(r *http.Request, info loom.RequestInfo) {
 	}
 	if info.Status >= 500 && info.Provider != "" && !info.ClientAborted {
 		a.warn.Warn("upstream failure", "status", info.Status, "provider", info.Provider,
-			"upstream", a.upstreams[info.Provider], "model", info.Model, "trace_id", info.TraceID)
+			"upstream", a.upstreams[info.Provider], "model", clip(info.Model), "trace_id", info.TraceID)
 	}
 }
 
@@ -67,9 +67,9 @@ func (a *accessLog) wrap(next http.Handler) http.Handler {
 		}
 		a.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", clip(r.URL.Path)),
 			slog.Int("status", rw.status),
-			slog.String("model", info.Model),
+			slog.String("model", clip(info.Model)),
 			slog.String("provider", info.Provider),
 			slog.String("tenant_id", info.TenantID),
 			slog.String("key_id", info.KeyID),
@@ -120,4 +120,14 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
 	return n, err
+}
+
+// clip bounds a client-chosen string in a log line (a model name may be megabytes long);
+// the handlers escape what is not printable.
+func clip(s string) string {
+	const limit = 256
+	if len(s) <= limit {
+		return s
+	}
+	return s[:limit] + "…"
 }
