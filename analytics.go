@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/loom-gateway/loom/analytics"
+	"github.com/loom-gateway/loom/tracing"
 )
 
 // analyticsHandler builds the analytics API over Config.Analytics, behind the data
@@ -12,9 +13,16 @@ import (
 func (g *Gateway) analyticsHandler() (*analytics.Handler, error) {
 	var open func(tenantID, traceID, part string, keyVersion int, sealed []byte) ([]byte, error)
 	if k := g.cfg.Keyring; k != nil {
-		open = func(tenantID, traceID, _ string, keyVersion int, sealed []byte) ([]byte, error) {
-			// The trace pipeline seals both bodies under the trace id.
-			return k.Open(tenantID, traceID, keyVersion, sealed)
+		open = func(tenantID, traceID, part string, keyVersion int, sealed []byte) ([]byte, error) {
+			b, err := k.Open(tenantID, tracing.BodyRecordID(traceID, part), keyVersion, sealed)
+			if err != nil {
+				// Rows written before bodies were sealed apart were sealed under the trace
+				// id alone; a body moved from its own slot opens under neither.
+				if old, oerr := k.Open(tenantID, traceID, keyVersion, sealed); oerr == nil {
+					return old, nil
+				}
+			}
+			return b, err
 		}
 	}
 	h, err := analytics.NewHandler(analytics.HandlerConfig{

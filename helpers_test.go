@@ -118,10 +118,10 @@ func (e *env) open(t *testing.T, tr *tracing.Trace) (req, resp []byte) {
 		t.Fatal("a sink received plaintext bodies")
 	}
 	var err error
-	if req, err = e.keyring.Open(tr.TenantID, tr.ID, tr.KeyVersion, tr.SealedRequest); err != nil {
+	if req, err = e.keyring.Open(tr.TenantID, tracing.BodyRecordID(tr.ID, tracing.BodyRequest), tr.KeyVersion, tr.SealedRequest); err != nil {
 		t.Fatalf("open request body: %v", err)
 	}
-	if resp, err = e.keyring.Open(tr.TenantID, tr.ID, tr.KeyVersion, tr.SealedResponse); err != nil {
+	if resp, err = e.keyring.Open(tr.TenantID, tracing.BodyRecordID(tr.ID, tracing.BodyResponse), tr.KeyVersion, tr.SealedResponse); err != nil {
 		t.Fatalf("open response body: %v", err)
 	}
 	return req, resp

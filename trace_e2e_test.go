@@ -511,14 +511,14 @@ func testTracesEndToEnd(t *testing.T, s *sinkEnv) {
 					t.Errorf("the sealed %s body holds the prompt in plaintext", what)
 				}
 			}
-			req, err := s.keyring.Open(s.tenantID, got.ID, got.KeyVersion, got.RequestSealed)
+			req, err := s.keyring.Open(s.tenantID, tracing.BodyRecordID(got.ID, tracing.BodyRequest), got.KeyVersion, got.RequestSealed)
 			if err != nil {
 				t.Fatalf("open request: %v", err)
 			}
 			if !bytes.Contains(req, []byte(secret)) {
 				t.Errorf("opened request = %q, want it to hold the prompt", req)
 			}
-			resp, err := s.keyring.Open(s.tenantID, got.ID, got.KeyVersion, got.ResponseSealed)
+			resp, err := s.keyring.Open(s.tenantID, tracing.BodyRecordID(got.ID, tracing.BodyResponse), got.KeyVersion, got.ResponseSealed)
 			if err != nil {
 				t.Fatalf("open response: %v", err)
 			}
@@ -529,11 +529,18 @@ func testTracesEndToEnd(t *testing.T, s *sinkEnv) {
 				t.Error("the sealed response body holds plaintext of the response")
 			}
 			other := ids[(i+1)%len(ids)]
-			if _, err := s.keyring.Open("another-tenant", got.ID, got.KeyVersion, got.RequestSealed); err == nil {
+			if _, err := s.keyring.Open("another-tenant", tracing.BodyRecordID(got.ID, tracing.BodyRequest), got.KeyVersion, got.RequestSealed); err == nil {
 				t.Error("the request body opened under another tenant id")
 			}
-			if _, err := s.keyring.Open(s.tenantID, other, got.KeyVersion, got.ResponseSealed); err == nil {
+			if _, err := s.keyring.Open(s.tenantID, tracing.BodyRecordID(other, tracing.BodyResponse), got.KeyVersion, got.ResponseSealed); err == nil {
 				t.Error("the response body opened under another trace id")
+			}
+			// Swapped: each body opens only as the part it was sealed as.
+			if _, err := s.keyring.Open(s.tenantID, tracing.BodyRecordID(got.ID, tracing.BodyResponse), got.KeyVersion, got.RequestSealed); err == nil {
+				t.Error("the request body opened as the response body")
+			}
+			if _, err := s.keyring.Open(s.tenantID, tracing.BodyRecordID(got.ID, tracing.BodyRequest), got.KeyVersion, got.ResponseSealed); err == nil {
+				t.Error("the response body opened as the request body")
 			}
 		})
 	}
@@ -574,13 +581,13 @@ func testTracesEndToEnd(t *testing.T, s *sinkEnv) {
 			if r.KeyVersion != wantVersion {
 				t.Errorf("trace %s: key_version %d, want %d", id, r.KeyVersion, wantVersion)
 			}
-			for _, sealed := range [][]byte{r.RequestSealed, r.ResponseSealed} {
-				if _, err := s.keyring.Open(s.tenantID, id, r.KeyVersion, sealed); err != nil {
+			for part, sealed := range map[string][]byte{tracing.BodyRequest: r.RequestSealed, tracing.BodyResponse: r.ResponseSealed} {
+				if _, err := s.keyring.Open(s.tenantID, tracing.BodyRecordID(id, part), r.KeyVersion, sealed); err != nil {
 					t.Errorf("trace %s (key version %d): does not open with the rotated keyring: %v", id, r.KeyVersion, err)
 				}
 			}
 		}
-		if _, err := testKeyring(t, 1, 1).Open(s.tenantID, newID, 2, after[newID].RequestSealed); err == nil {
+		if _, err := testKeyring(t, 1, 1).Open(s.tenantID, tracing.BodyRecordID(newID, tracing.BodyRequest), 2, after[newID].RequestSealed); err == nil {
 			t.Error("a version 2 body opened with a keyring holding only version 1")
 		}
 	})

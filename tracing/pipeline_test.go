@@ -74,8 +74,8 @@ func pipeEnrich(t *Trace) {
 func pipeWant(i int) *Trace {
 	t := pipeTrace(i)
 	pipeEnrich(t)
-	t.SealedRequest, t.KeyVersion, _ = pipeSealer{}.Seal(t.TenantID, t.ID, t.RequestBody)
-	t.SealedResponse, _, _ = pipeSealer{}.Seal(t.TenantID, t.ID, t.ResponseBody)
+	t.SealedRequest, t.KeyVersion, _ = pipeSealer{}.Seal(t.TenantID, BodyRecordID(t.ID, BodyRequest), t.RequestBody)
+	t.SealedResponse, _, _ = pipeSealer{}.Seal(t.TenantID, BodyRecordID(t.ID, BodyResponse), t.ResponseBody)
 	t.RequestBody, t.ResponseBody = nil, nil
 	return t
 }

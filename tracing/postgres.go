@@ -48,6 +48,12 @@ type PostgresSink struct {
 	now    func() time.Time
 	closed atomic.Bool
 
+	// inTx is the per-batch work that must commit or roll back with the traces (rollups,
+	// a ledger): each step runs inside the batch's transaction, in order, after the traces
+	// are in, and sees only the traces this transaction stored (a duplicate offered again
+	// is not passed twice). A step's error rolls the whole batch back.
+	inTx []pgTxStep
+
 	mu    sync.Mutex
 	known map[int]bool // months (see pgMonth) whose partition exists, as far as we know
 }
@@ -78,7 +84,7 @@ var traceTableColumns = []string{
 	"model", "served_model", "provider", "stream", "status", "error_type", "client_aborted",
 	"prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "usage_source",
 	"cost_micro_usd", "price_version", "latency_us", "ttfb_us", "overhead_us",
-	"response_truncated", "request_sealed", "response_sealed", "key_version",
+	"response_truncated", "request_sealed", "response_sealed", "key_version", "fields_cut",
 }
 
 const (
@@ -97,8 +103,15 @@ var insertFromStagingSQL = fmt.Sprintf(
 	strings.Join(traceTableColumns, ", "), stagingTable)
 
 // WriteBatch stores the batch in one transaction, each trace once however often it is
-// offered, and returns nil only once that transaction has committed. A trace whose ID is not a UUID, or whose CreatedAt is before year 1, fails the
-// whole batch (and will fail it again: the caller must set such a trace aside).
+// offered, and returns nil only once that transaction has committed.
+//
+// A failure the database will repeat for the same traces is returned as Permanent (see
+// pgPermanent): a trace whose ID is not a UUID or whose CreatedAt is before year 1, a data
+// exception (SQLSTATE class 22), an integrity violation (class 23) other than the duplicate
+// the sink handles itself, a program limit (class 54, such as a row too big for an index).
+// Everything else is transient and worth retrying: connection loss, timeouts, serialization
+// failures and deadlocks (40001, 40P01), insufficient resources (class 53), a dropped
+// partition (23514, which the retry recreates).
 func (s *PostgresSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 	if s.closed.Load() {
 		return fmt.Errorf("tracing: postgres: %w", errSinkShutdown)
@@ -113,10 +126,10 @@ func (s *PostgresSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 	for i, t := range batch {
 		id, err := parseTraceID(t.ID)
 		if err != nil {
-			return fmt.Errorf("tracing: postgres: trace %q: %w", t.ID, err)
+			return Permanent(fmt.Errorf("tracing: postgres: trace %q: %w", t.ID, err))
 		}
 		if t.CreatedAt.Year() < 1 {
-			return fmt.Errorf("tracing: postgres: trace %q: created_at %v out of range", t.ID, t.CreatedAt)
+			return Permanent(fmt.Errorf("tracing: postgres: trace %q: created_at %v out of range", t.ID, t.CreatedAt))
 		}
 		src.ids[i] = pgtype.UUID{Bytes: id, Valid: true}
 	}
@@ -135,7 +148,11 @@ func (s *PostgresSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 			// racing with a replay of old traces). Forget what we know; the retry recreates it.
 			s.forgetMonths()
 		}
-		return fmt.Errorf("tracing: postgres: %w", err)
+		err = fmt.Errorf("tracing: postgres: %w", err)
+		if pgPermanent(err) {
+			return Permanent(err)
+		}
+		return err
 	}
 	// Only now: partitions created in a transaction that rolled back do not exist.
 	s.markKnown(months)
@@ -176,9 +193,15 @@ func (s *PostgresSink) write(ctx context.Context, src *pgCopySource, months []in
 	if _, err := tx.CopyFrom(ctx, table, traceTableColumns, src); err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
+	stored := src.batch
 	if staged {
-		if _, err := tx.Exec(ctx, insertFromStagingSQL); err != nil {
+		if stored, err = s.insertFromStaging(ctx, tx, src); err != nil {
 			return fmt.Errorf("insert: %w", err)
+		}
+	}
+	for _, step := range s.inTx {
+		if err := step(ctx, tx, stored); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -187,11 +210,63 @@ func (s *PostgresSink) write(ctx context.Context, src *pgCopySource, months []in
 	return nil
 }
 
+// pgTxStep is one piece of per-batch work inside a PostgresSink batch transaction; stored
+// holds the traces the transaction inserted.
+type pgTxStep func(ctx context.Context, tx pgx.Tx, stored []*Trace) error
+
+// insertFromStaging moves the staged rows into traces and returns the traces it inserted
+// (those not stored before). Without in-transaction steps nobody needs that list, and the
+// insert skips the RETURNING.
+func (s *PostgresSink) insertFromStaging(ctx context.Context, tx pgx.Tx, src *pgCopySource) ([]*Trace, error) {
+	if len(s.inTx) == 0 {
+		_, err := tx.Exec(ctx, insertFromStagingSQL)
+		return nil, err
+	}
+	rows, err := tx.Query(ctx, insertFromStagingSQL+" RETURNING id::text")
+	if err != nil {
+		return nil, err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	inserted := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		inserted[id] = true
+	}
+	var stored []*Trace
+	for i, t := range src.batch {
+		if inserted[src.ids[i].String()] {
+			stored = append(stored, t)
+		}
+	}
+	return stored, nil
+}
+
 // PostgreSQL error codes the sink acts on.
 const (
 	pgUniqueViolation = "23505"
 	pgCheckViolation  = "23514" // also: no partition for a row
 )
+
+// pgPermanent reports whether PostgreSQL refused the data itself, so that the same batch
+// would fail again: a data exception (class 22), an integrity violation (class 23) but the
+// duplicate and the missing partition the sink handles, or a program limit (class 54).
+// Any other failure (connection loss, a timeout, 40001/40P01, class 53, a server shutting
+// down) is transient.
+func pgPermanent(err error) bool {
+	code := pgErrorCode(err)
+	if len(code) != 5 {
+		return false
+	}
+	switch code[:2] {
+	case "22", "54":
+		return true
+	case "23":
+		return code != pgUniqueViolation && code != pgCheckViolation
+	}
+	return false
+}
 
 func pgErrorCode(err error) string {
 	var pgErr *pgconn.PgError
@@ -334,6 +409,7 @@ func (c *pgCopySource) Values() ([]any, error) {
 	v[23] = sealedColumn(t.SealedRequest)
 	v[24] = sealedColumn(t.SealedResponse)
 	v[25] = int32(t.KeyVersion)
+	v[26] = t.FieldsCut
 	return v, nil
 }
 

@@ -379,6 +379,9 @@ func TestPostgresSinkUnreachable(t *testing.T) {
 			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("attempt %d: WriteBatch took %v to fail (ctx allowed 300ms)", i, d)
 			}
+			if IsPermanent(err) {
+				t.Errorf("attempt %d: connection loss classified as permanent: %v", i, err)
+			}
 			t.Logf("attempt %d: %v", i, err)
 		}
 
@@ -531,7 +534,7 @@ const sinkTestColumns = `id, created_at, tenant_id, api_key_id, request_id,
 	model, served_model, provider, stream, status, error_type, client_aborted,
 	prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_source,
 	cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us,
-	response_truncated, request_sealed, response_sealed, key_version`
+	response_truncated, request_sealed, response_sealed, key_version, fields_cut`
 
 // sinkTestScan returns the scan targets for sinkTestColumns; created receives created_at.
 func sinkTestScan(t *Trace, created any, usage *string) []any {
@@ -539,7 +542,7 @@ func sinkTestScan(t *Trace, created any, usage *string) []any {
 		&t.Model, &t.ServedModel, &t.Provider, &t.Stream, &t.Status, &t.ErrorType, &t.ClientAborted,
 		&t.PromptTokens, &t.CompletionTokens, &t.CachedTokens, &t.ReasoningTokens, usage,
 		&t.CostMicroUSD, &t.PriceVersion, &t.LatencyUS, &t.TTFBUS, &t.OverheadUS,
-		&t.ResponseTruncated, &t.SealedRequest, &t.SealedResponse, &t.KeyVersion}
+		&t.ResponseTruncated, &t.SealedRequest, &t.SealedResponse, &t.KeyVersion, &t.FieldsCut}
 }
 
 func postgresSinkStore(sink *PostgresSink, pool *pgxpool.Pool) sinkStore {
@@ -640,6 +643,7 @@ func sinkTestTraces(n int, at time.Time) []*Trace {
 			OverheadUS:        int64(250 + i),
 			ResponseTruncated: i%4 == 1,
 			KeyVersion:        1 + i%2,
+			FieldsCut:         i%6 == 5,
 		}
 		if i%3 != 2 {
 			c := int64(-5 + i*1_000_003) // any int64, even a negative correction

@@ -8,8 +8,9 @@ package tracing
 //
 //	00000000000000000001.seg   segments, named by the sequence number of their first record
 //	00000000000000004711.seg   (the newest is the one being appended to)
-//	acked                      cursor: every record up to this sequence number is acknowledged
-//	                           by every sink (written on Shutdown; absent means 0)
+//	acked                      cursor: each sink's acknowledged sequence number (cursor.go)
+//	deadletter.dlq             traces a sink refused permanently (deadletter.go)
+//	<segment>.seg.corrupt      damaged bytes replay skipped (spoolrepair.go)
 //
 // A segment is the 8-byte magic segMagic followed by records. A record is
 //
@@ -41,9 +42,6 @@ const (
 	segHeaderLen  = int64(len(segMagic))
 	segExt        = ".seg"
 	recHeaderLen  = 8
-	cursorName    = "acked"
-	cursorMagic   = "LOOMACK1"
-	cursorLen     = len(cursorMagic) + 8 + 4
 	traceFormatV1 = 1 // first byte of every payload
 
 	// recMinPayload is the smallest payload that can hold a version byte and a sequence
@@ -62,6 +60,7 @@ const (
 	flagClientAborted
 	flagResponseTruncated
 	flagCost
+	flagFieldsCut
 )
 
 // appendTrace appends the version-1 encoding of t, tagged with its spool sequence number, to
@@ -83,6 +82,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	if t.CostMicroUSD != nil {
 		flags |= flagCost
+	}
+	if t.FieldsCut {
+		flags |= flagFieldsCut
 	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, t.CreatedAt.Unix())
@@ -128,6 +130,7 @@ func decodeTrace(p []byte) (*Trace, error) {
 		Stream:            flags&flagStream != 0,
 		ClientAborted:     flags&flagClientAborted != 0,
 		ResponseTruncated: flags&flagResponseTruncated != 0,
+		FieldsCut:         flags&flagFieldsCut != 0,
 	}
 	sec := d.varint()
 	nsec := d.uvarint()
@@ -288,6 +291,20 @@ func (r *spoolReader) open(s *segment) error {
 	return nil
 }
 
+// openAt opens s to read on at the record at off, the one after sequence number last.
+func (r *spoolReader) openAt(s *segment, off int64, last uint64) error {
+	if err := r.open(s); err != nil {
+		return err
+	}
+	if _, err := r.f.Seek(off, io.SeekStart); err != nil {
+		r.close()
+		return err
+	}
+	r.br.Reset(r.f)
+	r.off, r.last = off, last
+	return nil
+}
+
 func (r *spoolReader) close() {
 	if r.f != nil {
 		r.f.Close()
@@ -393,20 +410,21 @@ func (r *spoolReader) read(segs []segment, from, stop uint64, n int, tab *crc32.
 	return dst, stop - 1, nil, nil
 }
 
-// scanSegment verifies every record of the segment file at path. A torn or corrupt tail (a
-// crash mid-append, or damage) is cut off the file; cut reports how many bytes went.
-// Records above acked are counted in pending. A file that is not a segment at all is an
-// error, except for a header torn while the file was being created, which makes an empty
-// segment (size 0).
-func scanSegment(path string, first, acked uint64, tab *crc32.Table) (seg *segment, pending, cut int64, err error) {
+// scanSegment verifies every record of the segment file at path. Damage anywhere (a crash
+// mid-append, a flipped bit) is repaired by repairSegment, which skips only the damaged
+// records and reports how many were lost. pending[i] counts the records above acks[i].
+// nextFirst is the name of the next segment (0 for the newest), which bounds this one's
+// records. A file that is not a segment at all is an error, except for a header torn while
+// the file was being created, which makes an empty segment (size 0).
+func scanSegment(path string, first uint64, acks []uint64, nextFirst uint64, tab *crc32.Table) (seg *segment, pending []int64, rep repair, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, nil, repair{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, nil, repair{}, err
 	}
 	seg = &segment{first: first, path: path}
 	var h [segHeaderLen]byte
@@ -416,16 +434,17 @@ func scanSegment(path string, first, acked uint64, tab *crc32.Table) (seg *segme
 	case (err == io.ErrUnexpectedEOF || err == io.EOF) && strings.HasPrefix(segMagic, string(h[:n])),
 		err == nil && h == [segHeaderLen]byte{}:
 		// Torn while being created: it never held a record, so nothing is lost.
-		return seg, 0, 0, nil
+		return seg, make([]int64, len(acks)), repair{}, nil
 	case err == nil && strings.HasPrefix(string(h[:]), segMagic[:len(segMagic)-1]):
-		return nil, 0, 0, fmt.Errorf("tracing: spool: %s: segment layout %q is newer than this build", path, h[len(h)-1])
+		return nil, nil, repair{}, fmt.Errorf("tracing: spool: %s: segment layout %q is newer than this build", path, h[len(h)-1])
 	case err == nil:
-		return nil, 0, 0, fmt.Errorf("tracing: spool: %s: not a spool segment", path)
+		return nil, nil, repair{}, fmt.Errorf("tracing: spool: %s: not a spool segment", path)
 	default:
-		return nil, 0, 0, err
+		return nil, nil, repair{}, err
 	}
 	r := &spoolReader{f: f, br: bufio.NewReaderSize(f, 256<<10), off: segHeaderLen, first: first}
 	prev := first - 1
+	pending = make([]int64, len(acks))
 	for {
 		p, err := r.next(fi.Size(), tab)
 		if err == io.EOF {
@@ -433,36 +452,31 @@ func scanSegment(path string, first, acked uint64, tab *crc32.Table) (seg *segme
 		}
 		var ce *corruptError
 		if errors.As(err, &ce) {
-			break
+			f.Close()
+			return repairSegment(path, first, acks, nextFirst, tab)
 		}
 		if err != nil {
-			return nil, 0, 0, err
+			return nil, nil, repair{}, err
 		}
 		if p[0] != traceFormatV1 {
-			return nil, 0, 0, fmt.Errorf("tracing: spool: %s: record format %d is newer than this build", path, p[0])
+			return nil, nil, repair{}, fmt.Errorf("tracing: spool: %s: record format %d is newer than this build", path, p[0])
 		}
 		seq := payloadSeq(p)
 		if seq <= prev {
-			r.off -= recHeaderLen + int64(len(p))
-			break // out of order: damage, treat as the end
+			f.Close() // out of order: damage
+			return repairSegment(path, first, acks, nextFirst, tab)
 		}
 		prev = seq
 		seg.last = seq
 		seg.count++
-		if seq > acked {
-			pending++
+		for i, a := range acks {
+			if seq > a {
+				pending[i]++
+			}
 		}
 	}
 	seg.size = r.off
-	if cut = fi.Size() - r.off; cut > 0 {
-		if err := f.Truncate(r.off); err != nil {
-			return nil, 0, 0, err
-		}
-		if err := f.Sync(); err != nil {
-			return nil, 0, 0, err
-		}
-	}
-	return seg, pending, cut, nil
+	return seg, pending, repair{}, nil
 }
 
 // listSegments returns the first sequence numbers of the segment files in dir, oldest first.
@@ -487,15 +501,26 @@ func listSegments(dir string) ([]uint64, error) {
 	return firsts, nil
 }
 
-// createSegment creates the segment file for records from first on, durably (the file and
-// its directory entry are synced), and returns it open for appending.
-func createSegment(dir string, first uint64) (*segment, *os.File, error) {
+// createSegment creates the segment file for records from first on through create,
+// reserves room bytes for it (where the file system allows), and makes it durable (the file
+// and its directory entry are synced); it returns it open for appending. A segment that
+// cannot be reserved or written whole is removed again: on a full disk the error says so
+// (isNoSpace).
+func createSegment(create func(string) (spoolFile, error), dir string, first uint64, room int64) (*segment, spoolFile, error) {
 	path := segPath(dir, first)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	f, err := create(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := f.WriteString(segMagic); err == nil {
+	if err = f.Reserve(room); errors.Is(err, errNoReserve) {
+		err = nil
+	}
+	if err == nil {
+		// A segment without its whole header must not be left behind: the write's error
+		// counts like the others.
+		_, err = f.Write([]byte(segMagic))
+	}
+	if err == nil {
 		err = f.Sync()
 	}
 	if err == nil {
@@ -507,53 +532,6 @@ func createSegment(dir string, first uint64) (*segment, *os.File, error) {
 		return nil, nil, err
 	}
 	return &segment{first: first, path: path, size: segHeaderLen}, f, nil
-}
-
-// readCursor returns the sequence number in dir's cursor file, 0 if there is none. A
-// damaged cursor is reported and read as 0, which only means re-delivery.
-func readCursor(dir string, tab *crc32.Table) (uint64, error) {
-	b, err := os.ReadFile(filepath.Join(dir, cursorName))
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	if len(b) != cursorLen || string(b[:len(cursorMagic)]) != cursorMagic ||
-		crc32.Checksum(b[:cursorLen-4], tab) != binary.LittleEndian.Uint32(b[cursorLen-4:]) {
-		return 0, errors.New("tracing: spool: damaged cursor file, re-delivering the whole spool")
-	}
-	return binary.LittleEndian.Uint64(b[len(cursorMagic):]), nil
-}
-
-// writeCursor replaces dir's cursor file atomically and durably.
-func writeCursor(dir string, seq uint64, tab *crc32.Table) error {
-	b := make([]byte, 0, cursorLen)
-	b = append(b, cursorMagic...)
-	b = binary.LittleEndian.AppendUint64(b, seq)
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, tab))
-	tmp := filepath.Join(dir, cursorName+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, cursorName))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }
 
 func syncDir(dir string) error {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"math"
@@ -134,8 +135,8 @@ func TestSpoolTornTail(t *testing.T) {
 			sink := NewMemorySink()
 			p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir})
 			// Replay cut the damage off the file: a second look finds nothing to cut.
-			if _, _, cut, err := scanSegment(path, 1, 0, crcTable()); err != nil || cut != 0 {
-				t.Errorf("after replay: cut %d, err %v; want 0, nil", cut, err)
+			if _, _, rep, err := scanSegment(path, 1, nil, 0, crcTable()); err != nil || rep != (repair{}) {
+				t.Errorf("after replay: repair %+v, err %v; want none", rep, err)
 			}
 			if err := p.ForceFlush(ctxT(t)); err != nil {
 				t.Fatal(err)
@@ -286,3 +287,198 @@ func TestPipelineCrash(t *testing.T) {
 var exactBytes = cmp.Comparer(func(a, b []byte) bool {
 	return bytes.Equal(a, b) && (a == nil) == (b == nil)
 })
+
+// recordOffsets returns the offset of every record in a segment file's bytes.
+func recordOffsets(b []byte) []int {
+	var offs []int
+	for off := int(segHeaderLen); off+recHeaderLen <= len(b); {
+		offs = append(offs, off)
+		off += recHeaderLen + int(binary.LittleEndian.Uint32(b[off:]))
+	}
+	return offs
+}
+
+// TestSpoolCorruptMiddle: one damaged record in the middle of a segment costs only that
+// record: replay resynchronises on the next one, counts exactly the records lost, and keeps
+// the damaged bytes aside.
+func TestSpoolCorruptMiddle(t *testing.T) {
+	const n = 1000
+	tests := []struct {
+		name     string
+		segBytes int64
+		// damage changes the bytes of the segment holding record index at
+		// record offsets offs, and returns the trace indexes it destroyed.
+		damage func(b []byte, offs []int) []int
+	}{
+		{name: "payload byte flipped", damage: func(b []byte, offs []int) []int {
+			b[offs[10]+recHeaderLen+20] ^= 0x40
+			return []int{10}
+		}},
+		{name: "length flipped", damage: func(b []byte, offs []int) []int {
+			b[offs[10]+1] ^= 0x01
+			return []int{10}
+		}},
+		{name: "checksum flipped", damage: func(b []byte, offs []int) []int {
+			b[offs[10]+5] ^= 0x80
+			return []int{10}
+		}},
+		{name: "two records overwritten", damage: func(b []byte, offs []int) []int {
+			copy(b[offs[10]:offs[12]], bytes.Repeat([]byte{0xAB}, offs[12]-offs[10]))
+			return []int{10, 11}
+		}},
+		{name: "older segment", segBytes: 16 << 10, damage: func(b []byte, offs []int) []int {
+			b[offs[10]+recHeaderLen+3] ^= 0xff
+			return []int{10}
+		}},
+		{name: "older segment's tail", segBytes: 16 << 10, damage: func(b []byte, offs []int) []int {
+			last := len(offs) - 1
+			b[offs[last]+recHeaderLen+3] ^= 0xff
+			return []int{last}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			spoolFixture(t, dir, n, tt.segBytes)
+			firsts, err := listSegments(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := segPath(dir, firsts[0])
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig := slices.Clone(b)
+			offs := recordOffsets(b)
+			destroyed := tt.damage(b, offs)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			sink := NewMemorySink()
+			p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir})
+			if err := p.ForceFlush(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			var want []*Trace
+			for i := range n {
+				if !slices.Contains(destroyed, i) {
+					want = append(want, pipeWant(i))
+				}
+			}
+			if diff := cmp.Diff(want, sortedByID(sink.Traces()), exactBytes); diff != "" {
+				t.Errorf("replayed (-want +got):\n%s", diff)
+			}
+			st := p.Stats()
+			if st.LostCorrupt != int64(len(destroyed)) || st.Lost != int64(len(destroyed)) || st.Written != int64(n-len(destroyed)) {
+				t.Errorf("Stats: LostCorrupt %d, Lost %d, Written %d; want %d, %d, %d",
+					st.LostCorrupt, st.Lost, st.Written, len(destroyed), len(destroyed), n-len(destroyed))
+			}
+			// The damaged bytes are kept aside, exactly those of the records destroyed.
+			kept, err := os.ReadFile(path + corruptExt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lo := offs[destroyed[0]]
+			hi := len(b)
+			if last := destroyed[len(destroyed)-1]; last+1 < len(offs) {
+				hi = offs[last+1]
+			}
+			if diff := cmp.Diff(b[lo:hi], kept); diff != "" || bytes.Equal(orig[lo:hi], kept) {
+				t.Errorf(".corrupt file holds %d bytes, want the %d damaged ones", len(kept), hi-lo)
+			}
+			if fi, err := os.Stat(path + corruptExt); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf(".corrupt file: %v, want mode 0600", err)
+			}
+		})
+	}
+}
+
+// TestSpoolFileModes: everything the pipeline writes into the spool directory (segments,
+// the cursor, the dead-letter file) is readable by its owner only, whatever the umask.
+func TestSpoolFileModes(t *testing.T) {
+	dir := t.TempDir()
+	spoolFixture(t, dir, 20, 1<<10)
+	if err := appendDeadLetter(dir, pipeWant(1), "refused", crcTable()); err != nil {
+		t.Fatal(err)
+	}
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{newFlakySink(true)}, SpoolDir: dir}) // replays, starts a segment
+	defer func() {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		p.Shutdown(ctx)
+	}()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", e.Name(), fi.Mode().Perm())
+		}
+	}
+	if !slices.Contains(names, cursorName) || !slices.Contains(names, deadLetterName) || segmentCount(t, dir) < 2 {
+		t.Errorf("spool directory holds %v; the test expects segments, the cursor and the dead-letter file", names)
+	}
+}
+
+// TestSpoolDamagedWhileShipping: a record damaged after replay verified the segment (a
+// disk going bad under a running pipeline) costs only that record; the shipper goes on
+// with the next valid one.
+func TestSpoolDamagedWhileShipping(t *testing.T) {
+	const n, bad = 100, 80
+	dir := t.TempDir()
+	body := bytes.Repeat([]byte("b"), 2<<10) // 100 records: more than a reader's buffer
+	first := newTestPipeline(t, PipelineConfig{Sinks: []Sink{newFlakySink(true)}, SpoolDir: dir})
+	for i := range n {
+		tr := pipeWant(i)
+		tr.SealedRequest = body
+		if err := first.Record(t.Context(), tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "everything spooled", func() bool { return first.Stats().Spooled == n })
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	first.Shutdown(ctx)
+
+	sink := newFlakySink(true)
+	p := newTestPipeline(t, PipelineConfig{Sinks: []Sink{sink}, SpoolDir: dir, BatchSize: 5})
+	waitFor(t, "the first batch offered", func() bool { return p.Stats().Retries > 0 })
+	path := lastSegment(t, dir)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[recordOffsets(b)[bad]+recHeaderLen+30] ^= 0x10
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sink.fail.Store(false)
+	if err := p.ForceFlush(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range n {
+		if i != bad {
+			want = append(want, pipeTrace(i).ID)
+		}
+	}
+	var got []string
+	for _, tr := range sortedByID(sink.Traces()) {
+		got = append(got, tr.ID)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("delivered (-want +got):\n%s", diff)
+	}
+	if st := p.Stats(); st.LostCorrupt != 1 || st.Lost != 1 {
+		t.Errorf("Stats: LostCorrupt %d, Lost %d; want 1, 1", st.LostCorrupt, st.Lost)
+	}
+}

@@ -3,6 +3,7 @@ package tracing
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -16,7 +17,17 @@ var _ Sink = (*SQLiteSink)(nil)
 type SQLiteSink struct {
 	db     *sql.DB
 	closed atomic.Bool
+
+	// inTx is the per-batch work that must commit or roll back with the traces (rollups,
+	// a ledger): each step runs inside the batch's transaction, in order, after the traces
+	// are in, and sees only the traces this transaction stored (a duplicate offered again
+	// is not passed twice). A step's error rolls the whole batch back.
+	inTx []sqliteTxStep
 }
+
+// sqliteTxStep is one piece of per-batch work inside a SQLiteSink batch transaction;
+// stored holds the traces the transaction inserted.
+type sqliteTxStep func(ctx context.Context, tx *sql.Tx, stored []*Trace) error
 
 // NewSQLiteSink returns a sink writing to db. The caller has applied the migrations and owns
 // db: Shutdown does not close it.
@@ -29,7 +40,9 @@ var insertTraceSQLite = fmt.Sprintf(
 	strings.Join(traceTableColumns, ", "), strings.TrimSuffix(strings.Repeat("?, ", len(traceTableColumns)), ", "))
 
 // WriteBatch stores the batch in one transaction, each trace once however often it is
-// offered.
+// offered. A failure SQLite will repeat for the same traces (SQLITE_CONSTRAINT,
+// SQLITE_MISMATCH, SQLITE_TOOBIG) is returned as Permanent; any other (SQLITE_BUSY,
+// SQLITE_LOCKED, SQLITE_FULL, SQLITE_IOERR, a done ctx) is transient.
 func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 	if s.closed.Load() {
 		return fmt.Errorf("tracing: sqlite: %w", errSinkShutdown)
@@ -50,19 +63,32 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 		return fmt.Errorf("tracing: sqlite: prepare: %w", err)
 	}
 	defer stmt.Close()
+	var stored []*Trace
 	for _, t := range batch {
-		_, err := stmt.ExecContext(ctx,
+		res, err := stmt.ExecContext(ctx,
 			t.ID, t.CreatedAt.UnixMicro(), t.TenantID, t.APIKeyID, t.RequestID,
 			t.Model, t.ServedModel, t.Provider, t.Stream, t.Status, t.ErrorType, t.ClientAborted,
 			t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, string(t.UsageSource),
 			t.CostMicroUSD, t.PriceVersion, t.LatencyUS, t.TTFBUS, t.OverheadUS,
-			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion)
+			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion, t.FieldsCut)
 		if err != nil {
-			return fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err)
+			return sqliteClassify(fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err))
+		}
+		if len(s.inTx) > 0 {
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err)
+			} else if n > 0 {
+				stored = append(stored, t)
+			}
+		}
+	}
+	for _, step := range s.inTx {
+		if err := step(ctx, tx, stored); err != nil {
+			return sqliteClassify(fmt.Errorf("tracing: sqlite: %w", err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("tracing: sqlite: commit: %w", err)
+		return sqliteClassify(fmt.Errorf("tracing: sqlite: commit: %w", err))
 	}
 	return nil
 }
@@ -72,4 +98,25 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 func (s *SQLiteSink) Shutdown(context.Context) error {
 	s.closed.Store(true)
 	return nil
+}
+
+// SQLite primary result codes (https://sqlite.org/rescode.html) the sink classifies; an
+// extended code carries its primary code in the low byte.
+const (
+	sqliteTooBig     = 18
+	sqliteConstraint = 19
+	sqliteMismatch   = 20
+)
+
+// sqliteClassify marks err Permanent when SQLite refused the data itself.
+func sqliteClassify(err error) error {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return err
+	}
+	switch coded.Code() & 0xff {
+	case sqliteTooBig, sqliteConstraint, sqliteMismatch:
+		return Permanent(err)
+	}
+	return err
 }

@@ -19,6 +19,11 @@ const (
 
 // Trace is the audit record of one request through the gateway.
 //
+// Every text field may hold what a client or an upstream sent. Before a trace is spooled
+// or handed to any sink, the pipeline makes each text field valid UTF-8, NUL-free and at
+// most its Max*Bytes length (setting FieldsCut if that changed anything), so every sink
+// can store it as text.
+//
 // The gateway fills in everything but the cost and sealed fields before it hands the
 // trace over; ID and CreatedAt are chosen before the trace is queued and never change, so
 // a trace written twice (after a retry or a replay of the spool) is recognisably the same
@@ -59,6 +64,10 @@ type Trace struct {
 	ResponseBody []byte
 	// ResponseTruncated is set when the response body was longer than the capture limit.
 	ResponseTruncated bool
+	// FieldsCut is set by the pipeline when it changed a text field to make it store-safe:
+	// cut to its maximum length (MaxModelBytes and the other Max*Bytes), or NUL or invalid
+	// UTF-8 replaced with U+FFFD. See storesafe.go.
+	FieldsCut bool
 
 	SealedRequest  []byte // AES-256-GCM ciphertext of RequestBody
 	SealedResponse []byte // AES-256-GCM ciphertext of ResponseBody
@@ -92,8 +101,24 @@ type Recorder interface {
 	Record(ctx context.Context, t *Trace) error
 }
 
-// Sealer encrypts a trace body for one tenant and trace; package crypto's Keyring is one.
-// The sealed bytes open only with the same tenant and trace id.
+// Sealer encrypts a trace body for one tenant and record; package crypto's Keyring is one.
+// The pipeline seals each body under BodyRecordID(trace id, BodyRequest or BodyResponse),
+// and the sealed bytes open only with the same tenant and record id.
 type Sealer interface {
-	Seal(tenantID, traceID string, plaintext []byte) (sealed []byte, keyVersion int, err error)
+	Seal(tenantID, recordID string, plaintext []byte) (sealed []byte, keyVersion int, err error)
 }
+
+// The parts of a trace whose bodies are sealed, for BodyRecordID.
+const (
+	BodyRequest  = "request"
+	BodyResponse = "response"
+)
+
+// BodyRecordID is the record id a trace's body is sealed under (with its tenant id): the
+// trace id and the part, "<traceID>/request" or "<traceID>/response". Binding the part
+// means a request body and a response body cannot be swapped, within a trace or across
+// traces, without failing to open. Open a stored body with the same record id, for example
+// keyring.Open(t.TenantID, tracing.BodyRecordID(t.ID, tracing.BodyResponse), t.KeyVersion,
+// t.SealedResponse). (Traces stored by Loom builds before this one were sealed under the
+// bare trace id.)
+func BodyRecordID(traceID, part string) string { return traceID + "/" + part }

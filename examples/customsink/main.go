@@ -36,7 +36,9 @@ import (
 //   - WriteBatch returns nil only once the whole batch is durable (here: written and
 //     fsynced); on error the pipeline keeps the batch in its spool and retries later.
 //   - The same trace may be offered again after a failure or a restart; a sink stores it
-//     once. Here, a set of seen IDs (a real store would use a unique key).
+//     once. Here, a set of seen IDs, loaded from the file when it is opened, so a trace
+//     re-sent after a restart is not written twice either (a real store would use a
+//     unique key).
 //   - Bodies arrive sealed (SealedRequest/SealedResponse); the sink never sees plaintext.
 type JSONLSink struct {
 	mu   sync.Mutex
@@ -46,13 +48,44 @@ type JSONLSink struct {
 
 var _ tracing.Sink = (*JSONLSink)(nil)
 
-// NewJSONLSink opens (appending) the file at path.
+// NewJSONLSink opens (appending) the file at path and reads the IDs already in it. A last
+// line cut short by a crash is removed: its batch was not acknowledged, so the pipeline
+// offers it again.
 func NewJSONLSink(path string) (*JSONLSink, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	return &JSONLSink{f: f, seen: map[string]bool{}}, nil
+	s := &JSONLSink{f: f, seen: map[string]bool{}}
+	if err := s.load(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("customsink: %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// load fills seen from the file, and cuts a torn last line.
+func (s *JSONLSink) load() error {
+	r := bufio.NewReader(s.f)
+	var whole int64 // bytes up to the end of the last whole line
+	for {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF {
+			if len(line) > 0 {
+				return s.f.Truncate(whole)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		whole += int64(len(line))
+		var t struct{ ID string }
+		if err := json.Unmarshal(line, &t); err != nil {
+			return fmt.Errorf("line ending at byte %d: %w", whole, err)
+		}
+		s.seen[t.ID] = true
+	}
 }
 
 // WriteBatch implements tracing.Sink.

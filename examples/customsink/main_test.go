@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/loom-gateway/loom/tracing"
@@ -48,5 +49,46 @@ func TestJSONLSinkDeduplicates(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	if n := bytes.Count(b, []byte("\n")); n != 2 {
 		t.Errorf("%d lines, want 2:\n%s", n, b)
+	}
+}
+
+// A trace offered again after a restart (the spool re-sends what was not acknowledged) is
+// not written twice; a line torn by a crash is cut.
+func TestJSONLSinkDeduplicatesAcrossRestarts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.jsonl")
+	s, err := NewJSONLSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteBatch(context.Background(), []*tracing.Trace{{ID: "a"}, {ID: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown(context.Background())
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"ID":"c","Mod`) // a crash mid-append
+	f.Close()
+
+	s, err = NewJSONLSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteBatch(context.Background(), []*tracing.Trace{{ID: "b"}, {ID: "c"}, {ID: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown(context.Background())
+	b, _ := os.ReadFile(path)
+	var ids []string
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		var tr tracing.Trace
+		if err := json.Unmarshal(line, &tr); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		ids = append(ids, tr.ID)
+	}
+	if got, want := strings.Join(ids, ","), "a,b,c"; got != want {
+		t.Errorf("stored IDs %s, want %s", got, want)
 	}
 }

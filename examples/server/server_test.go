@@ -28,6 +28,7 @@ import (
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
+	"github.com/loom-gateway/loom/tracing"
 )
 
 // childEnv, when set, makes the test binary run the server (run with its arguments) instead
@@ -228,7 +229,7 @@ func checkSQLiteTraces(t *testing.T, path string, keyring *loomcrypto.Keyring, i
 		if status != http.StatusOK {
 			t.Errorf("trace %s: status %d", id, status)
 		}
-		if _, err := keyring.Open(tenant, id, version, sealed); err != nil {
+		if _, err := keyring.Open(tenant, tracing.BodyRecordID(id, tracing.BodyRequest), version, sealed); err != nil {
 			t.Errorf("trace %s: request body does not open with the key file: %v", id, err)
 		}
 	}
