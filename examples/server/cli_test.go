@@ -223,7 +223,8 @@ func TestBadSettingsRefused(t *testing.T) {
 		{"log level", nil, []string{"LOOM_LOG_LEVEL=loud"}, []string{"LOOM_LOG_LEVEL"}},
 		{"master key", nil, []string{"LOOM_MASTER_KEY=c2hvcnQ="}, []string{"LOOM_MASTER_KEY"}},
 		{"bootstrap key", nil, []string{"LOOM_BOOTSTRAP_KEY=sk-not-a-loom-key-at-all"}, []string{"LOOM_BOOTSTRAP_KEY", `"loom_"`}},
-		{"database url", nil, []string{"DATABASE_URL=mysql://x", "LOOM_MASTER_KEY=" + testMasterKey}, []string{"DATABASE_URL"}},
+		{"database url", nil, []string{"DATABASE_URL=mysql://x", "LOOM_MASTER_KEY=" + testMasterKey}, []string{"DATABASE_URL: not a PostgreSQL connection string"}},
+		{"database url, password not shown", nil, []string{"DATABASE_URL=postgres://u:hunter2secret@h:99999/db", "LOOM_MASTER_KEY=" + testMasterKey}, []string{"DATABASE_URL", "invalid port"}},
 		{"database needs master key", nil, []string{"DATABASE_URL=postgres://postgres@127.0.0.1:1/x"}, []string{"LOOM_MASTER_KEY is required with DATABASE_URL"}},
 		{"openai base url", nil, []string{"OPENAI_BASE_URL=api.example.com/v1"}, []string{"OPENAI_BASE_URL", "not an http:// or https:// URL"}},
 		{"anthropic base url", nil, []string{"ANTHROPIC_API_KEY=x", "ANTHROPIC_BASE_URL=<html>"}, []string{"ANTHROPIC_BASE_URL"}},
@@ -247,6 +248,9 @@ func TestBadSettingsRefused(t *testing.T) {
 				if !strings.Contains(c.errOut.String(), w) {
 					t.Errorf("stderr lacks %q:\n%s", w, c.errOut.String())
 				}
+			}
+			if strings.Contains(c.errOut.String(), "hunter2secret") {
+				t.Errorf("a password was echoed:\n%s", c.errOut.String())
 			}
 			if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
 				t.Errorf("the data directory was created before the settings were checked (%v): %v", err, dirEntries(t, dataDir))

@@ -177,8 +177,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		bad("-data (LOOM_DATA_DIR): %v", err)
 	}
 	if c.DatabaseURL = env("DATABASE_URL"); c.DatabaseURL != "" {
-		if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil || !strings.HasPrefix(c.DatabaseURL, "postgres") {
-			bad("DATABASE_URL: not a PostgreSQL URL (postgres://user@host:5432/db)")
+		// pgx's message shows the string with its password masked.
+		if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
+			bad("DATABASE_URL: not a PostgreSQL connection string (postgres://user@host:5432/db): %v", err)
 		}
 	}
 	if v := env("LOOM_MASTER_KEY"); v != "" {

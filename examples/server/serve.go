@@ -92,7 +92,7 @@ func runMigrate(ctx context.Context, args []string, io stdio) error {
 		db, dialect = stdlib.OpenDB(*cfg), migrations.Postgres
 		if err := db.PingContext(ctx); err != nil {
 			db.Close()
-			return fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", redactURL(url), err)
+			return fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", describeDatabase(url), err)
 		}
 	} else {
 		path := filepath.Join(*dataDir, "loom.db")

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,7 +99,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	)
 	storeKind, storeAt := "SQLite", filepath.Join(cfg.DataDir, "loom.db")
 	if cfg.DatabaseURL != "" {
-		storeKind, storeAt = "PostgreSQL", redactURL(cfg.DatabaseURL)
+		storeKind, storeAt = "PostgreSQL", describeDatabase(cfg.DatabaseURL)
 		store, sink, reads, err = s.openPostgres(ctx, cfg.DatabaseURL)
 	} else {
 		store, sink, reads, err = s.openSQLite(ctx, storeAt)
@@ -184,6 +185,17 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Allow", "GET, HEAD")
 	http.Error(w, r.Method+" is not allowed on "+r.URL.Path+"; use GET", http.StatusMethodNotAllowed)
+}
+
+// describeDatabase names a PostgreSQL connection string (URL or keyword/value) without its
+// password: user, host, port and database.
+func describeDatabase(dsn string) string {
+	c, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return "(unparsable DATABASE_URL)"
+	}
+	cc := c.ConnConfig
+	return fmt.Sprintf("postgres://%s@%s/%s", cc.User, net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))), cc.Database)
 }
 
 // redactURL is u without its password, for the start-up summary.
@@ -276,7 +288,7 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	}
 	s.closers = append(s.closers, func() error { pool.Close(); return nil })
 	if err := pool.Ping(ctx); err != nil {
-		return nil, nil, nil, fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", redactURL(url), err)
+		return nil, nil, nil, fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", describeDatabase(url), err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
 	s.closers = append(s.closers, db.Close)
