@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -112,10 +113,13 @@ func (x *exchange) serve() {
 	up := &provider.Request{Model: model, Body: req.UpstreamBody(model), Stream: req.Stream, Header: r.Header}
 	ctx, cancel := context.WithTimeoutCause(r.Context(), g.cfg.UpstreamTimeout, errUpstreamTimeout)
 	defer cancel()
+	var retries atomic.Int32
+	ctx = provider.CountRetries(ctx, &retries)
 	x.sent = g.cfg.Now()
 	resp, err := route.Provider.Chat(ctx, up)
 	x.last = g.cfg.Now()
 	t.TTFBUS = x.last.Sub(x.start).Microseconds()
+	t.UpstreamRetries = int(retries.Load())
 	if err != nil {
 		x.fail(upstreamCause(ctx, err))
 		return

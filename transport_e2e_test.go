@@ -518,3 +518,52 @@ func TestSetTenantProviderRacingLookup(t *testing.T) {
 		t.Errorf("the old upstream got %d calls, want only the in-flight one", len(oldUp.calls))
 	}
 }
+
+// idempotentProvider sends requests with an idempotency key over a Transport, as a
+// custom provider for an upstream that honours one may.
+type idempotentProvider struct {
+	url    string
+	client *http.Client
+}
+
+func (p *idempotentProvider) Chat(ctx context.Context, req *provider.Request) (*provider.Response, error) {
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.url, strings.NewReader(string(req.Body)))
+	hr.Header.Set("Idempotency-Key", "idem-1")
+	resp, err := p.client.Do(hr)
+	if err != nil {
+		return nil, err
+	}
+	return &provider.Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: resp.Body, ContentLength: resp.ContentLength}, nil
+}
+
+// A re-send the transport takes is noted in the request's trace.
+func TestTransportRetryIsTraced(t *testing.T) {
+	var cut atomic.Bool
+	u := newRawUpstream(t, false, func(m string) action {
+		if m == "retry" && cut.CompareAndSwap(false, true) {
+			return action{close: true} // read in full, then the connection is cut
+		}
+		return action{bytes: answer(m)}
+	})
+	p := &idempotentProvider{url: "http://" + u.ln.Addr().String() + "/v1/chat/completions", client: &http.Client{Transport: &provider.Transport{}}}
+	s := newSharedRoute(t, u, func(c *loom.Config) {
+		c.Routes = []loom.Route{{Name: "idem", Models: []string{"gpt-4o-mini"}, Provider: p}}
+	})
+	client := &http.Client{}
+	for _, m := range []string{"warm", "retry"} {
+		if st, got := s.ask(t, client, s.key, m, false); st != 200 || got != m {
+			t.Fatalf("%s: %d %q", m, st, got)
+		}
+	}
+	traces := s.traces(t, 2)
+	var got []int
+	for _, tr := range traces {
+		got = append(got, tr.UpstreamRetries)
+	}
+	if diff := cmp.Diff([]int{0, 1}, got); diff != "" {
+		t.Errorf("upstream retries per trace (-want +got):\n%s", diff)
+	}
+	if n := u.times("retry"); n != 2 {
+		t.Errorf("the upstream received the idempotent request %d times, want 2", n)
+	}
+}

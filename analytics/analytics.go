@@ -53,6 +53,8 @@ type Trace struct {
 	TTFBUS            int64     `json:"ttfb_us"`
 	OverheadUS        int64     `json:"overhead_us"`
 	ResponseTruncated bool      `json:"response_truncated"`
+	FieldsCut         bool      `json:"fields_cut"`
+	UpstreamRetries   int       `json:"upstream_retries"`
 	KeyVersion        int       `json:"key_version"`
 }
 

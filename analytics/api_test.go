@@ -571,7 +571,7 @@ func testExport(t *testing.T, e *apiEnv) {
 	wantHeader := []string{"id", "created_at", "tenant_id", "api_key_id", "request_id", "model", "served_model",
 		"provider", "stream", "status", "error_type", "client_aborted", "prompt_tokens", "completion_tokens",
 		"cached_tokens", "reasoning_tokens", "usage_source", "cost_micro_usd", "price_version", "latency_us",
-		"ttfb_us", "overhead_us", "response_truncated", "key_version"}
+		"ttfb_us", "overhead_us", "response_truncated", "key_version", "fields_cut", "upstream_retries"}
 	if diff := cmp.Diff(wantHeader, header); diff != "" {
 		t.Fatalf("header (-want +got):\n%s", diff)
 	}

@@ -17,7 +17,7 @@ const exportFlushRows = 500
 var csvHeader = []string{"id", "created_at", "tenant_id", "api_key_id", "request_id", "model", "served_model",
 	"provider", "stream", "status", "error_type", "client_aborted", "prompt_tokens", "completion_tokens",
 	"cached_tokens", "reasoning_tokens", "usage_source", "cost_micro_usd", "price_version", "latency_us",
-	"ttfb_us", "overhead_us", "response_truncated", "key_version"}
+	"ttfb_us", "overhead_us", "response_truncated", "key_version", "fields_cut", "upstream_retries"}
 
 func csvRecord(t *Trace, rec []string) []string {
 	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
@@ -29,7 +29,8 @@ func csvRecord(t *Trace, rec []string) []string {
 		t.Model, t.ServedModel, t.Provider, strconv.FormatBool(t.Stream), strconv.Itoa(t.Status), t.ErrorType,
 		strconv.FormatBool(t.ClientAborted), i64(t.PromptTokens), i64(t.CompletionTokens), i64(t.CachedTokens),
 		i64(t.ReasoningTokens), t.UsageSource, cost, t.PriceVersion, i64(t.LatencyUS), i64(t.TTFBUS),
-		i64(t.OverheadUS), strconv.FormatBool(t.ResponseTruncated), strconv.Itoa(t.KeyVersion))
+		i64(t.OverheadUS), strconv.FormatBool(t.ResponseTruncated), strconv.Itoa(t.KeyVersion),
+		strconv.FormatBool(t.FieldsCut), strconv.Itoa(t.UpstreamRetries))
 	for i, v := range rec {
 		rec[i] = defuseFormula(v)
 	}

@@ -85,6 +85,7 @@ var traceTableColumns = []string{
 	"prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "usage_source",
 	"cost_micro_usd", "price_version", "latency_us", "ttfb_us", "overhead_us",
 	"response_truncated", "request_sealed", "response_sealed", "key_version", "fields_cut",
+	"upstream_retries",
 }
 
 const (
@@ -410,6 +411,7 @@ func (c *pgCopySource) Values() ([]any, error) {
 	v[24] = sealedColumn(t.SealedResponse)
 	v[25] = int32(t.KeyVersion)
 	v[26] = t.FieldsCut
+	v[27] = int32(t.UpstreamRetries)
 	return v, nil
 }
 

@@ -104,6 +104,7 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	b = appendBytes(b, t.SealedRequest)
 	b = appendBytes(b, t.SealedResponse)
+	b = binary.AppendVarint(b, int64(t.UpstreamRetries))
 	return b
 }
 
@@ -160,6 +161,9 @@ func decodeTrace(p []byte) (*Trace, error) {
 	}
 	t.SealedRequest = d.bytes()
 	t.SealedResponse = d.bytes()
+	if len(d.b) > 0 { // absent from records written before it existed
+		t.UpstreamRetries = int(d.varint())
+	}
 	if d.err {
 		return nil, errors.New("tracing: spool: malformed record")
 	}

@@ -70,7 +70,8 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 			t.Model, t.ServedModel, t.Provider, t.Stream, t.Status, t.ErrorType, t.ClientAborted,
 			t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, string(t.UsageSource),
 			t.CostMicroUSD, t.PriceVersion, t.LatencyUS, t.TTFBUS, t.OverheadUS,
-			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion, t.FieldsCut)
+			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion, t.FieldsCut,
+			t.UpstreamRetries)
 		if err != nil {
 			return sqliteClassify(fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err))
 		}

@@ -68,6 +68,10 @@ type Trace struct {
 	// cut to its maximum length (MaxModelBytes and the other Max*Bytes), or NUL or invalid
 	// UTF-8 replaced with U+FFFD. See storesafe.go.
 	FieldsCut bool
+	// UpstreamRetries counts the times the upstream request was sent again on a new
+	// connection (provider.Transport does so only where the upstream cannot have acted on
+	// the first copy; see provider.CountRetries).
+	UpstreamRetries int
 
 	SealedRequest  []byte // AES-256-GCM ciphertext of RequestBody
 	SealedResponse []byte // AES-256-GCM ciphertext of ResponseBody
