@@ -34,6 +34,10 @@ type exchange struct {
 	start time.Time
 	sent  time.Time // the upstream request was handed to the provider
 	last  time.Time // the upstream's last byte arrived
+	// recorded is set once the trace is handed to the pipeline; from then on it is the
+	// pipeline's, and the exchange no longer writes to it.
+	recorded bool
+	info     RequestInfo // what the trace came to, taken as it was handed over
 }
 
 func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
@@ -58,8 +62,8 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	t.TenantID, t.APIKeyID = principal.TenantID, principal.KeyID
 	x := &exchange{g: g, w: w, r: r, t: t, start: start}
 	x.serve()
-	g.requestDone(r, t)
-	g.record(r.Context(), t)
+	x.record()
+	g.requestDone(x)
 }
 
 func (g *Gateway) authenticate(r *http.Request) (tenancy.Principal, error) {
@@ -71,28 +75,51 @@ func (g *Gateway) authenticate(r *http.Request) (tenancy.Principal, error) {
 	return g.auth.Authenticate(r.Context(), strings.TrimSpace(key))
 }
 
-// record hands a finished trace to the pipeline. The client may have left: the trace is
-// still kept, so the wait (strict mode only) is bounded by its own timeout, not by the
-// request's cancellation.
-func (g *Gateway) record(ctx context.Context, t *tracing.Trace) {
-	if g.traces == nil {
-		return
+// record hands the finished trace to the pipeline, once. The client may have left: the
+// trace is still kept, so the wait (strict mode only) is bounded by its own timeout, not
+// by the request's cancellation. In strict mode an error means the durable append was not
+// confirmed (errNotDurable).
+func (x *exchange) record() error {
+	g := x.g
+	if g.traces == nil || x.recorded {
+		return nil
 	}
-	ctx = context.WithoutCancel(ctx)
+	x.recorded = true
+	x.info = requestInfo(x.t)
+	ctx := context.WithoutCancel(x.r.Context())
 	if g.cfg.Tracing.Strict {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, strictRecordTimeout)
 		defer cancel()
 	}
-	if err := g.traces.Record(ctx, t); err != nil {
-		g.log.Error("trace not kept", "trace_id", t.ID, "err", err)
+	if err := g.traces.Record(ctx, x.t); err != nil {
+		g.log.Error("trace not kept", "trace_id", x.t.ID, "err", err)
+		return fmt.Errorf("%w: %w", errNotDurable, err)
 	}
+	return nil
+}
+
+// commit, in strict mode, records the trace before the answer's last bytes leave (the
+// whole JSON body, or a stream's [DONE]), so a client never holds an answer whose trace
+// is not on disk. The trace is then what the upstream answered and Loom was about to
+// send: a client that leaves during the last write is not marked aborted. An error means
+// the append was not confirmed; the caller answers with it instead. Outside strict mode
+// the trace is recorded after the answer, and commit does nothing.
+func (x *exchange) commit() error {
+	if !x.strict() {
+		return nil
+	}
+	x.finish()
+	return x.record()
 }
 
 func (x *exchange) serve() {
 	g, r, t := x.g, x.r, x.t
 	body, err := readAll(r.Body, r.ContentLength, g.cfg.MaxBodyBytes)
 	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			x.discardBody()
+		}
 		x.fail(err)
 		return
 	}
@@ -151,20 +178,27 @@ func upstreamCause(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %w", errUnreachable, err)
 }
 
+// strict reports whether the answer waits for its trace's durable append.
+func (x *exchange) strict() bool { return x.g.traces != nil && x.g.cfg.Tracing.Strict }
+
 // fail answers with the error and notes it in the trace.
 func (x *exchange) fail(err error) {
 	a := toAPIError(err)
 	if a.Status >= 500 && a.Status != http.StatusGatewayTimeout {
 		x.g.log.Warn("upstream failure", "trace_id", x.t.ID, "provider", x.t.Provider, "err", err)
 	}
-	if x.r.Context().Err() != nil {
-		x.t.ClientAborted = true
-	} else {
-		writeError(x.w, a)
-	}
 	x.t.Status, x.t.ErrorType = a.Status, a.Type
 	x.t.ResponseBody = a.body()
 	x.t.UsageSource = tracing.UsageMissing
+	if x.r.Context().Err() != nil {
+		x.t.ClientAborted = true
+		x.finish()
+		return
+	}
+	if err := x.commit(); err != nil {
+		a = toAPIError(err)
+	}
+	writeError(x.w, a)
 	x.finish()
 }
 
@@ -223,13 +257,18 @@ func (x *exchange) relayJSON(ctx context.Context, req *provider.ChatRequest, res
 		h.Set("Content-Encoding", enc) // the bytes as they came, labelled as they came
 		x.setUsage(nil, "", 0)
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	x.w.WriteHeader(resp.StatusCode)
-	if _, err := x.w.Write(body); err != nil {
-		x.t.ClientAborted = true
-	}
 	x.t.Status = resp.StatusCode
 	x.capture(body)
+	if err := x.commit(); err != nil {
+		h.Del("Content-Encoding")
+		writeError(x.w, toAPIError(err))
+		return
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	x.w.WriteHeader(resp.StatusCode)
+	if _, err := x.w.Write(body); err != nil && !x.recorded {
+		x.t.ClientAborted = true
+	}
 	x.finish()
 }
 
@@ -253,12 +292,34 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 		Capture:    x.g.cfg.MaxCaptureBytes,
 		Now:        x.g.cfg.Now,
 	}
-	var res stream.Result
-	if decoded {
-		res = stream.Relay(x.w, src, opts)
-	} else {
-		res = stream.Pass(x.w, src, opts) // unreadable: no usage, no [DONE] to look for
+	if !decoded {
+		// Unreadable (an encoding Loom cannot decode): passed on as it comes, with no
+		// usage and no [DONE] to look for or hold back.
+		x.streamResult(ctx, stream.Pass(x.w, src, opts), false)
+		x.finish()
+		return
 	}
+	if x.strict() {
+		// [DONE] waits for the durable append of the trace of everything before it.
+		opts.BeforeDone = func(res stream.Result) error {
+			x.streamResult(ctx, res, true)
+			return x.commit()
+		}
+	}
+	res := stream.Relay(x.w, src, opts)
+	if x.recorded {
+		if res.BeforeDoneErr != nil {
+			stream.WriteError(x.w, toAPIError(res.BeforeDoneErr).body())
+		}
+		return
+	}
+	x.streamResult(ctx, res, true)
+	x.finish()
+}
+
+// streamResult notes what the relay learned in the trace and, when the upstream broke
+// off, tells the client with an error event (only into a stream it can read: decoded).
+func (x *exchange) streamResult(ctx context.Context, res stream.Result, decoded bool) {
 	x.last = res.End
 	if !res.FirstEvent.IsZero() {
 		x.t.TTFBUS = res.FirstEvent.Sub(x.start).Microseconds()
@@ -284,7 +345,6 @@ func (x *exchange) relayStream(ctx context.Context, req *provider.ChatRequest, r
 	case res.UpstreamError:
 		x.t.ErrorType = "upstream_error"
 	}
-	x.finish()
 }
 
 // setUsage notes the usage the upstream reported or, when it reported none, an estimate:
@@ -315,7 +375,11 @@ func (x *exchange) capture(b []byte) {
 }
 
 // finish stamps the timings: Loom's own time is everything but the wait for the upstream.
+// Once the trace is recorded (strict mode), its timings stand.
 func (x *exchange) finish() {
+	if x.recorded {
+		return
+	}
 	end := x.g.cfg.Now()
 	t := x.t
 	t.LatencyUS = end.Sub(x.start).Microseconds()
@@ -324,6 +388,26 @@ func (x *exchange) finish() {
 		return
 	}
 	t.OverheadUS = (x.sent.Sub(x.start) + end.Sub(x.last)).Microseconds()
+}
+
+// discardBody reads and drops the rest of a body over MaxBodyBytes, up to another
+// MaxBodyBytes (a body of up to twice the limit is read to its end), so a client that
+// sends its whole body before it reads the answer (curl without Expect, Python's
+// requests) gets the 413 instead of a connection reset. A longer body is not read further:
+// the connection is closed after the 413, and such a client may still see a reset.
+func (x *exchange) discardBody() {
+	limit := x.g.cfg.MaxBodyBytes
+	left := limit // no length declared: readAll stopped one byte past the limit
+	if n := x.r.ContentLength; n > 0 {
+		left = n // declared too long: readAll read none of it
+	}
+	if left > 2*limit {
+		x.w.Header().Set("Connection", "close")
+		return
+	}
+	if _, err := io.CopyN(io.Discard, x.r.Body, left+1); err != io.EOF {
+		x.w.Header().Set("Connection", "close") // more is left, or reading failed
+	}
 }
 
 // readAll reads r to its end. n is its length when known (-1 otherwise), so the buffer is

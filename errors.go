@@ -40,6 +40,9 @@ var (
 	// errUpstreamProtocol: the upstream's answer is not one Loom can relay (an interim
 	// 1xx status as the answer, a compressed body that is corrupt or unpacks too large).
 	errUpstreamProtocol = errors.New("loom: upstream protocol error")
+	// errNotDurable (strict mode): the trace's durable append failed or was not confirmed
+	// in time, so the answer is held back.
+	errNotDurable = errors.New("loom: trace not durable")
 )
 
 // toAPIError maps an error from the request path to what the client is told. Internal
@@ -87,6 +90,9 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, errStreamInterrupted):
 		return &apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_stream_interrupted",
 			Message: "The upstream provider's stream broke off before it was complete."}
+	case errors.Is(err, errNotDurable):
+		return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "trace_not_durable",
+			Message: "The answer was held back because its audit record could not be saved; retry shortly."}
 	case errors.Is(err, context.Canceled):
 		// The client left; nobody reads this answer, but the trace records the status.
 		return &apiError{Status: 499, Type: "client_closed_request", Message: "The client closed the request."}

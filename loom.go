@@ -76,9 +76,21 @@ type Config struct {
 	// replica takes to reach this one. If zero, 10,000 entries and 30 seconds.
 	AuthCacheSize int
 	AuthCacheTTL  time.Duration
+	// AuthStaleFor is how long past AuthCacheTTL a cached key or tenant provider
+	// configuration still answers while the Store cannot be reached, so the data plane
+	// rides through a database outage (see tenancy.AuthOptions.StaleFor for the bound on
+	// revocations). If zero, 1 hour; if negative, a Store error fails the request.
+	AuthStaleFor time.Duration
+	// KeySetRefresh, if positive, makes the gateway hold every active key and every tenant
+	// provider configuration, read at New and then every KeySetRefresh in the background,
+	// so that during a Store outage even keys not used since start are answered (for
+	// AuthCacheTTL + AuthStaleFor after the last successful read). The Store must be a
+	// tenancy.Snapshotter (both built-in stores are). If zero, only what requests have
+	// read is kept.
+	KeySetRefresh time.Duration
 
 	// KeyUsageInterval is how often the API keys' last-used times are written to the
-	// Store, when it can (a TouchKeys method, as both built-in stores have), batched off
+	// Store, when it is a tenancy.KeyToucher (both built-in stores are), batched off
 	// the request path; they are written at Shutdown too. If zero, 30 seconds; if
 	// negative, never.
 	KeyUsageInterval time.Duration
@@ -121,16 +133,29 @@ type Gateway struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 
-	// touch writes keys' last-used times (nil when the store cannot); the loop writing
-	// them periodically stops when stopUsage closes and closes usageDone.
-	touch     func(ctx context.Context, at time.Time, keyIDs ...string) error
-	stopUsage chan struct{}
-	usageDone chan struct{}
+	// touch writes keys' last-used times (nil when the store cannot); snapshot is the
+	// store when it is read whole every KeySetRefresh (nil when not). The loops doing
+	// that end when Shutdown closes stop.
+	touch    func(ctx context.Context, at time.Time, keyIDs ...string) error
+	snapshot tenancy.Snapshotter
+	stop     chan struct{}
+	loops    sync.WaitGroup
 }
 
-// keyToucher is a Store that records when keys were last used.
-type keyToucher interface {
-	TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error
+// StoreStats reports how the gateway has fared with its Store, for riding through an
+// outage.
+type StoreStats struct {
+	// AuthServedStale and RoutesServedStale count requests whose key, or whose tenant's
+	// provider configurations, were answered past AuthCacheTTL because the Store failed.
+	AuthServedStale   int64
+	RoutesServedStale int64
+	// StaleUntil is when the last answers read from the Store stop serving in an outage:
+	// until then the gateway rides through one, at least for the keys read last.
+	StaleUntil time.Time
+	// KeySetKeys is how many keys the key set holds and KeySetAt when it was read (zero
+	// without Config.KeySetRefresh).
+	KeySetKeys int
+	KeySetAt   time.Time
 }
 
 // New returns a Gateway for cfg.
@@ -142,6 +167,13 @@ func New(cfg Config) (*Gateway, error) {
 		if r.Name == "" || r.Provider == nil {
 			return nil, fmt.Errorf("loom: route %q needs a Name and a Provider", r.Name)
 		}
+	}
+	if len(cfg.Tracing.Sinks) > 0 && cfg.Keyring == nil && cfg.Tracing.Sealer == nil && !cfg.TraceWithoutBodies {
+		return nil, errors.New("loom: traces need Config.Keyring (or Tracing.Sealer) to seal their bodies; " +
+			"set Config.TraceWithoutBodies to record traces without bodies")
+	}
+	if _, ok := cfg.Store.(tenancy.Snapshotter); cfg.KeySetRefresh > 0 && !ok {
+		return nil, fmt.Errorf("loom: Config.KeySetRefresh needs a Store that is a tenancy.Snapshotter; %T is not", cfg.Store)
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 8 << 20
@@ -175,12 +207,16 @@ func New(cfg Config) (*Gateway, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	auth := tenancy.NewAuthenticator(cfg.Store, tenancy.AuthOptions{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, Now: cfg.Now})
+	if cfg.AuthStaleFor == 0 {
+		cfg.AuthStaleFor = tenancy.DefaultAuthStaleFor
+	}
+	auth := tenancy.NewAuthenticator(cfg.Store, tenancy.AuthOptions{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, StaleFor: cfg.AuthStaleFor, Now: cfg.Now})
 	g := &Gateway{
 		cfg:   cfg,
 		log:   log,
 		auth:  auth,
 		admin: tenancy.NewService(cfg.Store, auth),
+		stop:  make(chan struct{}),
 	}
 	var openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
 	if cfg.Keyring != nil {
@@ -188,11 +224,7 @@ func New(cfg Config) (*Gateway, error) {
 			return cfg.Keyring.Open(tenantID, ProviderKeyRecordID(name), version, sealed)
 		}
 	}
-	g.routes = newRouter(cfg.Routes, cfg.Store, cfg.AuthCacheSize, cfg.AuthCacheTTL, cfg.Now, openKey)
-	if len(cfg.Tracing.Sinks) > 0 && cfg.Keyring == nil && cfg.Tracing.Sealer == nil && !cfg.TraceWithoutBodies {
-		return nil, errors.New("loom: traces need Config.Keyring (or Tracing.Sealer) to seal their bodies; " +
-			"set Config.TraceWithoutBodies to record traces without bodies")
-	}
+	g.routes = newRouter(cfg.Routes, cfg.Store, cfg.AuthCacheSize, cfg.AuthCacheTTL, cfg.AuthStaleFor, cfg.Now, openKey)
 	var reads *analytics.Handler
 	if cfg.Analytics != nil {
 		var err error
@@ -217,10 +249,20 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.traces = p
 	}
-	if kt, ok := cfg.Store.(keyToucher); ok && cfg.KeyUsageInterval > 0 {
+	if cfg.KeySetRefresh > 0 {
+		g.snapshot = cfg.Store.(tenancy.Snapshotter) // checked above
+		g.refreshSnapshot()                          // a Store down at start is ridden through once it returns
+		g.every(cfg.KeySetRefresh, g.refreshSnapshot)
+	}
+	if kt, ok := cfg.Store.(tenancy.KeyToucher); ok && cfg.KeyUsageInterval > 0 {
 		g.touch = kt.TouchKeys
-		g.stopUsage, g.usageDone = make(chan struct{}), make(chan struct{})
-		go g.flushUsageLoop(cfg.KeyUsageInterval)
+		g.every(cfg.KeyUsageInterval, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.KeyUsageInterval)
+			defer cancel()
+			if err := g.auth.FlushUsage(ctx, g.touch); err != nil {
+				g.log.Warn("key usage not recorded; retrying at the next interval", "err", err)
+			}
+		})
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", g.chatCompletions)
@@ -293,30 +335,40 @@ func (g *Gateway) SetTenantProvider(ctx context.Context, c tenancy.ProviderConfi
 	return nil
 }
 
-// Shutdown waits for in-flight requests to finish (or ctx to end), then flushes every
-// trace to the sinks and stops the gateway's goroutines. It does not close the Store.
-// Calling it again returns the first call's result.
+// Shutdown waits for in-flight requests to finish, then flushes every trace to the sinks
+// (through the spool, if there is one), writes the keys' last-used times and stops the
+// gateway's goroutines. It does not close the Store. Calling it again returns the first
+// call's result.
+//
+// ctx's deadline is split so the traces always get their share: in-flight requests are
+// waited for during at most half the time left when Shutdown is called (RequestShare);
+// the trace pipeline then has the rest, all of it if the requests finish sooner, and the
+// last-used times whatever the pipeline leaves. Requests still running after their share
+// are not waited for (Shutdown says so in its error), and their traces are lost
+// (Stats.LostClosed).
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.shutdownOnce.Do(func() {
 		g.mu.Lock()
 		g.closed = true
 		g.mu.Unlock()
+		reqCtx, cancel := RequestShare(ctx)
+		defer cancel()
 		done := make(chan struct{})
 		go func() { g.inflight.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-ctx.Done():
-			g.shutdownErr = fmt.Errorf("loom: shutdown: requests still in flight: %w", ctx.Err())
+		case <-reqCtx.Done():
+			g.shutdownErr = fmt.Errorf("loom: shutdown: requests still in flight: %w", reqCtx.Err())
 		}
-		if g.touch != nil {
-			close(g.stopUsage)
-			<-g.usageDone
-			if err := g.auth.FlushUsage(ctx, g.touch); err != nil {
+		close(g.stop)
+		g.loops.Wait()
+		if g.traces != nil {
+			if err := g.traces.Shutdown(ctx); err != nil {
 				g.shutdownErr = errors.Join(g.shutdownErr, fmt.Errorf("loom: shutdown: %w", err))
 			}
 		}
-		if g.traces != nil {
-			if err := g.traces.Shutdown(ctx); err != nil {
+		if g.touch != nil {
+			if err := g.auth.FlushUsage(ctx, g.touch); err != nil {
 				g.shutdownErr = errors.Join(g.shutdownErr, fmt.Errorf("loom: shutdown: %w", err))
 			}
 		}
@@ -324,22 +376,60 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	return g.shutdownErr
 }
 
-// flushUsageLoop writes keys' last-used times every interval until Shutdown.
-func (g *Gateway) flushUsageLoop(interval time.Duration) {
-	defer close(g.usageDone)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-g.stopUsage:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), interval)
-			if err := g.auth.FlushUsage(ctx, g.touch); err != nil {
-				g.log.Warn("key usage not recorded; retrying at the next interval", "err", err)
+// RequestShare returns the part of a shutdown's ctx that waiting for requests may use: a
+// context ending at half the time left until ctx's deadline (or with ctx, if it has
+// none), so what comes after (flushing traces) keeps the other half. A server that drains
+// its connections before calling Shutdown (http.Server.Shutdown) should drain them with
+// it too, and hand Shutdown the whole ctx.
+func RequestShare(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Until(d)/2)
+}
+
+// every runs job every interval, in a goroutine that ends at Shutdown.
+func (g *Gateway) every(interval time.Duration, job func()) {
+	g.loops.Add(1)
+	go func() {
+		defer g.loops.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-g.stop:
+				return
+			case <-t.C:
+				job()
 			}
-			cancel()
 		}
+	}()
+}
+
+// refreshSnapshot reads the key set and every tenant's provider configurations, bounded
+// by KeySetRefresh or 30s, whichever is shorter (New waits for the first read); a failure
+// keeps the previous ones.
+func (g *Gateway) refreshSnapshot() {
+	ctx, cancel := context.WithTimeout(context.Background(), min(g.cfg.KeySetRefresh, 30*time.Second))
+	defer cancel()
+	if err := g.auth.RefreshKeySet(ctx, g.snapshot); err != nil {
+		g.log.Warn("key set not refreshed; keeping the previous one", "err", err)
+	}
+	if err := g.routes.refresh(ctx, g.snapshot); err != nil {
+		g.log.Warn("tenant providers not refreshed; keeping the previous ones", "err", err)
+	}
+}
+
+// StoreStats reports how the gateway has fared with its Store.
+func (g *Gateway) StoreStats() StoreStats {
+	a := g.auth.Stats()
+	return StoreStats{
+		AuthServedStale:   a.ServedStale,
+		RoutesServedStale: g.routes.servedStale.Load(),
+		StaleUntil:        a.StaleUntil,
+		KeySetKeys:        a.KeySetKeys,
+		KeySetAt:          a.KeySetAt,
 	}
 }
 

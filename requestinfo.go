@@ -1,7 +1,6 @@
 package loom
 
 import (
-	"net/http"
 	"time"
 
 	"github.com/loom-gateway/loom/tracing"
@@ -21,14 +20,23 @@ type RequestInfo struct {
 	ClientAborted     bool
 }
 
-// requestDone tells Config.OnRequest how a chat completion ended.
-func (g *Gateway) requestDone(r *http.Request, t *tracing.Trace) {
+// requestDone tells Config.OnRequest how a chat completion ended. A trace handed to the
+// pipeline is the pipeline's: what it came to was taken as it was handed over.
+func (g *Gateway) requestDone(x *exchange) {
 	if g.cfg.OnRequest == nil {
 		return
 	}
-	g.cfg.OnRequest(r, RequestInfo{
+	info := x.info
+	if !x.recorded {
+		info = requestInfo(x.t)
+	}
+	g.cfg.OnRequest(x.r, info)
+}
+
+func requestInfo(t *tracing.Trace) RequestInfo {
+	return RequestInfo{
 		TraceID: t.ID, TenantID: t.TenantID, KeyID: t.APIKeyID, Model: t.Model, Provider: t.Provider, Status: t.Status,
 		Latency: time.Duration(t.LatencyUS) * time.Microsecond, Overhead: time.Duration(t.OverheadUS) * time.Microsecond,
 		ClientAborted: t.ClientAborted,
-	})
+	}
 }

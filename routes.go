@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -23,13 +24,22 @@ type router struct {
 	store  tenancy.Store
 	ttl    time.Duration
 	now    func() time.Time
+	// staleFor is how long past ttl cached routes still serve while the store fails
+	// (negative: never); servedStale counts the times they did.
+	staleFor    time.Duration
+	servedStale atomic.Int64
 
 	mu sync.Mutex
 	// tenants caches each tenant's routes built from its provider configurations.
 	tenants *simplelru.LRU[string, tenantRoutes]
-	// gen counts forgets: routes read before a forget began are not cached, so a lookup
-	// racing SetTenantProvider cannot bring the old configuration (and key) back.
-	gen uint64
+	// snapshot holds every tenant's provider configurations as read at snapshotAt (nil
+	// without Config.KeySetRefresh): the fallback, in an outage, for tenants not cached.
+	// gen counts forgets, so routes or a snapshot read before one are not cached after
+	// it: a lookup racing SetTenantProvider cannot bring the old configuration (and key)
+	// back.
+	snapshot   map[string][]tenancy.ProviderConfig
+	snapshotAt time.Time
+	gen        uint64
 	// openKey unseals a tenant provider's API key; nil when the gateway has no keyring.
 	openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
 	client  *http.Client // upstream client for tenant-configured providers
@@ -38,18 +48,22 @@ type router struct {
 type tenantRoutes struct {
 	routes  []Route
 	expires time.Time
+	stale   time.Time // read + ttl + staleFor: until then they serve when the store fails
+	// degraded marks routes served because the store failed; each use counts.
+	degraded bool
 }
 
-func newRouter(global []Route, store tenancy.Store, size int, ttl time.Duration, now func() time.Time, openKey func(string, string, int, []byte) ([]byte, error)) *router {
+func newRouter(global []Route, store tenancy.Store, size int, ttl, staleFor time.Duration, now func() time.Time, openKey func(string, string, int, []byte) ([]byte, error)) *router {
 	cache, _ := simplelru.NewLRU[string, tenantRoutes](size, nil) // size ≥ 1, set by New
 	return &router{
-		global:  global,
-		tenants: cache,
-		store:   store,
-		ttl:     ttl,
-		now:     now,
-		openKey: openKey,
-		client:  &http.Client{Transport: &provider.Transport{}},
+		global:   global,
+		tenants:  cache,
+		store:    store,
+		ttl:      ttl,
+		staleFor: staleFor,
+		now:      now,
+		openKey:  openKey,
+		client:   &http.Client{Transport: &provider.Transport{}},
 	}
 }
 
@@ -140,16 +154,64 @@ type modelEntry struct {
 func (rt *router) tenantRoutes(ctx context.Context, tenantID string) ([]Route, error) {
 	now := rt.now()
 	rt.mu.Lock()
-	c, ok := rt.tenants.Get(tenantID)
+	c, cached := rt.tenants.Get(tenantID)
 	gen := rt.gen
 	rt.mu.Unlock()
-	if ok && now.Before(c.expires) {
+	if cached && now.Before(c.expires) {
+		if c.degraded {
+			rt.servedStale.Add(1)
+		}
 		return c.routes, nil
 	}
 	cfgs, err := rt.store.ListProviderConfigs(ctx, tenantID)
 	if err != nil {
+		if routes, ok := rt.fallback(ctx, tenantID, c, cached, gen); ok {
+			return routes, nil
+		}
 		return nil, fmt.Errorf("loom: tenant providers: %w", err)
 	}
+	return rt.cache(tenantID, cfgs, tenantRoutes{expires: now.Add(rt.ttl), stale: now.Add(rt.ttl + rt.staleFor)}, gen)
+}
+
+// fallback is the tenant's routes when the store failed: the cached ones, or the
+// snapshot's, if read within ttl + staleFor. They are cached for min(ttl, 5s), so the
+// store is retried at that pace rather than on every request.
+func (rt *router) fallback(ctx context.Context, tenantID string, c tenantRoutes, cached bool, gen uint64) ([]Route, bool) {
+	if rt.staleFor < 0 || ctx.Err() != nil {
+		return nil, false
+	}
+	now := rt.now()
+	retry := now.Add(min(rt.ttl, 5*time.Second))
+	if cached && now.Before(c.stale) {
+		c.expires, c.degraded = retry, true
+		rt.mu.Lock()
+		if rt.gen == gen {
+			rt.tenants.Add(tenantID, c)
+		}
+		rt.mu.Unlock()
+		rt.servedStale.Add(1)
+		return c.routes, true
+	}
+	rt.mu.Lock()
+	cfgs, at := rt.snapshot[tenantID], rt.snapshotAt
+	have := rt.snapshot != nil
+	rt.mu.Unlock()
+	stale := at.Add(rt.ttl + rt.staleFor)
+	if !have || !now.Before(stale) {
+		return nil, false
+	}
+	// A tenant absent from the snapshot had no configurations when it was read.
+	routes, err := rt.cache(tenantID, cfgs, tenantRoutes{expires: retry, stale: stale, degraded: true}, gen)
+	if err != nil {
+		return nil, false
+	}
+	rt.servedStale.Add(1)
+	return routes, true
+}
+
+// cache builds the routes of the tenant's configurations and caches them in e, unless a
+// forget came after gen was read.
+func (rt *router) cache(tenantID string, cfgs []tenancy.ProviderConfig, e tenantRoutes, gen uint64) ([]Route, error) {
 	routes := make([]Route, 0, len(cfgs))
 	for _, c := range cfgs {
 		p, err := rt.build(c)
@@ -160,17 +222,42 @@ func (rt *router) tenantRoutes(ctx context.Context, tenantID string) ([]Route, e
 	}
 	rt.mu.Lock()
 	if rt.gen == gen {
-		rt.tenants.Add(tenantID, tenantRoutes{routes, now.Add(rt.ttl)})
+		e.routes = routes
+		rt.tenants.Add(tenantID, e)
 	}
 	rt.mu.Unlock()
 	return routes, nil
 }
 
-// forget drops a tenant's cached routes, after its configuration changed.
+// refresh reads every tenant's configurations as the snapshot for an outage.
+func (rt *router) refresh(ctx context.Context, store tenancy.Snapshotter) error {
+	rt.mu.Lock()
+	gen := rt.gen
+	rt.mu.Unlock()
+	read := rt.now()
+	cfgs, err := store.ListAllProviderConfigs(ctx)
+	if err != nil {
+		return fmt.Errorf("loom: refresh tenant providers: %w", err)
+	}
+	snap := map[string][]tenancy.ProviderConfig{}
+	for _, c := range cfgs {
+		snap[c.TenantID] = append(snap[c.TenantID], c)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.gen == gen {
+		rt.snapshot, rt.snapshotAt = snap, read
+	}
+	return nil
+}
+
+// forget drops a tenant's cached routes, after its configuration changed, and the
+// snapshot, which no longer says what the tenant has (the next refresh reads a new one).
 func (rt *router) forget(tenantID string) {
 	rt.mu.Lock()
-	rt.gen++
 	rt.tenants.Remove(tenantID)
+	rt.gen++
+	rt.snapshot = nil
 	rt.mu.Unlock()
 }
 

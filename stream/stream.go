@@ -18,6 +18,12 @@ type RelayOptions struct {
 	Capture int
 	// Now reads the clock. If nil, time.Now is used.
 	Now func() time.Time
+	// BeforeDone, if not nil, is called when the upstream's [DONE] arrives, after
+	// everything before it was written and flushed and before [DONE] itself is written,
+	// with the Result so far (End is the time [DONE] arrived). If it returns an error,
+	// [DONE] is not written and the error is Result.BeforeDoneErr: the gateway's strict
+	// mode holds the end of the stream back until its trace is durable.
+	BeforeDone func(Result) error
 }
 
 // Result is what Relay learned of a stream.
@@ -38,6 +44,8 @@ type Result struct {
 	ReadErr error
 	// WriteErr is the error that ended writing to the client (the client left).
 	WriteErr error
+	// BeforeDoneErr is what RelayOptions.BeforeDone returned; [DONE] was not written.
+	BeforeDoneErr error
 }
 
 // Relay copies the SSE stream src to w event by event and flushes whenever it has written
@@ -96,6 +104,18 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 			res.Truncated = true
 		}
 		if !skip {
+			if res.Done && opts.BeforeDone != nil {
+				// Everything before [DONE] reaches the client first; [DONE] waits.
+				if err := rc.Flush(); err != nil {
+					res.WriteErr = err
+					break
+				}
+				unflushed = false
+				res.End = now()
+				if res.BeforeDoneErr = opts.BeforeDone(res); res.BeforeDoneErr != nil {
+					continue
+				}
+			}
 			if _, err := w.Write(ev); err != nil {
 				res.WriteErr = err
 				break

@@ -18,6 +18,15 @@ import (
 const (
 	DefaultAuthCacheSize = 10000
 	DefaultAuthCacheTTL  = 30 * time.Second
+	// DefaultAuthStaleFor is how long past its TTL a known key's answer is kept for a store
+	// outage: long enough for a failover, a restart or a bad migration to be rolled back
+	// unnoticed by clients, short enough that an outage nobody attends to does not leave
+	// the data plane on an old view of its keys for good.
+	DefaultAuthStaleFor = time.Hour
+	// staleRetry is how often, at most, an answer served stale is checked with the store
+	// again: during an outage each known key costs the store one attempt per staleRetry
+	// (or per TTL if shorter), not one per request.
+	staleRetry = 5 * time.Second
 	// maxUnknownTTL caps how long an unknown key is remembered as unknown, so a key read
 	// too early (from a lagging read replica, say) is not refused for a whole TTL.
 	maxUnknownTTL = 5 * time.Second
@@ -32,9 +41,33 @@ type AuthOptions struct {
 	// deactivation made on another replica takes to reach this one (on this replica,
 	// Service purges the cache at once). If zero or negative, DefaultAuthCacheTTL (30s) is used.
 	TTL time.Duration
+	// StaleFor is how long past its TTL a cached answer (or the key set) still answers
+	// while the store cannot be reached (any store error but ErrNotFound): a key is
+	// judged on what this process last read about it for at most TTL + StaleFor. During
+	// that window a revocation made on another replica (one that can still write to the
+	// store) takes effect here once this process reaches the store again, within
+	// min(TTL, 5s) of that, and never later than TTL + StaleFor after the revocation.
+	// If zero, DefaultAuthStaleFor (1h); if negative, a store error always fails the
+	// request.
+	StaleFor time.Duration
 	// Now is the clock used for cache expiry and, in Service, for timestamps.
 	// If nil, time.Now is used.
 	Now func() time.Time
+}
+
+// AuthStats reports how an Authenticator has fared with its store.
+type AuthStats struct {
+	// ServedStale counts answers given from the cache or the key set, past their TTL,
+	// because the store could not be reached.
+	ServedStale int64
+	// StaleUntil is when the last answer read from the store stops being usable in an
+	// outage (zero if none was read, or StaleFor is negative): until then, a store
+	// outage is ridden through for at least the keys read last.
+	StaleUntil time.Time
+	// KeySetKeys is the number of keys in the key set and KeySetAt when it was read
+	// (zero without RefreshKeySet).
+	KeySetKeys int
+	KeySetAt   time.Time
 }
 
 // authEntry is one cached answer: an authenticated principal, or a refusal (ErrRevokedKey,
@@ -42,8 +75,12 @@ type AuthOptions struct {
 type authEntry struct {
 	p       Principal
 	err     error
-	expires time.Time
-	use     *keyUse // nil for refusals
+	expires time.Time // until then the answer is used without asking the store
+	stale   time.Time // until then it answers when the store cannot (read + TTL + StaleFor)
+	use     *keyUse   // nil for refusals
+	// degraded marks an answer served because the store failed; each use of it counts
+	// in AuthStats.ServedStale.
+	degraded bool
 }
 
 // keyUse tracks when an accepted key was last used (unix nanoseconds), and up to when that
@@ -61,12 +98,18 @@ type keyUse struct {
 // deleted key costs one lookup per 5s, and a flood of random keys, which no cache can
 // absorb, cannot evict the known keys. Concurrent misses for the same key share one
 // lookup.
+//
+// When the store cannot be reached, a known key whose answer expired is answered from the
+// cache for StaleFor more (see AuthOptions.StaleFor), and a key not in the cache from the
+// key set, when RefreshKeySet has loaded one: the data plane outlives the database.
 type Authenticator struct {
 	store      Store
 	ttl        time.Duration
+	staleFor   time.Duration // < 0: never serve stale
 	unknownTTL time.Duration
 	now        func() time.Time
 	flights    singleflight.Group
+	stale      atomic.Int64 // answers served stale
 
 	mu sync.Mutex // guards everything below
 	// gen counts invalidations. A lookup that began before an invalidation does not fill
@@ -74,6 +117,11 @@ type Authenticator struct {
 	gen     uint64
 	known   *simplelru.LRU[[32]byte, authEntry]
 	unknown *simplelru.LRU[[32]byte, time.Time] // value: expiry
+	// keySet holds every active key as last read by RefreshKeySet at keySetAt: the
+	// answer for keys not in known during an outage.
+	keySet   map[[32]byte]Principal
+	keySetAt time.Time
+	lastRead time.Time // the latest answer read from the store, for StaleUntil
 }
 
 // NewAuthenticator returns an Authenticator over store, which must not be nil. Admin writes
@@ -86,6 +134,9 @@ func NewAuthenticator(store Store, opts AuthOptions) *Authenticator {
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultAuthCacheTTL
 	}
+	if opts.StaleFor == 0 {
+		opts.StaleFor = DefaultAuthStaleFor
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -95,6 +146,7 @@ func NewAuthenticator(store Store, opts AuthOptions) *Authenticator {
 	return &Authenticator{
 		store:      store,
 		ttl:        opts.TTL,
+		staleFor:   opts.StaleFor,
 		unknownTTL: min(opts.TTL, maxUnknownTTL),
 		now:        opts.Now,
 		known:      known,
@@ -105,7 +157,8 @@ func NewAuthenticator(store Store, opts AuthOptions) *Authenticator {
 // Authenticate returns who rawKey belongs to. Refusals are ErrInvalidKey (malformed or
 // unknown key), ErrRevokedKey and ErrTenantInactive; with the last two the Principal still
 // names the key and tenant, for logging. Any other error is the store's, wrapped, or the
-// context's: the key was neither accepted nor refused.
+// context's: the key was neither accepted nor refused (the store failed and this process
+// knew nothing recent enough about the key to answer without it).
 //
 // rawKey is the bearer token as sent, without "Bearer ". A key without the "loom_" prefix, or
 // longer than 256 bytes, is refused without hashing or a lookup.
@@ -117,14 +170,14 @@ func (a *Authenticator) Authenticate(ctx context.Context, rawKey string) (Princi
 	now := a.now()
 	a.mu.Lock()
 	if e, ok := a.known.Get(h); ok {
+		// An expired answer stays cached (replaced by the lookup) for an outage.
 		if now.Before(e.expires) {
 			a.mu.Unlock()
-			if e.use != nil {
-				e.use.last.Store(now.UnixNano())
+			if e.degraded {
+				a.stale.Add(1)
 			}
-			return e.p, e.err
+			return e.answer(now)
 		}
-		a.known.Remove(h)
 	} else if exp, ok := a.unknown.Get(h); ok {
 		if now.Before(exp) {
 			a.mu.Unlock()
@@ -134,13 +187,61 @@ func (a *Authenticator) Authenticate(ctx context.Context, rawKey string) (Princi
 	}
 	gen := a.gen
 	a.mu.Unlock()
-	return a.lookup(ctx, h, gen)
+	e, err := a.lookup(ctx, h, gen)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Principal{}, err
+		}
+		var ok bool
+		if e, ok = a.fallback(h, gen); !ok {
+			return Principal{}, err
+		}
+		a.stale.Add(1)
+	}
+	return e.answer(now)
+}
+
+// answer returns the entry's verdict, noting the use of an accepted key.
+func (e authEntry) answer(now time.Time) (Principal, error) {
+	if e.use != nil {
+		e.use.last.Store(now.UnixNano())
+	}
+	return e.p, e.err
+}
+
+// fallback is the answer for h when the store failed: the cached one or, for a key not
+// cached, the key set's, if read recently enough. It is cached until min(TTL, staleRetry)
+// from now, so the store is retried for this key at that pace rather than on every
+// request.
+func (a *Authenticator) fallback(h [32]byte, gen uint64) (authEntry, bool) {
+	if a.staleFor < 0 {
+		return authEntry{}, false
+	}
+	now := a.now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, ok := a.known.Peek(h)
+	if !ok {
+		p, inSet := a.keySet[h]
+		if !inSet {
+			return authEntry{}, false
+		}
+		e = authEntry{p: p, stale: a.keySetAt.Add(a.ttl + a.staleFor), use: &keyUse{}}
+	}
+	if !now.Before(e.stale) {
+		return authEntry{}, false
+	}
+	e.expires, e.degraded = now.Add(min(a.ttl, staleRetry)), true
+	if a.gen == gen {
+		a.known.Add(h, e)
+	}
+	return e, true
 }
 
 // lookup asks the store, sharing the call with concurrent misses for the same key that saw
 // the same generation. A caller arriving after an invalidation gets a fresh lookup rather
 // than joining one that started before it.
-func (a *Authenticator) lookup(ctx context.Context, h [32]byte, gen uint64) (Principal, error) {
+func (a *Authenticator) lookup(ctx context.Context, h [32]byte, gen uint64) (authEntry, error) {
 	var fk [40]byte
 	copy(fk[:], h[:])
 	binary.LittleEndian.PutUint64(fk[32:], gen)
@@ -151,7 +252,7 @@ func (a *Authenticator) lookup(ctx context.Context, h [32]byte, gen uint64) (Pri
 	select {
 	case r = <-ch:
 	case <-ctx.Done():
-		return Principal{}, fmt.Errorf("tenancy: authenticate: %w", context.Cause(ctx))
+		return authEntry{}, fmt.Errorf("tenancy: authenticate: %w", context.Cause(ctx))
 	}
 	if r.Err != nil && ctx.Err() == nil &&
 		(errors.Is(r.Err, context.Canceled) || errors.Is(r.Err, context.DeadlineExceeded)) {
@@ -160,10 +261,9 @@ func (a *Authenticator) lookup(ctx context.Context, h [32]byte, gen uint64) (Pri
 		r = singleflight.Result{Val: e, Err: err}
 	}
 	if r.Err != nil {
-		return Principal{}, r.Err
+		return authEntry{}, r.Err
 	}
-	e := r.Val.(authEntry)
-	return e.p, e.err
+	return r.Val.(authEntry), nil
 }
 
 // fetch looks the hash up in the store, judges the answer and caches it unless an
@@ -172,6 +272,7 @@ func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (auth
 	k, t, err := a.store.LookupKey(ctx, h)
 	if errors.Is(err, ErrNotFound) {
 		a.mu.Lock()
+		a.known.Remove(h) // deleted since it was cached
 		a.unknown.Add(h, a.now().Add(a.unknownTTL))
 		a.mu.Unlock()
 		return authEntry{err: ErrInvalidKey}, nil
@@ -184,9 +285,11 @@ func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (auth
 	if subtle.ConstantTimeCompare(k.Hash[:], h[:]) != 1 || k.TenantID != t.ID {
 		return authEntry{err: ErrInvalidKey}, nil
 	}
+	read := a.now()
 	e := authEntry{
 		p:       Principal{TenantID: t.ID, TenantName: t.Name, KeyID: k.ID},
-		expires: a.now().Add(a.ttl),
+		expires: read.Add(a.ttl),
+		stale:   read.Add(a.ttl + a.staleFor),
 	}
 	switch {
 	case k.Status != KeyActive:
@@ -195,14 +298,56 @@ func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (auth
 		e.err = ErrTenantInactive
 	default:
 		e.use = &keyUse{}
-		e.use.last.Store(a.now().UnixNano())
 	}
 	a.mu.Lock()
 	if a.gen == gen {
 		a.known.Add(h, e)
+		a.lastRead = read
 	}
 	a.mu.Unlock()
 	return e, nil
+}
+
+// RefreshKeySet reads every active key from the store and keeps them as the key set: the
+// answer, during a store outage, for keys this process has not cached (never used since
+// start, or evicted). The set is only a fallback; a reachable store is always asked
+// first. Call it periodically (the gateway does, every Config.KeySetRefresh); an error
+// keeps the previous set.
+func (a *Authenticator) RefreshKeySet(ctx context.Context, store Snapshotter) error {
+	a.mu.Lock()
+	gen := a.gen
+	a.mu.Unlock()
+	read := a.now()
+	keys, err := store.ListActiveKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("tenancy: refresh key set: %w", err)
+	}
+	set := make(map[[32]byte]Principal, len(keys))
+	for _, k := range keys {
+		if k.Key.Status == KeyActive && k.Tenant.Status == TenantActive && k.Key.TenantID == k.Tenant.ID {
+			set[k.Key.Hash] = Principal{TenantID: k.Tenant.ID, TenantName: k.Tenant.Name, KeyID: k.Key.ID}
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gen != gen {
+		// An invalidation happened while reading: the set may predate it. The next
+		// refresh replaces the old set.
+		return nil
+	}
+	a.keySet, a.keySetAt, a.lastRead = set, read, read
+	return nil
+}
+
+// Stats reports how the Authenticator has fared with its store.
+func (a *Authenticator) Stats() AuthStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := AuthStats{ServedStale: a.stale.Load(), KeySetKeys: len(a.keySet), KeySetAt: a.keySetAt}
+	if !a.lastRead.IsZero() && a.staleFor >= 0 {
+		st.StaleUntil = a.lastRead.Add(a.ttl + a.staleFor)
+	}
+	return st
 }
 
 // FlushUsage writes when cached keys were last used with touch (a store's TouchKeys), for
@@ -253,13 +398,14 @@ func (a *Authenticator) InvalidateTenant(tenantID string) {
 	a.invalidate(func(e authEntry) bool { return e.p.TenantID == tenantID })
 }
 
-// Purge drops every cached answer, known and unknown.
+// Purge drops every cached answer, known and unknown, and the key set.
 func (a *Authenticator) Purge() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.gen++
 	a.known.Purge()
 	a.unknown.Purge()
+	a.keySet = nil
 }
 
 // forgetUnknown drops a hash from the unknown-key cache, for a key just created.
@@ -269,6 +415,8 @@ func (a *Authenticator) forgetUnknown(h [32]byte) {
 	a.unknown.Remove(h)
 }
 
+// invalidate drops the matching answers from the cache and the key set, so neither can
+// answer for them in a later outage.
 func (a *Authenticator) invalidate(match func(authEntry) bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -276,6 +424,11 @@ func (a *Authenticator) invalidate(match func(authEntry) bool) {
 	for _, h := range a.known.Keys() {
 		if e, ok := a.known.Peek(h); ok && match(e) {
 			a.known.Remove(h)
+		}
+	}
+	for h, p := range a.keySet {
+		if match(authEntry{p: p}) {
+			delete(a.keySet, h)
 		}
 	}
 }

@@ -10,6 +10,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/loom-gateway/loom/internal/pgtest"
+	"github.com/loom-gateway/loom/migrations"
 )
 
 // countingStore counts the lookups that reach the store.
@@ -424,5 +429,158 @@ func TestImportKey(t *testing.T) {
 			}
 			f.check(t, tt.raw, Principal{TenantID: f.acme.ID, TenantName: "Acme", KeyID: k.ID}, nil)
 		})
+	}
+}
+
+// newProxiedPostgresStore is a migrated PostgreSQL database reached through a proxy the
+// test can cut, and a second store on the same database reached directly: another
+// replica, which can still write while this one cannot reach the database.
+func newProxiedPostgresStore(t *testing.T) (cut *PostgresStore, direct *PostgresStore, proxy *pgtest.Proxy) {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.New(t)
+	proxy = pgtest.NewProxy(t)
+	pools := make([]*pgxpool.Pool, 2)
+	for i, u := range []string{proxy.URL(t, url), url} {
+		pool, err := pgxpool.New(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		pools[i] = pool
+	}
+	db := stdlib.OpenDBFromPool(pools[1])
+	defer db.Close() // does not close the pool
+	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
+		t.Fatal(err)
+	}
+	return NewPostgresStore(pools[0]), NewPostgresStore(pools[1]), proxy
+}
+
+// Through a store outage of several TTLs, keys this process has read keep being answered
+// as they were read (accepted or refused), and with the key set even keys never used
+// before; a key the store never answered for is an error, not a refusal. A revocation
+// made on another replica during the outage takes effect within min(TTL, 5s) of the store
+// returning.
+func TestAuthenticateThroughOutage(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		keySet         bool
+		wantUncachedOK bool
+	}{
+		{name: "cache only", keySet: false, wantUncachedOK: false},
+		{name: "with the key set", keySet: true, wantUncachedOK: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			store, direct, proxy := newProxiedPostgresStore(t)
+			f := newAuthFixture(t, store)
+			auth := NewAuthenticator(store, AuthOptions{TTL: f.ttl, StaleFor: 10 * time.Minute, Now: f.clock.Now})
+			other := NewService(direct, nil) // another replica's admin
+			uncachedRaw, uncached, err := f.admin.CreateKey(f.ctx, f.acme.ID, "never used")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.keySet {
+				if err := auth.RefreshKeySet(f.ctx, store); err != nil {
+					t.Fatal(err)
+				}
+			}
+			acme := Principal{TenantID: f.acme.ID, TenantName: "Acme", KeyID: f.acmeKey.ID}
+			old := Principal{TenantID: f.acme.ID, TenantName: "Acme", KeyID: f.oldKey.ID}
+			check := func(raw string, want Principal, wantErr error) {
+				t.Helper()
+				got, err := auth.Authenticate(f.ctx, raw)
+				if !errors.Is(err, wantErr) {
+					t.Fatalf("at %v: Authenticate: error %v, want %v", f.clock.Now().Sub(at(0)), err, wantErr)
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("Authenticate (-want +got):\n%s", diff)
+				}
+			}
+			check(f.acmeRaw, acme, nil) // read before the outage
+			check(f.oldRaw, old, ErrRevokedKey)
+
+			proxy.Cut()
+			var stale int64
+			for range 4 * f.ttl / (5 * time.Second) {
+				f.clock.Advance(5 * time.Second)
+				check(f.acmeRaw, acme, nil)
+				check(f.oldRaw, old, ErrRevokedKey)
+				if f.clock.Now().Sub(at(0)) >= f.ttl { // before that, answered fresh
+					stale += 2
+				}
+				got, err := auth.Authenticate(f.ctx, uncachedRaw)
+				if tt.wantUncachedOK {
+					if err != nil {
+						t.Fatalf("key from the key set: %v", err)
+					}
+					if got.KeyID != uncached.ID {
+						t.Errorf("key from the key set: key %q, want %q", got.KeyID, uncached.ID)
+					}
+					stale++
+				} else if err == nil || errors.Is(err, ErrInvalidKey) {
+					t.Fatalf("key never read, store down: error %v, want the store's error", err)
+				}
+			}
+			if got := auth.Stats().ServedStale; got != stale {
+				t.Errorf("ServedStale = %d, want %d", got, stale)
+			}
+
+			if err := other.RevokeKey(f.ctx, f.acme.ID, f.acmeKey.ID); err != nil {
+				t.Fatal(err)
+			}
+			f.clock.Advance(time.Second)
+			check(f.acmeRaw, acme, nil) // cannot know yet: the store is unreachable
+			proxy.Restore()
+			f.clock.Advance(staleRetry)
+			check(f.acmeRaw, acme, ErrRevokedKey)
+		})
+	}
+}
+
+// The stale window ends: TTL + StaleFor after the store last answered, a key is an error.
+func TestAuthenticateStaleWindowEnds(t *testing.T) {
+	store, _, proxy := newProxiedPostgresStore(t)
+	f := newAuthFixture(t, store)
+	staleFor := 10 * time.Minute
+	auth := NewAuthenticator(store, AuthOptions{TTL: f.ttl, StaleFor: staleFor, Now: f.clock.Now})
+	if _, err := auth.Authenticate(f.ctx, f.acmeRaw); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := auth.Stats().StaleUntil, at(0).Add(f.ttl+staleFor); !got.Equal(want) {
+		t.Errorf("StaleUntil = %v, want %v", got, want)
+	}
+	proxy.Cut()
+	f.clock.Advance(f.ttl + staleFor - time.Microsecond)
+	if _, err := auth.Authenticate(f.ctx, f.acmeRaw); err != nil {
+		t.Fatalf("just inside the window: %v", err)
+	}
+	f.clock.Advance(staleRetry)
+	if _, err := auth.Authenticate(f.ctx, f.acmeRaw); err == nil || errors.Is(err, ErrInvalidKey) {
+		t.Fatalf("past the window: error %v, want the store's error", err)
+	}
+}
+
+// A key revoked through this process's Service is dropped from the key set too, so a
+// later outage cannot bring it back.
+func TestRevokedKeyLeavesKeySet(t *testing.T) {
+	store, _, proxy := newProxiedPostgresStore(t)
+	f := newAuthFixture(t, store)
+	raw, k, err := f.admin.CreateKey(f.ctx, f.acme.ID, "set")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.auth.RefreshKeySet(f.ctx, store); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.auth.Stats().KeySetKeys; got != 2 { // acme's prod key and this one
+		t.Errorf("KeySetKeys = %d, want 2", got)
+	}
+	if err := f.admin.RevokeKey(f.ctx, f.acme.ID, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	if _, err := f.auth.Authenticate(f.ctx, raw); err == nil {
+		t.Fatal("revoked key accepted from the key set during an outage")
 	}
 }

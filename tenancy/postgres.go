@@ -16,7 +16,11 @@ type PostgresStore struct {
 	pool *pgxpool.Pool
 }
 
-var _ Store = (*PostgresStore)(nil)
+var (
+	_ Store       = (*PostgresStore)(nil)
+	_ KeyToucher  = (*PostgresStore)(nil)
+	_ Snapshotter = (*PostgresStore)(nil)
+)
 
 // NewPostgresStore returns a Store over pool, to whose database the caller has applied
 // migrations.Up(ctx, stdlib.OpenDBFromPool(pool), migrations.Postgres). The caller keeps
@@ -168,9 +172,26 @@ func (s *PostgresStore) LookupKey(ctx context.Context, hash [32]byte) (APIKey, T
 	return k, t, nil
 }
 
+// ListActiveKeys returns every active key of an active tenant, with its tenant.
+func (s *PostgresStore) ListActiveKeys(ctx context.Context) ([]ActiveKey, error) {
+	rows, _ := s.pool.Query(ctx,
+		`SELECT `+pgKeyColumns+`, t.name, t.status, t.created_at
+		 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+		 WHERE k.status = 'active' AND t.status = 'active' ORDER BY k.created_at, k.id`)
+	ks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ActiveKey, error) {
+		var t Tenant
+		k, err := scanPgKey(row, &t.Name, &t.Status, &t.CreatedAt)
+		t.ID, t.CreatedAt = k.TenantID, t.CreatedAt.UTC()
+		return ActiveKey{Key: k, Tenant: t}, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tenancy: list active keys: %w", pgErr(err))
+	}
+	return ks, nil
+}
+
 // TouchKeys records that the keys were used at the given time; a later time already
-// recorded is kept. It is not part of Store: last-used times are bookkeeping the gateway
-// may batch, never something authentication waits on.
+// recorded is kept (see KeyToucher).
 func (s *PostgresStore) TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error {
 	if len(keyIDs) == 0 {
 		return nil
@@ -211,9 +232,18 @@ func (s *PostgresStore) PutProviderConfig(ctx context.Context, c ProviderConfig)
 // ListProviderConfigs returns the tenant's provider configs by name; none for an unknown
 // tenant.
 func (s *PostgresStore) ListProviderConfigs(ctx context.Context, tenantID string) ([]ProviderConfig, error) {
+	return s.listProviderConfigs(ctx, `WHERE tenant_id = $1 ORDER BY name`, tenantID)
+}
+
+// ListAllProviderConfigs returns every tenant's provider configs, by tenant and name.
+func (s *PostgresStore) ListAllProviderConfigs(ctx context.Context) ([]ProviderConfig, error) {
+	return s.listProviderConfigs(ctx, `ORDER BY tenant_id, name`)
+}
+
+func (s *PostgresStore) listProviderConfigs(ctx context.Context, where string, args ...any) ([]ProviderConfig, error) {
 	rows, _ := s.pool.Query(ctx,
 		`SELECT tenant_id, name, kind, base_url, sealed_api_key, key_version, api_version, models, updated_at
-		 FROM provider_configs WHERE tenant_id = $1 ORDER BY name`, tenantID)
+		 FROM provider_configs `+where, args...)
 	cs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ProviderConfig, error) {
 		var c ProviderConfig
 		err := row.Scan(&c.TenantID, &c.Name, &c.Kind, &c.BaseURL, &c.SealedAPIKey, &c.KeyVersion,

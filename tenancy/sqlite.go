@@ -17,7 +17,11 @@ type SQLiteStore struct {
 	db *sqlx.DB
 }
 
-var _ Store = (*SQLiteStore)(nil)
+var (
+	_ Store       = (*SQLiteStore)(nil)
+	_ KeyToucher  = (*SQLiteStore)(nil)
+	_ Snapshotter = (*SQLiteStore)(nil)
+)
 
 // NewSQLiteStore returns a Store over db, an SQLite database (see internal/sqlitedb.Open)
 // with foreign keys on, to which the caller has applied migrations.Up(ctx, db,
@@ -188,27 +192,47 @@ func (s *SQLiteStore) RevokeKey(ctx context.Context, tenantID, keyID string, at 
 	return nil
 }
 
+// sqliteKeyTenant is a key row joined with its tenant's (sqliteKeyWithTenant columns).
+type sqliteKeyTenant struct {
+	sqliteKey
+	TenantName      string `db:"tenant_name"`
+	TenantStatus    string `db:"tenant_status"`
+	TenantCreatedAt int64  `db:"tenant_created_at"`
+}
+
+const sqliteKeyWithTenant = `SELECT ` + sqliteKeyColumns + `, t.name AS tenant_name, t.status AS tenant_status, t.created_at AS tenant_created_at
+	FROM api_keys k JOIN tenants t ON t.id = k.tenant_id `
+
+func (r sqliteKeyTenant) tenant() Tenant {
+	return Tenant{ID: r.TenantID, Name: r.TenantName, Status: r.TenantStatus, CreatedAt: fromMicros(r.TenantCreatedAt)}
+}
+
 // LookupKey finds a key by its hash, with its tenant.
 func (s *SQLiteStore) LookupKey(ctx context.Context, hash [32]byte) (APIKey, Tenant, error) {
-	var r struct {
-		sqliteKey
-		TenantName      string `db:"tenant_name"`
-		TenantStatus    string `db:"tenant_status"`
-		TenantCreatedAt int64  `db:"tenant_created_at"`
-	}
-	err := s.db.GetContext(ctx, &r,
-		`SELECT `+sqliteKeyColumns+`, t.name AS tenant_name, t.status AS tenant_status, t.created_at AS tenant_created_at
-		 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?`, hash[:])
+	var r sqliteKeyTenant
+	err := s.db.GetContext(ctx, &r, sqliteKeyWithTenant+`WHERE k.key_hash = ?`, hash[:])
 	if err != nil {
 		return APIKey{}, Tenant{}, fmt.Errorf("tenancy: lookup key: %w", sqliteErr(err))
 	}
-	t := Tenant{ID: r.TenantID, Name: r.TenantName, Status: r.TenantStatus, CreatedAt: fromMicros(r.TenantCreatedAt)}
-	return r.key(), t, nil
+	return r.key(), r.tenant(), nil
+}
+
+// ListActiveKeys returns every active key of an active tenant, with its tenant.
+func (s *SQLiteStore) ListActiveKeys(ctx context.Context) ([]ActiveKey, error) {
+	var rows []sqliteKeyTenant
+	err := s.db.SelectContext(ctx, &rows, sqliteKeyWithTenant+`WHERE k.status = 'active' AND t.status = 'active' ORDER BY k.created_at, k.id`)
+	if err != nil {
+		return nil, fmt.Errorf("tenancy: list active keys: %w", sqliteErr(err))
+	}
+	ks := make([]ActiveKey, len(rows))
+	for i, r := range rows {
+		ks[i] = ActiveKey{Key: r.key(), Tenant: r.tenant()}
+	}
+	return ks, nil
 }
 
 // TouchKeys records that the keys were used at the given time; a later time already
-// recorded is kept. It is not part of Store: last-used times are bookkeeping the gateway
-// may batch, never something authentication waits on.
+// recorded is kept (see KeyToucher).
 func (s *SQLiteStore) TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error {
 	if len(keyIDs) == 0 {
 		return nil
@@ -255,10 +279,19 @@ func (s *SQLiteStore) PutProviderConfig(ctx context.Context, c ProviderConfig) e
 // ListProviderConfigs returns the tenant's provider configs by name; none for an unknown
 // tenant.
 func (s *SQLiteStore) ListProviderConfigs(ctx context.Context, tenantID string) ([]ProviderConfig, error) {
+	return s.listProviderConfigs(ctx, `WHERE tenant_id = ? ORDER BY name`, tenantID)
+}
+
+// ListAllProviderConfigs returns every tenant's provider configs, by tenant and name.
+func (s *SQLiteStore) ListAllProviderConfigs(ctx context.Context) ([]ProviderConfig, error) {
+	return s.listProviderConfigs(ctx, `ORDER BY tenant_id, name`)
+}
+
+func (s *SQLiteStore) listProviderConfigs(ctx context.Context, where string, args ...any) ([]ProviderConfig, error) {
 	var rows []sqliteProviderConfig
 	err := s.db.SelectContext(ctx, &rows,
 		`SELECT tenant_id, name, kind, base_url, sealed_api_key, key_version, api_version, models, updated_at
-		 FROM provider_configs WHERE tenant_id = ? ORDER BY name`, tenantID)
+		 FROM provider_configs `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("tenancy: list provider configs: %w", sqliteErr(err))
 	}

@@ -60,11 +60,6 @@ func newPostgresStore(tb testing.TB) *PostgresStore {
 	return s
 }
 
-// keyToucher is what both stores offer beyond Store.
-type keyToucher interface {
-	TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error
-}
-
 // at is a fixed instant with nanoseconds, which the stores keep to the microsecond.
 func at(minute int) time.Time {
 	return time.Date(2025, 3, 14, 15, minute, 26, 535897932, time.UTC)
@@ -227,7 +222,7 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 
 	t.Run("touch keys", func(t *testing.T) {
 		s := newStore(t)
-		tk, ok := s.(keyToucher)
+		tk, ok := s.(KeyToucher)
 		if !ok {
 			t.Fatalf("%T has no TouchKeys", s)
 		}
@@ -312,6 +307,50 @@ func testStore(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 		if diff := cmp.Diff([]ProviderConfig{}, list("globex")); diff != "" {
 			t.Errorf("another tenant's configs (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("snapshot", func(t *testing.T) {
+		s := newStore(t)
+		snap, ok := s.(Snapshotter)
+		if !ok {
+			t.Fatalf("%T is not a Snapshotter", s)
+		}
+		mustTenants(t, s, acme, globex)
+		active := testKey("k1", "acme", "loom_first0000000", at(10))
+		revoked := testKey("k2", "acme", "loom_second000000", at(11))
+		revoked.Status, revoked.RevokedAt = KeyRevoked, ptr(at(12))
+		ofInactive := testKey("k3", "globex", "loom_third0000000", at(13))
+		for _, k := range []APIKey{active, revoked, ofInactive} {
+			if err := s.CreateKey(ctx, k); err != nil {
+				t.Fatalf("CreateKey(%s): %v", k.ID, err)
+			}
+		}
+		keys, err := snap.ListActiveKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		active.CreatedAt = micro(active.CreatedAt)
+		if diff := cmp.Diff([]ActiveKey{{Key: active, Tenant: stored(acme)}}, keys); diff != "" {
+			t.Errorf("ListActiveKeys (-want +got):\n%s", diff)
+		}
+
+		cfgs := []ProviderConfig{
+			{TenantID: "globex", Name: "azure", Kind: "azure", BaseURL: "https://globex.example", UpdatedAt: micro(at(20))},
+			{TenantID: "acme", Name: "openai", Kind: "openai", Models: []string{"gpt-4o"}, UpdatedAt: micro(at(21))},
+			{TenantID: "acme", Name: "anthropic", Kind: "anthropic", SealedAPIKey: []byte{7}, KeyVersion: 1, UpdatedAt: micro(at(22))},
+		}
+		for _, c := range cfgs {
+			if err := s.PutProviderConfig(ctx, c); err != nil {
+				t.Fatalf("PutProviderConfig(%s): %v", c.Name, err)
+			}
+		}
+		got, err := snap.ListAllProviderConfigs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff([]ProviderConfig{cfgs[2], cfgs[1], cfgs[0]}, got); diff != "" {
+			t.Errorf("ListAllProviderConfigs, by tenant and name (-want +got):\n%s", diff)
 		}
 	})
 

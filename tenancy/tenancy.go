@@ -83,6 +83,10 @@ type Principal struct {
 // (possibly wrapped) for a duplicate id or key hash. Times are kept at microsecond precision
 // and returned in UTC. A Store holds no cache: callers that need one (the Authenticator) keep
 // their own, and admin writes should go through Service so that cache is purged.
+//
+// A Store may also be a KeyToucher and a Snapshotter (both built-in stores are): the
+// gateway then records when keys were last used, and can hold the whole key set for an
+// outage.
 type Store interface {
 	CreateTenant(ctx context.Context, t Tenant) error
 	GetTenant(ctx context.Context, id string) (Tenant, error)
@@ -104,4 +108,32 @@ type Store interface {
 	// Close releases what the store itself holds. It does not close the database handle or
 	// pool the store was built on: whoever opened it closes it.
 	Close() error
+}
+
+// KeyToucher is the optional part of a Store that records when keys were last used. It is
+// not in Store because last-used times are bookkeeping the gateway batches off the request
+// path (Authenticator.FlushUsage), never something authentication waits on; a Store
+// without it still authenticates, and LastUsedAt stays nil.
+type KeyToucher interface {
+	// TouchKeys records that the keys were used at the given time; a later time already
+	// recorded is kept, and ids of keys that do not exist are ignored.
+	TouchKeys(ctx context.Context, at time.Time, keyIDs ...string) error
+}
+
+// Snapshotter is the optional part of a Store that reads, in one call each, what the data
+// plane needs to keep answering through a store outage: every active key and every
+// tenant provider configuration (see Authenticator.RefreshKeySet and the gateway's
+// Config.KeySetRefresh).
+type Snapshotter interface {
+	// ListActiveKeys returns every active key of an active tenant, with its tenant.
+	ListActiveKeys(ctx context.Context) ([]ActiveKey, error)
+	// ListAllProviderConfigs returns every tenant's provider configurations, by tenant
+	// and name.
+	ListAllProviderConfigs(ctx context.Context) ([]ProviderConfig, error)
+}
+
+// ActiveKey is a key and its tenant, as Snapshotter.ListActiveKeys returns them.
+type ActiveKey struct {
+	Key    APIKey
+	Tenant Tenant
 }

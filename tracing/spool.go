@@ -61,6 +61,7 @@ const (
 	flagResponseTruncated
 	flagCost
 	flagFieldsCut
+	flagRetries // an upstream_retries varint follows the bodies
 )
 
 // appendTrace appends the version-1 encoding of t, tagged with its spool sequence number, to
@@ -86,6 +87,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	if t.FieldsCut {
 		flags |= flagFieldsCut
 	}
+	if t.UpstreamRetries != 0 {
+		flags |= flagRetries
+	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, t.CreatedAt.Unix())
 	b = binary.AppendUvarint(b, uint64(t.CreatedAt.Nanosecond()))
@@ -104,7 +108,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	b = appendBytes(b, t.SealedRequest)
 	b = appendBytes(b, t.SealedResponse)
-	b = binary.AppendVarint(b, int64(t.UpstreamRetries))
+	if t.UpstreamRetries != 0 {
+		b = binary.AppendVarint(b, int64(t.UpstreamRetries))
+	}
 	return b
 }
 
@@ -161,7 +167,7 @@ func decodeTrace(p []byte) (*Trace, error) {
 	}
 	t.SealedRequest = d.bytes()
 	t.SealedResponse = d.bytes()
-	if len(d.b) > 0 { // absent from records written before it existed
+	if flags&flagRetries != 0 {
 		t.UpstreamRetries = int(d.varint())
 	}
 	if d.err {

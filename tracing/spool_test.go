@@ -32,6 +32,7 @@ func TestSpoolEncoding(t *testing.T) {
 			ID:               "ünïcödé-\x00-id",
 			CreatedAt:        time.Date(1969, 7, 20, 20, 17, 40, 123456789, time.UTC),
 			Status:           -1,
+			UpstreamRetries:  2,
 			PromptTokens:     math.MaxInt64,
 			CompletionTokens: math.MinInt64,
 			CostMicroUSD:     &zero,

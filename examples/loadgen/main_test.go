@@ -172,10 +172,10 @@ func TestErrors(t *testing.T) {
 		kind    string
 	}{
 		{"status 500", func(w http.ResponseWriter, r *http.Request) {
-			http.Error(w, `{"error":{"message":"boom","type":"server_error","param":null,"code":null}}`, 500)
+			http.Error(w, `{"error":{"message":"boom","type":"server_error","param":null,"code":null}}`, http.StatusInternalServerError)
 		}, false, "status_500"},
 		{"status 429 on a stream", func(w http.ResponseWriter, r *http.Request) {
-			http.Error(w, `{"error":{"message":"slow down"}}`, 429)
+			http.Error(w, `{"error":{"message":"slow down"}}`, http.StatusTooManyRequests)
 		}, true, "status_429"},
 		{"stream without DONE", func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "data: {\"choices\":[]}\n\n")

@@ -216,6 +216,7 @@ func TestBadSettingsRefused(t *testing.T) {
 		{"addr port out of range", nil, []string{"LOOM_ADDR=:99999"}, []string{"-addr (LOOM_ADDR)", "0 to 65535"}},
 		{"pprof addr", nil, []string{"LOOM_PPROF_ADDR=6060"}, []string{"LOOM_PPROF_ADDR"}},
 		{"shutdown timeout", nil, []string{"LOOM_SHUTDOWN_TIMEOUT=soon"}, []string{"LOOM_SHUTDOWN_TIMEOUT", `"soon"`}},
+		{"key set refresh", nil, []string{"LOOM_KEY_SET_REFRESH=-1m"}, []string{"LOOM_KEY_SET_REFRESH", `"-1m"`}},
 		{"tracing boolean", nil, []string{"LOOM_TRACING=yes"}, []string{"LOOM_TRACING", "on/off, true/false or 1/0"}},
 		{"strict boolean", nil, []string{"LOOM_TRACE_STRICT=enabled"}, []string{"LOOM_TRACE_STRICT"}},
 		{"access log boolean", nil, []string{"LOOM_ACCESS_LOG=\xff<b>"}, []string{"LOOM_ACCESS_LOG"}},

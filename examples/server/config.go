@@ -34,6 +34,7 @@ type config struct {
 	Tracing         bool
 	StrictTraces    bool
 	ShutdownTimeout time.Duration
+	KeySetRefresh   time.Duration // loom.Config.KeySetRefresh; 0: off
 	PprofAddr       string
 	// Proxied is set when HTTPS_PROXY or HTTP_PROXY is: upstream calls then go through the
 	// standard transport, which honours them.
@@ -82,6 +83,7 @@ var envVars = [][2]string{
 	{"LOOM_LOG_FORMAT", "text|json, default text"},
 	{"LOOM_LOG_LEVEL", "debug|info|warn|error, default info"},
 	{"LOOM_ACCESS_LOG", "on|off, default on: one line per request at INFO"},
+	{"LOOM_KEY_SET_REFRESH", "how often the whole key set is re-read, so a store outage spares keys not used since start; default 1m, 0 off"},
 	{"LOOM_PPROF_ADDR", "serve Go profiles on this separate address"},
 	{"HTTPS_PROXY, HTTP_PROXY", "upstream calls go through this proxy"},
 }
@@ -168,6 +170,17 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			bad("LOOM_LOG_LEVEL: %q is not debug, info, warn or error", v)
 		}
+	}
+
+	// The whole key set, so a database outage spares even keys not used since start.
+	if v := env("LOOM_KEY_SET_REFRESH"); v != "" {
+		if d, err := time.ParseDuration(v); err != nil || d < 0 {
+			bad("LOOM_KEY_SET_REFRESH: %q is not a duration such as 1m, or 0 for off", v)
+		} else {
+			c.KeySetRefresh = d
+		}
+	} else {
+		c.KeySetRefresh = time.Minute
 	}
 
 	c.DataDir = filepath.Clean(c.DataDir)

@@ -21,6 +21,10 @@ func metrics(gw *loom.Gateway) http.HandlerFunc {
 		counter("loom_traces_written_total", "Traces acknowledged by every sink.", st.Written)
 		counter("loom_trace_write_retries_total", "Failed sink writes, retried later.", st.Retries)
 		counter("loom_trace_seal_errors_total", "Trace bodies dropped because sealing failed.", st.SealErrors)
+		ss := gw.StoreStats()
+		counter("loom_auth_served_stale_total", "Requests whose API key was answered past the cache TTL because the store failed (degraded auth).", ss.AuthServedStale)
+		counter("loom_routes_served_stale_total", "Requests whose tenant provider configurations were used past the cache TTL because the store failed.", ss.RoutesServedStale)
+		fmt.Fprintf(w, "# HELP loom_auth_key_set_keys Keys held for a store outage (0: key set off).\n# TYPE loom_auth_key_set_keys gauge\nloom_auth_key_set_keys %d\n", ss.KeySetKeys)
 		fmt.Fprintf(w, "# HELP loom_traces_pending Traces not yet acknowledged by every sink.\n# TYPE loom_traces_pending gauge\nloom_traces_pending %d\n", st.Pending)
 		fmt.Fprintf(w, "# HELP loom_traces_lost_total Traces that could not be kept, by reason.\n# TYPE loom_traces_lost_total counter\n")
 		for _, l := range []struct {

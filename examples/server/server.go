@@ -127,7 +127,8 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if cfg.AccessLog {
 		s.access.log = log
 	}
-	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: cfg.Prices, Logger: log, OnRequest: s.access.note, Analytics: reads}
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: cfg.Prices, Logger: log, OnRequest: s.access.note,
+		Analytics: reads, KeySetRefresh: cfg.KeySetRefresh}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
 			Sinks:    []tracing.Sink{sink},
@@ -158,6 +159,13 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 			return
 		}
 		if err := s.ping(ctx); err != nil {
+			// Keys and tenant providers read before the outage are still answered (and
+			// traces spooled) until StaleUntil: taking the replica out of the load
+			// balancer would turn a store outage into a full one.
+			if until := gw.StoreStats().StaleUntil; time.Now().Before(until) {
+				fmt.Fprintf(w, "degraded: store unreachable; keys already read are answered until %s\n", until.UTC().Format(time.RFC3339))
+				return
+			}
 			http.Error(w, "store unavailable", http.StatusServiceUnavailable)
 			return
 		}
@@ -228,7 +236,10 @@ func (s *Server) Close(ctx context.Context) error {
 
 func (s *Server) close(ctx context.Context) error {
 	s.ready.Store(false)
-	err := s.http.Shutdown(ctx)
+	// Streams may take half the time; the trace pipeline keeps the rest.
+	reqCtx, cancel := loom.RequestShare(ctx)
+	defer cancel()
+	err := s.http.Shutdown(reqCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.http.Close() // streams still open past the bound are cut
 	}

@@ -499,3 +499,70 @@ func TestBootstrapResumes(t *testing.T) {
 		t.Errorf("second bootstrap = %q, %v; want nothing made", again, err)
 	}
 }
+
+// TestReadyzDegraded: with PostgreSQL cut off, a replica that has read keys says it is
+// degraded but stays ready (200), and keeps answering, even with a key it never used
+// (the key set, on by default).
+func TestReadyzDegraded(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.New(t)
+	proxy := pgtest.NewProxy(t)
+	masterKey, err := loomcrypto.GenerateMasterKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "loom_" + hex.EncodeToString([]byte("readyz-test-bootstrap-key"))
+	getenv := func(k string) string {
+		return map[string]string{"DATABASE_URL": proxy.URL(t, dbURL), "LOOM_MASTER_KEY": masterKey, "LOOM_BOOTSTRAP_KEY": key}[k]
+	}
+	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, closeServer := startServer(t, cfg, io.Discard)
+	second, _, err := s.Gateway.Admin().CreateKey(ctx, mustTenantID(t, s), "never used")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key set is read at start and every minute: read it again now that it holds
+	// the second key, by starting a second server on the same database.
+	closeServer()
+	s, _, closeServer = startServer(t, cfg, io.Discard)
+	chat(t, s.Addr, key, "before the outage")
+
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + s.Addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("GET /readyz, store up: %d %q, want 200 \"ready\\n\"", code, body)
+	}
+	proxy.Cut()
+	if code, body := get("/readyz"); code != http.StatusOK || !strings.HasPrefix(body, "degraded: store unreachable") {
+		t.Errorf("GET /readyz, store cut: %d %q, want 200 degraded", code, body)
+	}
+	chat(t, s.Addr, key, "during the outage")
+	chat(t, s.Addr, second, "during the outage, a key never used")
+	if _, body := get("/metrics"); !strings.Contains(body, "\nloom_auth_key_set_keys 2\n") || !strings.Contains(body, "\nloom_auth_served_stale_total ") {
+		t.Errorf("/metrics lacks the store counters:\n%s", body)
+	}
+	proxy.Restore()
+	if err := closeServer(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustTenantID(t *testing.T, s *Server) string {
+	t.Helper()
+	ts, err := s.Gateway.Admin().ListTenants(context.Background())
+	if err != nil || len(ts) != 1 {
+		t.Fatalf("ListTenants: %v, %d tenants", err, len(ts))
+	}
+	return ts[0].ID
+}
