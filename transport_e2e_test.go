@@ -482,8 +482,7 @@ func TestSetTenantProviderRacingLookup(t *testing.T) {
 	body := fixture(t, "openai_chat_nonstream_usage.json")
 	oldUp, newUp := newFakeUpstream(t, 200, body), newFakeUpstream(t, 200, body)
 	bs := &blockingStore{reading: make(chan struct{}), release: make(chan struct{})}
-	var gw *env
-	gw = newEnv(t, nil, func(c *loom.Config) { bs.Store = c.Store; c.Store = bs })
+	gw := newEnv(t, nil, func(c *loom.Config) { bs.Store = c.Store; c.Store = bs })
 	ctx := context.Background()
 	set := func(url, key string) {
 		t.Helper()
