@@ -38,6 +38,8 @@ type exchange struct {
 	// pipeline's, and the exchange no longer writes to it.
 	recorded bool
 	info     RequestInfo // what the trace came to, taken as it was handed over
+	// adapterUsage is the usage in full as a translating adapter read it (provider.Response.Usage).
+	adapterUsage *provider.Usage
 }
 
 func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
@@ -152,6 +154,7 @@ func (x *exchange) serve() {
 		return
 	}
 	defer resp.Body.Close()
+	x.adapterUsage = resp.Usage
 	h := x.w.Header()
 	for _, k := range passedUpstreamHeaders {
 		if v := resp.Header.Get(k); v != "" {
@@ -249,13 +252,16 @@ func (x *exchange) relayJSON(ctx context.Context, req *provider.ChatRequest, res
 	h.Set("Content-Type", "application/json")
 	if decoded {
 		c := provider.ReadCompletion(body)
-		x.setUsage(c.Usage, string(c.Model), 0)
+		x.setUsage(c.Usage, string(c.Model))
 		if c.HasError {
 			x.t.ErrorType = "upstream_error" // a 200 whose body is an error
+			if c.Usage == nil {
+				x.t.UsageSource = tracing.UsageMissing // nothing was generated to count
+			}
 		}
 	} else {
-		h.Set("Content-Encoding", enc) // the bytes as they came, labelled as they came
-		x.setUsage(nil, "", 0)
+		h.Set("Content-Encoding", enc)         // the bytes as they came, labelled as they came
+		x.t.UsageSource = tracing.UsageMissing // unreadable: nothing to count
 	}
 	x.t.Status = resp.StatusCode
 	x.capture(body)
@@ -325,7 +331,11 @@ func (x *exchange) streamResult(ctx context.Context, res stream.Result, decoded 
 		x.t.TTFBUS = res.FirstEvent.Sub(x.start).Microseconds()
 	}
 	x.t.ResponseBody, x.t.ResponseTruncated = res.Captured, res.Truncated
-	x.setUsage(res.Usage, res.Model, res.Chunks)
+	if decoded {
+		x.setUsage(res.Usage, res.Model)
+	} else {
+		x.t.UsageSource = tracing.UsageMissing // unreadable: nothing to count
+	}
 	switch {
 	case res.WriteErr != nil || (res.ReadErr != nil && x.r.Context().Err() != nil):
 		x.t.ClientAborted = true
@@ -347,24 +357,20 @@ func (x *exchange) streamResult(ctx context.Context, res stream.Result, decoded 
 	}
 }
 
-// setUsage notes the usage the upstream reported or, when it reported none, an estimate:
-// about four bytes of request per prompt token and one token per content chunk.
-func (x *exchange) setUsage(u *provider.Usage, served string, chunks int) {
+// setUsage notes the usage the upstream reported (in full, where a translating adapter
+// read more than the OpenAI format carries) or, when it reported none, marks the usage
+// for estimation: the tokens are counted off the request path (see coster.price).
+func (x *exchange) setUsage(u *provider.Usage, served string) {
 	t := x.t
 	t.ServedModel = served
-	switch {
-	case u != nil:
-		t.PromptTokens, t.CompletionTokens = u.PromptTokens, u.CompletionTokens
-		t.CachedTokens = u.PromptTokensDetails.CachedTokens
-		t.ReasoningTokens = u.CompletionTokensDetails.ReasoningTokens
-		t.UsageSource = tracing.UsageReported
-	case chunks > 0:
-		t.PromptTokens = int64(len(t.RequestBody) / 4)
-		t.CompletionTokens = int64(chunks)
+	if u == nil {
 		t.UsageSource = tracing.UsageEstimated
-	default:
-		t.UsageSource = tracing.UsageMissing
+		return
 	}
+	if x.adapterUsage != nil {
+		u = x.adapterUsage
+	}
+	setReportedUsage(t, u)
 }
 
 func (x *exchange) capture(b []byte) {

@@ -41,7 +41,8 @@ type Config struct {
 
 	// Tracing configures the trace pipeline. If Tracing.Sinks is empty, no traces are
 	// recorded. If Tracing.Sealer is nil, Keyring seals the bodies; if Tracing.Enrich is
-	// nil, the gateway prices each trace with Prices.
+	// nil, the gateway prices each trace with Prices, counting first the tokens of an
+	// answer that reported no usage (a caller's Enrich takes over both).
 	Tracing tracing.PipelineConfig
 	// Keyring seals trace bodies and opens the sealed upstream API keys of tenant
 	// provider configurations. If nil, tenant provider configurations with an API key
@@ -124,6 +125,7 @@ type Gateway struct {
 	admin  *tenancy.Service
 	routes *router
 	traces *tracing.Pipeline // nil when tracing is off
+	coster *coster           // prices traces; nil when tracing is off or Enrich is the caller's
 	mux    *http.ServeMux
 
 	// mu guards closed against requests starting while Shutdown waits for inflight.
@@ -241,7 +243,8 @@ func New(cfg Config) (*Gateway, error) {
 			tc.Sealer = cfg.Keyring
 		}
 		if tc.Enrich == nil {
-			tc.Enrich = priceTrace(cfg.Prices)
+			g.coster = newCoster(cfg.Prices)
+			tc.Enrich = g.coster.price
 		}
 		p, err := tracing.NewPipeline(tc)
 		if err != nil {
@@ -444,28 +447,6 @@ func (g *Gateway) ForceFlush(ctx context.Context) error {
 // ProviderKeyRecordID is the record id a tenant provider's upstream API key is sealed
 // under (with the tenant id): Keyring.Seal(tenantID, ProviderKeyRecordID(name), key).
 func ProviderKeyRecordID(name string) string { return "provider:" + name }
-
-// priceTrace returns the hook that prices a trace off the request path: by the model the
-// upstream says served it, else by the model asked for. A trace without usage, or whose
-// model has no price, gets no cost (nil), never a guess.
-func priceTrace(prices *pricing.Table) func(*tracing.Trace) {
-	return func(t *tracing.Trace) {
-		t.PriceVersion = prices.Version()
-		if t.UsageSource == tracing.UsageMissing || t.UsageSource == "" {
-			return
-		}
-		u := pricing.Usage{PromptTokens: t.PromptTokens, CompletionTokens: t.CompletionTokens, CachedTokens: t.CachedTokens}
-		for _, m := range [2]string{t.ServedModel, t.Model} {
-			if m == "" {
-				continue
-			}
-			if c, ok := prices.Cost(m, u); ok {
-				t.CostMicroUSD = &c
-				return
-			}
-		}
-	}
-}
 
 // TraceStats reports the trace pipeline's counters: traces recorded, written, pending and
 // lost (by reason). It is the zero value when tracing is off.

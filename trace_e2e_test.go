@@ -27,6 +27,7 @@ import (
 
 	"github.com/loom-gateway/loom"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/internal/estimate"
 	"github.com/loom-gateway/loom/internal/pgtest"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/pricing"
@@ -108,7 +109,7 @@ func countTraces(t *testing.T, db *sql.DB) (n, distinct int) {
 	return n, distinct
 }
 
-func testKeyring(t *testing.T, current int, versions ...int) *loomcrypto.Keyring {
+func testKeyring(t testing.TB, current int, versions ...int) *loomcrypto.Keyring {
 	t.Helper()
 	masters := map[int][]byte{}
 	for _, v := range versions {
@@ -453,7 +454,10 @@ func testTracesEndToEnd(t *testing.T, s *sinkEnv) {
 				return resp.Header.Get("X-Request-Id")
 			},
 			want: traceRow{Model: "openai/gpt-4o", ServedModel: "gpt-4o-2024-08-06", Provider: "openai", Stream: true, Status: 200,
-				ClientAborted: true, PromptTokens: int64(len(abortBody) / 4), CompletionTokens: 3, UsageSource: "estimated"},
+				// Counted by the tokenizer: the prompt by OpenAI's chat rules, the completion
+				// over the content relayed ("one", "two", "three").
+				ClientAborted: true, PromptTokens: estimate.New().Count("gpt-4o", []byte(abortBody), nil).PromptTokens,
+				CompletionTokens: estimate.New().Tokens("gpt-4o", "onetwothree"), UsageSource: "estimated"},
 			wantResponse: []byte(`"three"`),
 		},
 	}

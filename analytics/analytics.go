@@ -26,6 +26,9 @@ type Store interface {
 	// database as fn consumes them (never the whole set in memory). It stops at fn's first
 	// error and returns it.
 	Export(ctx context.Context, tenantID string, f Filter, fn func(*Trace) error) error
+	// Usage calls fn with the reconciliation rows of the traces created in [from, to), by
+	// UTC day, provider, model and API key, in that order.
+	Usage(ctx context.Context, tenantID string, from, to time.Time, fn func(UsageRow) error) error
 }
 
 // Trace is one trace as the API lists it: every field of the audit record but the bodies.
@@ -56,6 +59,15 @@ type Trace struct {
 	FieldsCut         bool      `json:"fields_cut"`
 	UpstreamRetries   int       `json:"upstream_retries"`
 	KeyVersion        int       `json:"key_version"`
+	// The usage in full (see tracing.Trace).
+	UsageMethod              string `json:"usage_method"`
+	CacheWrite5mTokens       int64  `json:"cache_write_5m_tokens"`
+	CacheWrite1hTokens       int64  `json:"cache_write_1h_tokens"`
+	AudioPromptTokens        int64  `json:"audio_prompt_tokens"`
+	AudioCompletionTokens    int64  `json:"audio_completion_tokens"`
+	AcceptedPredictionTokens int64  `json:"accepted_prediction_tokens"`
+	RejectedPredictionTokens int64  `json:"rejected_prediction_tokens"`
+	ServiceTier              string `json:"service_tier"`
 }
 
 // Sealed is one trace with its bodies as stored: ciphertext, nil when there was no body.

@@ -571,7 +571,9 @@ func testExport(t *testing.T, e *apiEnv) {
 	wantHeader := []string{"id", "created_at", "tenant_id", "api_key_id", "request_id", "model", "served_model",
 		"provider", "stream", "status", "error_type", "client_aborted", "prompt_tokens", "completion_tokens",
 		"cached_tokens", "reasoning_tokens", "usage_source", "cost_micro_usd", "price_version", "latency_us",
-		"ttfb_us", "overhead_us", "response_truncated", "key_version", "fields_cut", "upstream_retries"}
+		"ttfb_us", "overhead_us", "response_truncated", "key_version", "fields_cut", "upstream_retries",
+		"usage_method", "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_prompt_tokens", "audio_completion_tokens",
+		"accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier"}
 	if diff := cmp.Diff(wantHeader, header); diff != "" {
 		t.Fatalf("header (-want +got):\n%s", diff)
 	}

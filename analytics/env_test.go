@@ -220,7 +220,11 @@ func row(t *tracing.Trace) analytics.Trace {
 		CompletionTokens: t.CompletionTokens, CachedTokens: t.CachedTokens, ReasoningTokens: t.ReasoningTokens,
 		UsageSource: string(t.UsageSource), CostMicroUSD: t.CostMicroUSD, PriceVersion: t.PriceVersion,
 		LatencyUS: t.LatencyUS, TTFBUS: t.TTFBUS, OverheadUS: t.OverheadUS, ResponseTruncated: t.ResponseTruncated,
-		KeyVersion: t.KeyVersion,
+		KeyVersion: t.KeyVersion, FieldsCut: t.FieldsCut, UpstreamRetries: t.UpstreamRetries,
+		UsageMethod: t.UsageMethod, CacheWrite5mTokens: t.CacheWrite5mTokens, CacheWrite1hTokens: t.CacheWrite1hTokens,
+		AudioPromptTokens: t.AudioPromptTokens, AudioCompletionTokens: t.AudioCompletionTokens,
+		AcceptedPredictionTokens: t.AcceptedPredictionTokens, RejectedPredictionTokens: t.RejectedPredictionTokens,
+		ServiceTier: t.ServiceTier,
 	}
 }
 

@@ -17,7 +17,9 @@ const exportFlushRows = 500
 var csvHeader = []string{"id", "created_at", "tenant_id", "api_key_id", "request_id", "model", "served_model",
 	"provider", "stream", "status", "error_type", "client_aborted", "prompt_tokens", "completion_tokens",
 	"cached_tokens", "reasoning_tokens", "usage_source", "cost_micro_usd", "price_version", "latency_us",
-	"ttfb_us", "overhead_us", "response_truncated", "key_version", "fields_cut", "upstream_retries"}
+	"ttfb_us", "overhead_us", "response_truncated", "key_version", "fields_cut", "upstream_retries",
+	"usage_method", "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_prompt_tokens", "audio_completion_tokens",
+	"accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier"}
 
 func csvRecord(t *Trace, rec []string) []string {
 	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
@@ -30,7 +32,9 @@ func csvRecord(t *Trace, rec []string) []string {
 		strconv.FormatBool(t.ClientAborted), i64(t.PromptTokens), i64(t.CompletionTokens), i64(t.CachedTokens),
 		i64(t.ReasoningTokens), t.UsageSource, cost, t.PriceVersion, i64(t.LatencyUS), i64(t.TTFBUS),
 		i64(t.OverheadUS), strconv.FormatBool(t.ResponseTruncated), strconv.Itoa(t.KeyVersion),
-		strconv.FormatBool(t.FieldsCut), strconv.Itoa(t.UpstreamRetries))
+		strconv.FormatBool(t.FieldsCut), strconv.Itoa(t.UpstreamRetries),
+		t.UsageMethod, i64(t.CacheWrite5mTokens), i64(t.CacheWrite1hTokens), i64(t.AudioPromptTokens),
+		i64(t.AudioCompletionTokens), i64(t.AcceptedPredictionTokens), i64(t.RejectedPredictionTokens), t.ServiceTier)
 	for i, v := range rec {
 		rec[i] = defuseFormula(v)
 	}

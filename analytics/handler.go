@@ -49,6 +49,7 @@ func Paths() []string {
 		"/v1/analytics/summary",
 		"/v1/analytics/timeseries",
 		"/v1/analytics/values",
+		"/v1/analytics/usage",
 	}
 }
 
@@ -71,6 +72,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		"/v1/analytics/summary":    h.summary,
 		"/v1/analytics/timeseries": h.timeseries,
 		"/v1/analytics/values":     h.values,
+		"/v1/analytics/usage":      h.usage,
 	}
 	for p, fn := range routes { // the same paths as Paths
 		h.mux.HandleFunc("GET "+p, h.serve(fn))

@@ -97,7 +97,9 @@ func (q *stmt) where(tenantID string, f Filter) {
 // traceColumns are the columns of a Trace, in scanTrace's order.
 const traceColumns = "id, created_at, tenant_id, api_key_id, request_id, model, served_model, provider, stream, status, " +
 	"error_type, client_aborted, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_source, " +
-	"cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us, response_truncated, key_version, fields_cut, upstream_retries"
+	"cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us, response_truncated, key_version, fields_cut, upstream_retries, " +
+	"usage_method, cache_write_5m_tokens, cache_write_1h_tokens, audio_prompt_tokens, audio_completion_tokens, " +
+	"accepted_prediction_tokens, rejected_prediction_tokens, service_tier"
 
 // scanTrace scans a row of traceColumns (then extra) into t.
 func (s *sqlStore) scanTrace(r rows, t *Trace, extra ...any) error {
@@ -112,7 +114,9 @@ func (s *sqlStore) scanTrace(r rows, t *Trace, extra ...any) error {
 	dest := append([]any{&t.ID, created, &t.TenantID, &t.APIKeyID, &t.RequestID, &t.Model, &t.ServedModel,
 		&t.Provider, &t.Stream, &t.Status, &t.ErrorType, &t.ClientAborted, &t.PromptTokens, &t.CompletionTokens,
 		&t.CachedTokens, &t.ReasoningTokens, &t.UsageSource, &t.CostMicroUSD, &t.PriceVersion, &t.LatencyUS,
-		&t.TTFBUS, &t.OverheadUS, &t.ResponseTruncated, &t.KeyVersion, &t.FieldsCut, &t.UpstreamRetries}, extra...)
+		&t.TTFBUS, &t.OverheadUS, &t.ResponseTruncated, &t.KeyVersion, &t.FieldsCut, &t.UpstreamRetries,
+		&t.UsageMethod, &t.CacheWrite5mTokens, &t.CacheWrite1hTokens, &t.AudioPromptTokens, &t.AudioCompletionTokens,
+		&t.AcceptedPredictionTokens, &t.RejectedPredictionTokens, &t.ServiceTier}, extra...)
 	if err := r.Scan(dest...); err != nil {
 		return err
 	}

@@ -10,10 +10,12 @@
 //
 // Prices are parsed from the JSON text as exact decimals (at most 6 fractional digits) and
 // kept as integer micro-USD per million tokens: 2.50 USD per million tokens is 2_500_000.
-// A cost is computed in integers,
+// A cost is the sum of each kind of token times its rate (see [Price.Cost]: cache reads,
+// 5-minute and 1-hour cache writes, audio, the rest of the prompt, the completion), at the
+// rates of the reported service tier or of the long-context tier, computed in integers and
+// rounded half up once:
 //
-//	total    = (prompt − cached)·input + cached·cached_input + completion·output
-//	microUSD = round-half-up(total / 1_000_000)
+//	microUSD = round-half-up(Σ tokens·rate / 1_000_000)
 //
 // so no float ever touches money and the same usage always costs the same.
 //
@@ -21,13 +23,16 @@
 //
 // [Table.Lookup] resolves a model name in this order, and never guesses beyond it:
 //
-//  1. an alias (an Azure deployment name, say) maps to a base model name, which is then
-//     resolved by the rules below;
-//  2. the exact name, so a dated snapshot priced differently (gpt-4o-2024-05-13) keeps its
-//     own price;
+//  1. an alias (an Azure deployment name, say) maps to a model name, which is then
+//     resolved by the rules below (not through other aliases);
+//  2. the exact name, so a dated snapshot priced differently (gpt-4o-2024-05-13,
+//     gpt-3.5-turbo-0613) keeps its own price;
 //  3. the name without a provider prefix ("openai/gpt-4o" → "gpt-4o");
-//  4. that name without a trailing date snapshot ("gpt-4o-2024-08-06" → "gpt-4o",
-//     "claude-sonnet-4-20250514" → "claude-sonnet-4").
+//  4. a Bedrock id without region, vendor and version
+//     ("us.anthropic.claude-sonnet-4-20250514-v1:0" → "claude-sonnet-4-20250514");
+//  5. OpenAI's spelling of an Azure model name ("gpt-35-turbo-0125" → "gpt-3.5-turbo-0125");
+//  6. that name without a trailing snapshot: "-2024-08-06" (OpenAI), "-20250514"
+//     (Anthropic), "-0125" (a valid MMDD: older OpenAI and Azure), "-latest".
 //
 // Anything else is unknown: [Table.Cost] reports ok=false and the trace's cost stays null.
 //

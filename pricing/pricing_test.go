@@ -172,7 +172,6 @@ func TestCost(t *testing.T) {
 		{name: "empty model", model: "", usage: Usage{PromptTokens: 10}, want: costResult{0, false}},
 		{name: "no family guessing", model: "gpt-4o-mini-tts", usage: Usage{PromptTokens: 10}, want: costResult{0, false}},
 		{name: "no prefix matching", model: "gpt-4o2", usage: Usage{PromptTokens: 10}, want: costResult{0, false}},
-		{name: "four-digit snapshot not stripped", model: "gpt-3.5-turbo-1106", usage: Usage{PromptTokens: 10}, want: costResult{0, false}},
 		{name: "bad date shape", model: "gpt-4o-2024-0806", usage: Usage{PromptTokens: 10}, want: costResult{0, false}},
 		{name: "bare prefix", model: "openai/", usage: Usage{PromptTokens: 10}, want: costResult{0, false}},
 	}
@@ -213,7 +212,7 @@ func TestDefault(t *testing.T) {
 		{"gpt-3.5-turbo", "gpt-3.5-turbo"}, {"gpt-4-turbo", "gpt-4-turbo"},
 		{"gpt-4-turbo-2024-04-09", "gpt-4-turbo"}, {"o3-mini-2025-01-31", "o3-mini"},
 		{"gpt-5-2025-08-07", "gpt-5"},
-		{"claude-sonnet-4-0", "claude-sonnet-4-0"}, {"claude-sonnet-4-20250514", "claude-sonnet-4"},
+		{"claude-sonnet-4-0", "claude-sonnet-4"}, {"claude-sonnet-4-20250514", "claude-sonnet-4"},
 		{"claude-3-5-haiku", "claude-3-5-haiku"}, {"claude-3-5-haiku-20241022", "claude-3-5-haiku"},
 		{"claude-opus-4", "claude-opus-4"}, {"claude-opus-4-20250514", "claude-opus-4"},
 		{"claude-opus-4-1-20250805", "claude-opus-4-1"},
@@ -227,13 +226,14 @@ func TestDefault(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Lookup(%q) resolved (-want +got):\n%s", tt.name, diff)
 			}
-			if p.Input <= 0 || p.Output <= 0 || (p.HasCachedInput && p.CachedInput > p.Input) {
+			if p.Input <= 0 || p.Output <= 0 || (p.CachedInput != nil && *p.CachedInput > p.Input) {
 				t.Errorf("implausible price %+v", p)
 			}
 		})
 	}
 	p, _, _ := tab.Lookup("gpt-4o")
-	if diff := cmp.Diff(Price{Input: 2_500_000, CachedInput: 1_250_000, HasCachedInput: true, Output: 10_000_000}, p); diff != "" {
+	want := Rates{Input: 2_500_000, CachedInput: ptr(int64(1_250_000)), Output: 10_000_000}
+	if diff := cmp.Diff(want, p.Rates); diff != "" {
 		t.Errorf("gpt-4o price (-want +got):\n%s", diff)
 	}
 }
@@ -457,7 +457,9 @@ func TestParseMicros(t *testing.T) {
 	}
 }
 
-func TestStripDateSuffix(t *testing.T) {
+func ptr[T any](v T) *T { return &v }
+
+func TestStripSnapshot(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
@@ -466,16 +468,20 @@ func TestStripDateSuffix(t *testing.T) {
 		{name: "dashed", in: "gpt-4o-2024-08-06", want: "gpt-4o"},
 		{name: "compact", in: "claude-sonnet-4-20250514", want: "claude-sonnet-4"},
 		{name: "none", in: "gpt-4o", want: ""},
-		{name: "four digits", in: "gpt-4-0613", want: ""},
+		{name: "MMDD", in: "gpt-4-0613", want: "gpt-4"},
+		{name: "not a month", in: "gpt-4-1306", want: ""},
+		{name: "not a day", in: "gpt-4-0600", want: ""},
+		{name: "latest", in: "claude-3-5-haiku-latest", want: "claude-3-5-haiku"},
+		{name: "only latest", in: "-latest", want: ""},
 		{name: "misplaced dashes", in: "gpt-4o-202-408-06", want: ""},
 		{name: "letters", in: "gpt-4o-2024-08-0x", want: ""},
 		{name: "only a date", in: "-20250514", want: ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, _ := stripDateSuffix(tt.in)
+			got, _ := stripSnapshot(tt.in)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("stripDateSuffix(%q) (-want +got):\n%s", tt.in, diff)
+				t.Errorf("stripSnapshot(%q) (-want +got):\n%s", tt.in, diff)
 			}
 		})
 	}

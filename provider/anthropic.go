@@ -133,19 +133,19 @@ func (p *Anthropic) Chat(ctx context.Context, req *Request) (*Response, error) {
 			includeUsage: includeUsage,
 			tools:        map[int]*streamTool{},
 		}
-		return &Response{StatusCode: http.StatusOK, Header: header, Body: s, ContentLength: -1}, nil
+		return &Response{StatusCode: http.StatusOK, Header: header, Body: s, ContentLength: -1, Usage: &s.final}, nil
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("provider: read body: %w", err)
 	}
-	out, err := anthropicCompletion(b, p.now().Unix())
+	out, usage, err := anthropicCompletion(b, p.now().Unix())
 	if err != nil {
 		return nil, err
 	}
 	header.Set("Content-Type", "application/json")
-	return &Response{StatusCode: http.StatusOK, Header: header, Body: io.NopCloser(bytes.NewReader(out)), ContentLength: int64(len(out))}, nil
+	return &Response{StatusCode: http.StatusOK, Header: header, Body: io.NopCloser(bytes.NewReader(out)), ContentLength: int64(len(out)), Usage: usage}, nil
 }
 
 // anthropicHeader keeps the response headers worth passing on, Anthropic's rate limits
@@ -554,6 +554,13 @@ type (
 		OutputTokens             *int64 `json:"output_tokens"`
 		CacheReadInputTokens     *int64 `json:"cache_read_input_tokens"`
 		CacheCreationInputTokens *int64 `json:"cache_creation_input_tokens"`
+		// CacheCreation splits the cache writes by lifetime (absent from older answers,
+		// whose writes are all 5-minute ones).
+		CacheCreation *struct {
+			Ephemeral5m *int64 `json:"ephemeral_5m_input_tokens"`
+			Ephemeral1h *int64 `json:"ephemeral_1h_input_tokens"`
+		} `json:"cache_creation"`
+		ServiceTier *string `json:"service_tier"`
 	}
 )
 
@@ -612,16 +619,27 @@ func finishReason(stop string) string {
 // anthropicUsage is the running token count of an answer.
 type anthropicUsage struct {
 	input, output, cacheRead, cacheCreation int64
+	write5m, write1h                        int64
+	split                                   bool // the answer split cacheCreation by lifetime
+	tier                                    string
 }
 
 func (u *anthropicUsage) update(r anthropicResponseUsage) {
-	for _, f := range []struct {
+	fields := []struct {
 		dst *int64
 		src *int64
-	}{{&u.input, r.InputTokens}, {&u.output, r.OutputTokens}, {&u.cacheRead, r.CacheReadInputTokens}, {&u.cacheCreation, r.CacheCreationInputTokens}} {
+	}{{&u.input, r.InputTokens}, {&u.output, r.OutputTokens}, {&u.cacheRead, r.CacheReadInputTokens}, {&u.cacheCreation, r.CacheCreationInputTokens}}
+	if c := r.CacheCreation; c != nil {
+		u.split = true
+		fields = append(fields, struct{ dst, src *int64 }{&u.write5m, c.Ephemeral5m}, struct{ dst, src *int64 }{&u.write1h, c.Ephemeral1h})
+	}
+	for _, f := range fields {
 		if f.src != nil {
 			*f.dst = *f.src // counts are cumulative: replace, never add
 		}
+	}
+	if r.ServiceTier != nil {
+		u.tier = *r.ServiceTier
 	}
 }
 
@@ -633,11 +651,24 @@ func (u anthropicUsage) openAI() *Usage {
 	return o
 }
 
-// anthropicCompletion translates a Messages answer into a chat completion body.
-func anthropicCompletion(body []byte, created int64) ([]byte, error) {
+// full is openAI's usage with what OpenAI's format has no field for: the cache writes by
+// lifetime (all 5-minute ones when the answer did not split them) and the service tier.
+func (u anthropicUsage) full() *Usage {
+	o := u.openAI()
+	o.CacheWrite5mTokens, o.CacheWrite1hTokens = u.cacheCreation, 0
+	if u.split {
+		o.CacheWrite5mTokens, o.CacheWrite1hTokens = u.write5m, u.write1h
+	}
+	o.ServiceTier = tierName(u.tier)
+	return o
+}
+
+// anthropicCompletion translates a Messages answer into a chat completion body, and
+// returns the usage in full.
+func anthropicCompletion(body []byte, created int64) ([]byte, *Usage, error) {
 	var in anthropicResponse
 	if err := json.Unmarshal(body, &in); err != nil {
-		return nil, fmt.Errorf("provider: decode anthropic answer: %w", err)
+		return nil, nil, fmt.Errorf("provider: decode anthropic answer: %w", err)
 	}
 	msg := &openAIOutMessage{Role: "assistant"}
 	var text strings.Builder
@@ -672,9 +703,9 @@ func anthropicCompletion(body []byte, created int64) ([]byte, error) {
 		Usage:   u.openAI(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("provider: encode chat completion: %w", err)
+		return nil, nil, fmt.Errorf("provider: encode chat completion: %w", err)
 	}
-	return out, nil
+	return out, u.full(), nil
 }
 
 // anthropicStream translates a Messages SSE stream into chat.completion.chunk events as it
@@ -693,6 +724,7 @@ type anthropicStream struct {
 
 	id, model string
 	usage     anthropicUsage
+	final     Usage               // the Response's Usage, filled in at message_stop
 	tools     map[int]*streamTool // by Anthropic content block index
 }
 
@@ -812,6 +844,7 @@ func (s *anthropicStream) next() {
 			s.emitDelta(&openAIDelta{}, &finish)
 		}
 	case "message_stop":
+		s.final = *s.usage.full()
 		if s.includeUsage {
 			s.emit(openAICompletion{ID: s.id, Object: "chat.completion.chunk", Created: s.created, Model: s.model,
 				Choices: []openAIChoice{}, Usage: s.usage.openAI()})

@@ -206,7 +206,7 @@ func TestAnthropicRequestBodyInvalid(t *testing.T) {
 }
 
 func TestAnthropicCompletion(t *testing.T) {
-	got, err := anthropicCompletion(anthropicFixture(t, "anthropic_messages_tool_use.json"), 1766100751)
+	got, _, err := anthropicCompletion(anthropicFixture(t, "anthropic_messages_tool_use.json"), 1766100751)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestAnthropicCompletionStopAndCache(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := anthropicCompletion([]byte(tt.in), 1)
+			b, _, err := anthropicCompletion([]byte(tt.in), 1)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -46,6 +46,11 @@ type Response struct {
 	Body   io.ReadCloser
 	// ContentLength is Body's length, or -1 when unknown (as for streams).
 	ContentLength int64
+	// Usage, if not nil, is the usage in full as an adapter that translates the upstream's
+	// answer read it, including what the OpenAI wire format cannot carry (Anthropic's
+	// cache writes, in CacheWrite5mTokens and CacheWrite1hTokens). For a stream it is
+	// final once Body has returned io.EOF. The usage in Body stays what the client sees.
+	Usage *Usage
 }
 
 // UpstreamError is an upstream's non-2xx answer. Body is what it sent, usually an OpenAI

@@ -8,11 +8,25 @@ type Usage struct {
 	CompletionTokens    int64 `json:"completion_tokens"`
 	TotalTokens         int64 `json:"total_tokens"` // as reported; Loom does not read it
 	PromptTokensDetails struct {
-		CachedTokens int64 `json:"cached_tokens"` // a subset of PromptTokens
+		CachedTokens int64 `json:"cached_tokens"`          // a subset of PromptTokens
+		AudioTokens  int64 `json:"audio_tokens,omitempty"` // a subset of PromptTokens
 	} `json:"prompt_tokens_details"`
 	CompletionTokensDetails struct {
-		ReasoningTokens int64 `json:"reasoning_tokens"` // a subset of CompletionTokens
+		ReasoningTokens          int64 `json:"reasoning_tokens"`                     // a subset of CompletionTokens
+		AudioTokens              int64 `json:"audio_tokens,omitempty"`               // a subset of CompletionTokens
+		AcceptedPredictionTokens int64 `json:"accepted_prediction_tokens,omitempty"` // a subset of CompletionTokens
+		RejectedPredictionTokens int64 `json:"rejected_prediction_tokens,omitempty"` // billed as completion tokens
 	} `json:"completion_tokens_details"`
+
+	// CacheWrite5mTokens and CacheWrite1hTokens are the prompt tokens written to the
+	// provider's cache with a 5-minute or 1-hour lifetime (Anthropic; a subset of
+	// PromptTokens, billed above input). OpenAI has no such field, so the Anthropic
+	// adapter's translation for the client does not carry them.
+	CacheWrite5mTokens int64 `json:"-"`
+	CacheWrite1hTokens int64 `json:"-"`
+	// ServiceTier is the tier the upstream says served the request (OpenAI's top-level
+	// service_tier, Anthropic's usage.service_tier): flex and priority are priced apart.
+	ServiceTier string `json:"-"`
 }
 
 // Completion is what Loom reads of a chat completion body or of one stream chunk.
@@ -32,10 +46,15 @@ type Completion struct {
 	HasContent bool
 }
 
+// maxServiceTier bounds the service tier kept from an upstream answer: tier names are
+// short words, and anything longer is not one.
+const maxServiceTier = 32
+
 // ReadCompletion reads the fields Loom meters from a chat completion JSON body or stream
 // chunk without decoding the rest. A body that is not a JSON object yields a zero value.
 func ReadCompletion(b []byte) Completion {
 	var c Completion
+	var tier []byte
 	members(b, func(key []byte, start, end int) bool {
 		v := b[start:end]
 		switch string(key) {
@@ -52,10 +71,37 @@ func ReadCompletion(b []byte) Completion {
 			c.HasContent = !c.NoChoices && v[0] == '['
 		case "error":
 			c.HasError = string(v) != "null"
+		case "service_tier":
+			tier = v
 		}
 		return true
 	})
+	if c.Usage != nil {
+		c.Usage.ServiceTier = readTier(tier)
+	}
 	return c
+}
+
+// readTier returns a JSON string value that looks like a tier name ("flex"), else "".
+func readTier(v []byte) string {
+	if len(v) < 2 || v[0] != '"' {
+		return ""
+	}
+	return tierName(string(v[1 : len(v)-1]))
+}
+
+// tierName returns s if it looks like a service tier name (a short lower-case word), else
+// "": the tier is upstream-controlled and ends up in traces and metrics.
+func tierName(s string) string {
+	if len(s) > maxServiceTier {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return ""
+		}
+	}
+	return s
 }
 
 // readUsage reads a usage object (valid JSON) without reflection: it runs for every
@@ -71,15 +117,26 @@ func readUsage(v []byte) *Usage {
 			u.CompletionTokens = readInt(val)
 		case "prompt_tokens_details":
 			members(val, func(k []byte, s, e int) bool {
-				if string(k) == "cached_tokens" {
+				switch string(k) {
+				case "cached_tokens":
 					u.PromptTokensDetails.CachedTokens = readInt(val[s:e])
+				case "audio_tokens":
+					u.PromptTokensDetails.AudioTokens = readInt(val[s:e])
 				}
 				return true
 			})
 		case "completion_tokens_details":
 			members(val, func(k []byte, s, e int) bool {
-				if string(k) == "reasoning_tokens" {
-					u.CompletionTokensDetails.ReasoningTokens = readInt(val[s:e])
+				d := &u.CompletionTokensDetails
+				switch string(k) {
+				case "reasoning_tokens":
+					d.ReasoningTokens = readInt(val[s:e])
+				case "audio_tokens":
+					d.AudioTokens = readInt(val[s:e])
+				case "accepted_prediction_tokens":
+					d.AcceptedPredictionTokens = readInt(val[s:e])
+				case "rejected_prediction_tokens":
+					d.RejectedPredictionTokens = readInt(val[s:e])
 				}
 				return true
 			})

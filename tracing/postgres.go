@@ -86,6 +86,8 @@ var traceTableColumns = []string{
 	"cost_micro_usd", "price_version", "latency_us", "ttfb_us", "overhead_us",
 	"response_truncated", "request_sealed", "response_sealed", "key_version", "fields_cut",
 	"upstream_retries",
+	"usage_method", "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_prompt_tokens",
+	"audio_completion_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier",
 }
 
 const (
@@ -412,6 +414,14 @@ func (c *pgCopySource) Values() ([]any, error) {
 	v[25] = int32(t.KeyVersion)
 	v[26] = t.FieldsCut
 	v[27] = int32(t.UpstreamRetries)
+	v[28] = t.UsageMethod
+	v[29] = t.CacheWrite5mTokens
+	v[30] = t.CacheWrite1hTokens
+	v[31] = t.AudioPromptTokens
+	v[32] = t.AudioCompletionTokens
+	v[33] = t.AcceptedPredictionTokens
+	v[34] = t.RejectedPredictionTokens
+	v[35] = t.ServiceTier
 	return v, nil
 }
 

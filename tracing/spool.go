@@ -43,6 +43,7 @@ const (
 	segExt        = ".seg"
 	recHeaderLen  = 8
 	traceFormatV1 = 1 // first byte of every payload
+	traceFormatV2 = 2 // V1 and the usage in full; V1 records still decode
 
 	// recMinPayload is the smallest payload that can hold a version byte and a sequence
 	// number; it also stops a zero-filled tail (length 0, CRC 0) from passing as a record.
@@ -64,12 +65,12 @@ const (
 	flagRetries // an upstream_retries varint follows the bodies
 )
 
-// appendTrace appends the version-1 encoding of t, tagged with its spool sequence number, to
+// appendTrace appends the version-2 encoding of t, tagged with its spool sequence number, to
 // b. The plaintext bodies are not part of the encoding, so they cannot reach the disk even
-// if a caller forgot to clear them. New fields are appended at the end (older readers stop
-// before them); anything else needs a new version byte.
+// if a caller forgot to clear them. Version 2 is version 1 with the usage in full
+// appended; a spool written by an older build still replays.
 func appendTrace(b []byte, seq uint64, t *Trace) []byte {
-	b = append(b, traceFormatV1)
+	b = append(b, traceFormatV2)
 	b = binary.LittleEndian.AppendUint64(b, seq)
 	var flags byte
 	if t.Stream {
@@ -111,6 +112,15 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	if t.UpstreamRetries != 0 {
 		b = binary.AppendVarint(b, int64(t.UpstreamRetries))
 	}
+	// Version 2: the usage in full.
+	for _, v := range [...]int64{t.CacheWrite5mTokens, t.CacheWrite1hTokens, t.AudioPromptTokens,
+		t.AudioCompletionTokens, t.AcceptedPredictionTokens, t.RejectedPredictionTokens} {
+		b = binary.AppendVarint(b, v)
+	}
+	for _, s := range [...]string{t.UsageMethod, t.ServiceTier} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
 	return b
 }
 
@@ -128,7 +138,7 @@ func payloadSeq(p []byte) uint64 { return binary.LittleEndian.Uint64(p[1:9]) }
 
 // decodeTrace decodes a payload written by appendTrace. The result shares no memory with p.
 func decodeTrace(p []byte) (*Trace, error) {
-	if len(p) < recMinPayload || p[0] != traceFormatV1 {
+	if len(p) < recMinPayload || (p[0] != traceFormatV1 && p[0] != traceFormatV2) {
 		return nil, errors.New("tracing: spool: unknown record version")
 	}
 	d := decoder{b: p[9:]}
@@ -169,6 +179,16 @@ func decodeTrace(p []byte) (*Trace, error) {
 	t.SealedResponse = d.bytes()
 	if flags&flagRetries != 0 {
 		t.UpstreamRetries = int(d.varint())
+	}
+	if p[0] == traceFormatV2 {
+		t.CacheWrite5mTokens = d.varint()
+		t.CacheWrite1hTokens = d.varint()
+		t.AudioPromptTokens = d.varint()
+		t.AudioCompletionTokens = d.varint()
+		t.AcceptedPredictionTokens = d.varint()
+		t.RejectedPredictionTokens = d.varint()
+		t.UsageMethod = d.string()
+		t.ServiceTier = d.string()
 	}
 	if d.err {
 		return nil, errors.New("tracing: spool: malformed record")
@@ -468,7 +488,7 @@ func scanSegment(path string, first uint64, acks []uint64, nextFirst uint64, tab
 		if err != nil {
 			return nil, nil, repair{}, err
 		}
-		if p[0] != traceFormatV1 {
+		if p[0] > traceFormatV2 {
 			return nil, nil, repair{}, fmt.Errorf("tracing: spool: %s: record format %d is newer than this build", path, p[0])
 		}
 		seq := payloadSeq(p)

@@ -42,7 +42,7 @@ func recordAt(data []byte, off int, prev uint64, tab *crc32.Table) (n int, seq u
 	}
 	p := data[off+recHeaderLen : off+recHeaderLen+size]
 	seq = payloadSeq(p)
-	if p[0] != traceFormatV1 || seq <= prev || seq-prev > resyncWindow {
+	if (p[0] != traceFormatV1 && p[0] != traceFormatV2) || seq <= prev || seq-prev > resyncWindow {
 		return 0, 0, false
 	}
 	if crc32.Checksum(p, tab) != binary.LittleEndian.Uint32(data[off+4:]) {

@@ -71,7 +71,9 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 			t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, string(t.UsageSource),
 			t.CostMicroUSD, t.PriceVersion, t.LatencyUS, t.TTFBUS, t.OverheadUS,
 			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion, t.FieldsCut,
-			t.UpstreamRetries)
+			t.UpstreamRetries,
+			t.UsageMethod, t.CacheWrite5mTokens, t.CacheWrite1hTokens, t.AudioPromptTokens,
+			t.AudioCompletionTokens, t.AcceptedPredictionTokens, t.RejectedPredictionTokens, t.ServiceTier)
 		if err != nil {
 			return sqliteClassify(fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err))
 		}

@@ -48,6 +48,18 @@ type Trace struct {
 	CachedTokens     int64 // subset of PromptTokens
 	ReasoningTokens  int64 // subset of CompletionTokens
 	UsageSource      UsageSource
+	// UsageMethod says how an estimated usage was counted (for example
+	// "tiktoken/o200k_base"); empty when the usage was reported.
+	UsageMethod string
+	// CacheWrite5mTokens and CacheWrite1hTokens: subset of PromptTokens written to the
+	// provider's prompt cache with a 5-minute or 1-hour lifetime (Anthropic).
+	CacheWrite5mTokens       int64
+	CacheWrite1hTokens       int64
+	AudioPromptTokens        int64  // subset of PromptTokens
+	AudioCompletionTokens    int64  // subset of CompletionTokens
+	AcceptedPredictionTokens int64  // subset of CompletionTokens (OpenAI predicted outputs)
+	RejectedPredictionTokens int64  // subset of CompletionTokens, billed like the rest
+	ServiceTier              string // as the upstream reported it ("default", "flex", …)
 
 	// CostMicroUSD is the cost in millionths of a US dollar; nil when the model has no price.
 	CostMicroUSD *int64

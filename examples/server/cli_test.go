@@ -164,10 +164,12 @@ func TestCommandLine(t *testing.T) {
 	}{
 		{"version", []string{"version"}, exitOK, []string{"loom " + versionString() + "\n"}, nil},
 		{"unknown command", []string{"frobnicate"}, exitUsage, nil, []string{`unknown command "frobnicate"`, "Commands:"}},
-		{"-h", []string{"-h"}, exitOK, []string{"Commands:", "serve", "migrate", "version", "-addr", "LOOM_LOG_FORMAT", "LOOM_SHUTDOWN_TIMEOUT", "OPENAI_BASE_URL"}, nil},
+		{"-h", []string{"-h"}, exitOK, []string{"Commands:", "serve", "migrate", "version", "prices", "-addr", "LOOM_LOG_FORMAT", "LOOM_SHUTDOWN_TIMEOUT", "OPENAI_BASE_URL"}, nil},
 		{"--help", []string{"--help"}, exitOK, []string{"Commands:", "LOOM_ACCESS_LOG"}, nil},
 		{"serve -h", []string{"serve", "-h"}, exitOK, []string{"Usage: loom serve", "-shutdown-timeout", "LOOM_BOOTSTRAP_KEY"}, nil},
 		{"migrate -h", []string{"migrate", "-h"}, exitOK, []string{"Usage: loom migrate up|status"}, nil},
+		{"prices -h", []string{"prices", "-h"}, exitOK, []string{"prices check", "prices export"}, nil},
+		{"prices", []string{"prices"}, exitOK, []string{"gpt-4o-mini"}, nil},
 		{"unknown flag", []string{"-frob"}, exitUsage, nil, []string{"flag provided but not defined: -frob", "loom serve -h"}},
 		{"serve argument", []string{"serve", "extra"}, exitUsage, nil, []string{`serve takes no arguments, got "extra"`}},
 		{"version argument", []string{"version", "extra"}, exitUsage, nil, []string{"version takes no arguments"}},

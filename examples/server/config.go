@@ -49,6 +49,7 @@ type config struct {
 	AzureEndpoint, AzureKey  string
 	AzureVersion             string
 	AzureModels              []string
+	AzureDeploymentModels    map[string]string // deployment → the model it runs, for pricing
 	AnthropicKey             string
 	AnthropicBaseURL         string
 	AnthropicModels          []string
@@ -215,19 +216,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		(!strings.HasPrefix(c.BootstrapKey, tenancy.KeyPrefix) || len(c.BootstrapKey) < tenancy.MinImportedKeyLen || len(c.BootstrapKey) > 256) {
 		bad("LOOM_BOOTSTRAP_KEY must start with %q and be %d to 256 characters", tenancy.KeyPrefix, tenancy.MinImportedKeyLen)
 	}
-	prices, err := pricing.Default()
-	if err != nil {
-		return c, err
+	c.PricesFile = env("LOOM_PRICES_FILE")
+	if c.Prices, err = loadPrices(c.PricesFile); err != nil {
+		bad("LOOM_PRICES_FILE: %v", err) // the embedded table is tested; the file is the operator's
 	}
-	if c.PricesFile = env("LOOM_PRICES_FILE"); c.PricesFile != "" {
-		override, err := pricing.LoadFile(c.PricesFile)
-		if err != nil {
-			bad("LOOM_PRICES_FILE: %v", err)
-		} else {
-			prices = prices.Merge(override)
-		}
-	}
-	c.Prices = prices
 
 	c.OpenAIKey, c.OpenAIBaseURL = env("OPENAI_API_KEY"), env("OPENAI_BASE_URL")
 	if c.OpenAIBaseURL != "" {
@@ -251,7 +243,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			bad("AZURE_OPENAI_ENDPOINT is set but AZURE_OPENAI_API_KEY is not")
 		}
 	}
-	c.AzureModels = splitList(c.renamed(env, "LOOM_AZURE_MODELS"))
+	// "name=model" prices a deployment as the model it runs.
+	c.AzureModels, c.AzureDeploymentModels = deploymentModels(splitList(c.renamed(env, "LOOM_AZURE_MODELS")))
 	c.AnthropicKey, c.AnthropicBaseURL = env("ANTHROPIC_API_KEY"), env("ANTHROPIC_BASE_URL")
 	if c.AnthropicBaseURL != "" {
 		if err := checkURL(c.AnthropicBaseURL); err != nil {

@@ -48,7 +48,17 @@ func commands() map[string]command {
 		"serve":   {"serve the gateway (the default when no command is given)", runServe},
 		"version": {"print the version", runVersion},
 		"migrate": {"apply (up) or list (status) the store's schema migrations", runMigrate},
+		"prices":  {"the price table, models traced without a price, the usage export (CSV)", runPricesCommand},
 	}
+}
+
+// runPricesCommand is runPrices (prices.go) as a command; -h prints its usage.
+func runPricesCommand(ctx context.Context, args []string, io stdio) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintln(io.stdout, pricesUsage)
+		return flag.ErrHelp
+	}
+	return runPrices(ctx, args, io.getenv, io.stdout)
 }
 
 // Exit codes: 2 for a command line that cannot be run (an unknown command, a bad flag), 1

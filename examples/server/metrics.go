@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"strings"
 
 	"github.com/loom-gateway/loom"
 )
@@ -36,9 +37,19 @@ func metrics(gw *loom.Gateway) http.HandlerFunc {
 		} {
 			fmt.Fprintf(w, "loom_traces_lost_total{reason=%q} %d\n", l.reason, l.n)
 		}
+		fmt.Fprintf(w, "# HELP loom_unpriced_requests_total Requests with usage but no price (model, service tier or token kind not in the price table).\n# TYPE loom_unpriced_requests_total counter\n")
+		for _, u := range gw.UnpricedRequests() {
+			fmt.Fprintf(w, "loom_unpriced_requests_total{provider=\"%s\",model=\"%s\"} %d\n", labelValue(u.Provider), labelValue(u.Model), u.Requests)
+		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		fmt.Fprintf(w, "# HELP go_memstats_heap_inuse_bytes Bytes in in-use heap spans.\n# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes %d\n", ms.HeapInuse)
 		fmt.Fprintf(w, "# HELP go_goroutines Goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
 	}
+}
+
+// labelValue escapes a label value for the Prometheus text format (backslash, quote and
+// newline), after making it valid UTF-8: model names come from clients and upstreams.
+func labelValue(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(strings.ToValidUTF8(s, "\uFFFD"))
 }

@@ -110,7 +110,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	log.Info("store: "+storeKind, "at", storeAt)
 	log.Info("data directory", "path", cfg.DataDir)
 
+	prices := cfg.Prices.WithAliases(cfg.AzureDeploymentModels)
 	routes, upstreams := upstreamRoutes(cfg)
+	logUnpriced(log, routes, prices) // the built-in mock below has no price to miss
 	if len(routes) == 0 {
 		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
 		upstreams = map[string]string{"mock": "built-in mock"}
@@ -127,7 +129,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if cfg.AccessLog {
 		s.access.log = log
 	}
-	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: cfg.Prices, Logger: log, OnRequest: s.access.note,
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, OnRequest: s.access.note,
 		Analytics: reads, KeySetRefresh: cfg.KeySetRefresh}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
