@@ -27,6 +27,10 @@ type PostgresSinkOptions struct {
 	// the traces that will need them: at construction the current month and the next two, and
 	// with each batch the current month and the next. If nil, time.Now is used.
 	Now func() time.Time
+
+	// TxSteps is per-batch work that must commit or roll back with the traces (the audit
+	// ledger, rollups): see PostgresTxStep. If nil, a batch is only its traces.
+	TxSteps []PostgresTxStep
 }
 
 // PostgresSink writes traces to PostgreSQL, into the monthly-partitioned traces table of
@@ -52,7 +56,7 @@ type PostgresSink struct {
 	// a ledger): each step runs inside the batch's transaction, in order, after the traces
 	// are in, and sees only the traces this transaction stored (a duplicate offered again
 	// is not passed twice). A step's error rolls the whole batch back.
-	inTx []pgTxStep
+	inTx []PostgresTxStep
 
 	mu    sync.Mutex
 	known map[int]bool // months (see pgMonth) whose partition exists, as far as we know
@@ -65,7 +69,7 @@ func NewPostgresSink(ctx context.Context, pool *pgxpool.Pool, opts PostgresSinkO
 	if pool == nil {
 		return nil, errors.New("tracing: postgres: nil pool")
 	}
-	s := &PostgresSink{pool: pool, now: opts.Now, known: map[int]bool{}}
+	s := &PostgresSink{pool: pool, now: opts.Now, known: map[int]bool{}, inTx: opts.TxSteps}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -213,9 +217,13 @@ func (s *PostgresSink) write(ctx context.Context, src *pgCopySource, months []in
 	return nil
 }
 
-// pgTxStep is one piece of per-batch work inside a PostgresSink batch transaction; stored
-// holds the traces the transaction inserted.
-type pgTxStep func(ctx context.Context, tx pgx.Tx, stored []*Trace) error
+// PostgresTxStep is one piece of per-batch work inside a PostgresSink batch transaction.
+// It runs after the batch's traces are in; stored holds the traces this transaction
+// inserted, in batch order (a trace stored before, offered again, is not among them, so a
+// step sees each trace once). It must not commit or roll back tx; its error rolls the whole
+// batch back, and the sink returns it (wrapped) to be retried like any transient failure
+// unless it is marked Permanent.
+type PostgresTxStep func(ctx context.Context, tx pgx.Tx, stored []*Trace) error
 
 // insertFromStaging moves the staged rows into traces and returns the traces it inserted
 // (those not stored before). Without in-transaction steps nobody needs that list, and the

@@ -22,16 +22,20 @@ type SQLiteSink struct {
 	// a ledger): each step runs inside the batch's transaction, in order, after the traces
 	// are in, and sees only the traces this transaction stored (a duplicate offered again
 	// is not passed twice). A step's error rolls the whole batch back.
-	inTx []sqliteTxStep
+	inTx []SQLiteTxStep
 }
 
-// sqliteTxStep is one piece of per-batch work inside a SQLiteSink batch transaction;
-// stored holds the traces the transaction inserted.
-type sqliteTxStep func(ctx context.Context, tx *sql.Tx, stored []*Trace) error
+// SQLiteTxStep is one piece of per-batch work inside a SQLiteSink batch transaction, with
+// the contract of PostgresTxStep: it runs after the traces are in, sees each stored trace
+// once, and its error rolls the batch back.
+type SQLiteTxStep func(ctx context.Context, tx *sql.Tx, stored []*Trace) error
 
 // NewSQLiteSink returns a sink writing to db. The caller has applied the migrations and owns
-// db: Shutdown does not close it.
-func NewSQLiteSink(db *sql.DB) *SQLiteSink { return &SQLiteSink{db: db} }
+// db: Shutdown does not close it. The steps run, in order, inside every batch's transaction
+// (the audit ledger, rollups).
+func NewSQLiteSink(db *sql.DB, steps ...SQLiteTxStep) *SQLiteSink {
+	return &SQLiteSink{db: db, inTx: steps}
+}
 
 // insertTraceSQLite ignores only a duplicate id (a trace offered again); unlike INSERT OR
 // IGNORE it does not skip a row that breaks any other constraint.

@@ -164,7 +164,7 @@ func TestCommandLine(t *testing.T) {
 	}{
 		{"version", []string{"version"}, exitOK, []string{"loom " + versionString() + "\n"}, nil},
 		{"unknown command", []string{"frobnicate"}, exitUsage, nil, []string{`unknown command "frobnicate"`, "Commands:"}},
-		{"-h", []string{"-h"}, exitOK, []string{"Commands:", "serve", "migrate", "version", "prices", "-addr", "LOOM_LOG_FORMAT", "LOOM_SHUTDOWN_TIMEOUT", "OPENAI_BASE_URL"}, nil},
+		{"-h", []string{"-h"}, exitOK, []string{"Commands:", "serve", "migrate", "version", "prices", "verify", "-addr", "LOOM_LOG_FORMAT", "LOOM_SHUTDOWN_TIMEOUT", "OPENAI_BASE_URL"}, nil},
 		{"--help", []string{"--help"}, exitOK, []string{"Commands:", "LOOM_ACCESS_LOG"}, nil},
 		{"serve -h", []string{"serve", "-h"}, exitOK, []string{"Usage: loom serve", "-shutdown-timeout", "LOOM_BOOTSTRAP_KEY"}, nil},
 		{"migrate -h", []string{"migrate", "-h"}, exitOK, []string{"Usage: loom migrate up|status"}, nil},
@@ -225,6 +225,7 @@ func TestBadSettingsRefused(t *testing.T) {
 		{"log format", nil, []string{"LOOM_LOG_FORMAT=xml"}, []string{"LOOM_LOG_FORMAT"}},
 		{"log level", nil, []string{"LOOM_LOG_LEVEL=loud"}, []string{"LOOM_LOG_LEVEL"}},
 		{"master key", nil, []string{"LOOM_MASTER_KEY=c2hvcnQ="}, []string{"LOOM_MASTER_KEY"}},
+		{"ledger key", nil, []string{"LOOM_LEDGER_KEY=PRIVATE+KEY+nope"}, []string{"LOOM_LEDGER_KEY: not a checkpoint signing key"}},
 		{"bootstrap key", nil, []string{"LOOM_BOOTSTRAP_KEY=sk-not-a-loom-key-at-all"}, []string{"LOOM_BOOTSTRAP_KEY", `"loom_"`}},
 		{"database url", nil, []string{"DATABASE_URL=mysql://x", "LOOM_MASTER_KEY=" + testMasterKey}, []string{"DATABASE_URL: not a PostgreSQL connection string"}},
 		{"database url, password not shown", nil, []string{"DATABASE_URL=postgres://u:hunter2secret@h:99999/db", "LOOM_MASTER_KEY=" + testMasterKey}, []string{"DATABASE_URL", "invalid port"}},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/note"
 
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/pricing"
@@ -29,6 +30,8 @@ type config struct {
 	DatabaseURL     string
 	BootstrapKey    string
 	MasterKey       *loomcrypto.Keyring // nil: the key file in the data directory
+	LedgerKey       string              // LOOM_LEDGER_KEY: the checkpoint signing key (see ledger.go)
+	CheckpointDir   string              // LOOM_LEDGER_CHECKPOINTS: where signed checkpoints are exported
 	PricesFile      string
 	Prices          *pricing.Table // LOOM_PRICES_FILE merged over the embedded table
 	Tracing         bool
@@ -71,6 +74,8 @@ var envVars = [][2]string{
 	{"LOOM_SHUTDOWN_TIMEOUT", "bound on finishing in-flight requests at shutdown (-shutdown-timeout), default 30s"},
 	{"DATABASE_URL", "postgres://… for tenants and traces; default: SQLite in the data directory"},
 	{"LOOM_MASTER_KEY", "base64 32-byte key, or 2:KEY2,1:KEY1 to rotate; default: a key file in the data directory"},
+	{"LOOM_LEDGER_KEY", "the audit ledger's checkpoint signing key; default: ledger.key in the data directory (SQLite only)"},
+	{"LOOM_LEDGER_CHECKPOINTS", "directory signed checkpoints are exported to, default <data>/checkpoints"},
 	{"LOOM_BOOTSTRAP_KEY", "the first tenant's API key (loom_…) on first start; default: generated and printed once"},
 	{"OPENAI_API_KEY, OPENAI_BASE_URL", "the openai route (base URL ending in /v1)"},
 	{"LOOM_OPENAI_MODELS", "models of the openai route, comma-separated; * passes any openai/… model"},
@@ -185,6 +190,12 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 
 	c.DataDir = filepath.Clean(c.DataDir)
+	c.CheckpointDir = or(env("LOOM_LEDGER_CHECKPOINTS"), filepath.Join(c.DataDir, "checkpoints"))
+	if c.LedgerKey = env("LOOM_LEDGER_KEY"); c.LedgerKey != "" {
+		if _, err := note.NewSigner(c.LedgerKey); err != nil {
+			bad("LOOM_LEDGER_KEY: not a checkpoint signing key (PRIVATE+KEY+…, from ledger.GenerateKey)")
+		}
+	}
 	if st, err := os.Stat(c.DataDir); err == nil && !st.IsDir() {
 		bad("-data (LOOM_DATA_DIR): %s is not a directory", c.DataDir)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {

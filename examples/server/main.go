@@ -49,6 +49,7 @@ func commands() map[string]command {
 		"version": {"print the version", runVersion},
 		"migrate": {"apply (up) or list (status) the store's schema migrations", runMigrate},
 		"prices":  {"the price table, models traced without a price, the usage export (CSV)", runPricesCommand},
+		"verify":  {"check the audit ledger against the stored traces and signed checkpoints", runVerifyCommand},
 	}
 }
 
@@ -59,6 +60,11 @@ func runPricesCommand(ctx context.Context, args []string, io stdio) error {
 		return flag.ErrHelp
 	}
 	return runPrices(ctx, args, io.getenv, io.stdout)
+}
+
+// runVerifyCommand is runVerify (verify.go) as a command.
+func runVerifyCommand(ctx context.Context, args []string, io stdio) error {
+	return runVerify(ctx, args, io.getenv, io.stdout)
 }
 
 // Exit codes: 2 for a command line that cannot be run (an unknown command, a bad flag), 1

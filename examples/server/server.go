@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"github.com/loom-gateway/loom"
 	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/ledger"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/sqlitedb"
@@ -48,6 +50,10 @@ type Server struct {
 	ready     atomic.Bool
 	ping      func(context.Context) error
 	closers   []func() error
+
+	// The trace database, for the ledger's checkpointer.
+	db      *sql.DB
+	dialect string
 }
 
 // Start locks the data directory, listens, opens the stores, builds the gateway and starts
@@ -109,6 +115,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	}
 	log.Info("store: "+storeKind, "at", storeAt)
 	log.Info("data directory", "path", cfg.DataDir)
+	if err := s.startLedger(cfg, log); err != nil {
+		return nil, err
+	}
 
 	prices := cfg.Prices.WithAliases(cfg.AzureDeploymentModels)
 	routes, upstreams := upstreamRoutes(cfg)
@@ -291,7 +300,8 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 		return nil, nil, nil, err
 	}
 	s.ping = db.PingContext
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), analytics.NewSQLiteStore(db), nil
+	s.db, s.dialect = db, ledger.SQLite
+	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
@@ -308,11 +318,12 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 		return nil, nil, nil, err
 	}
-	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
+	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{ledger.AppendPostgres}})
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	s.ping = pool.Ping
+	s.db, s.dialect = db, ledger.Postgres
 	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 

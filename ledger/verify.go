@@ -1,0 +1,394 @@
+package ledger
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// VerifyOptions says what Verify checks and against what.
+type VerifyOptions struct {
+	DB      *sql.DB // the trace database (for PostgreSQL, stdlib.OpenDBFromPool)
+	Dialect string  // Postgres or SQLite
+	// Verifier is the pinned public key (note.NewVerifier of the vkey); every checkpoint
+	// must carry its signature.
+	Verifier note.Verifier
+	// Checkpoints are the exported checkpoints (ReadDir of a DirExporter's directory).
+	Checkpoints []CheckpointFile
+	// Prefix of the origins; if empty, DefaultPrefix.
+	Prefix string
+	// Deep re-hashes every stored ciphertext; without it, the bodies' hashes recorded in the
+	// leaves are trusted and only metadata is re-read.
+	Deep bool
+}
+
+// Kinds of Failure.
+const (
+	BadSignature   = "bad-signature"   // a checkpoint does not verify with the pinned key
+	BadCheckpoint  = "bad-checkpoint"  // a signed checkpoint that is not a Loom log's
+	RowInserted    = "row-inserted"    // a trace row no log has a leaf for
+	RowEdited      = "row-edited"      // a trace row that does not hash to its leaf
+	BodyEdited     = "body-edited"     // a ciphertext that does not hash to its leaf's (Deep)
+	RowDeleted     = "row-deleted"     // a leaf whose trace row is gone
+	LeafDuplicated = "leaf-duplicated" // a second leaf for one trace
+	LeavesMissing  = "leaves-missing"  // a gap in a log's leaf indexes
+	LogTruncated   = "log-truncated"   // fewer leaves than an exported checkpoint's size
+	LogDeleted     = "log-deleted"     // a checkpointed log with nothing left in the database
+	RootMismatch   = "root-mismatch"   // the leaves' root at a checkpointed size is not the signed one
+	AfterTombstone = "after-tombstone" // a leaf appended to a log after its tombstone
+	BadHead        = "bad-head"        // a log head that disagrees with its leaves
+)
+
+// Failure is one thing Verify found wrong.
+type Failure struct {
+	Kind      string // one of the kinds above
+	Log       string // the log, "<tenant>"/<month>, or the checkpoint file for a bad signature
+	LeafIndex int64  // -1 when the failure is not about one leaf
+	TraceID   string // empty when not about one trace
+	Problem   string
+}
+
+func (f Failure) String() string {
+	var b strings.Builder
+	b.WriteString(f.Log)
+	b.WriteString(": " + f.Kind)
+	if f.LeafIndex >= 0 {
+		fmt.Fprintf(&b, " leaf %d", f.LeafIndex)
+	}
+	if f.TraceID != "" {
+		fmt.Fprintf(&b, " trace %s", f.TraceID)
+	}
+	b.WriteString(": ")
+	b.WriteString(f.Problem)
+	return b.String()
+}
+
+// LogStatus is one log as Verify saw it.
+type LogStatus struct {
+	Log          string
+	Leaves       uint64 // leaves in the database
+	Checkpointed uint64 // size of the largest exported checkpoint
+	// Unanchored is the tail no exported checkpoint covers yet (Leaves - Checkpointed):
+	// consistent with the database, but not yet provable to anyone who distrusts it.
+	Unanchored uint64
+	// Tombstoned is set when a signed tombstone says the log's traces were removed on
+	// purpose: missing rows and leaves up to its size are then expected.
+	Tombstoned bool
+}
+
+// Report is Verify's result; OK when Failures is empty.
+type Report struct {
+	Logs     []LogStatus
+	Failures []Failure
+	Traces   int // trace rows read
+}
+
+func (r *Report) OK() bool { return len(r.Failures) == 0 }
+
+func (r *Report) fail(kind, log string, index int64, trace, format string, args ...any) {
+	r.Failures = append(r.Failures, Failure{Kind: kind, Log: log, LeafIndex: index, TraceID: trace, Problem: fmt.Sprintf(format, args...)})
+}
+
+type storedLeaf struct {
+	index            int64
+	traceID          string
+	hash, reqH, resH []byte
+	seen             bool
+}
+
+type verifyLog struct {
+	tenant, month string
+	leaves        []*storedLeaf
+	head          *struct {
+		size int64
+		root []byte
+	}
+	cps []signedCheckpoint
+}
+
+type signedCheckpoint struct {
+	name      string
+	size      uint64
+	root      []byte
+	note      []byte
+	tombstone bool
+}
+
+// openCheckpoints checks the files' signatures and sorts the good ones by log; the bad
+// ones are failures.
+func openCheckpoints(files []CheckpointFile, v note.Verifier, prefix string) (map[[2]string][]signedCheckpoint, []Failure) {
+	cps := map[[2]string][]signedCheckpoint{}
+	var bad []Failure
+	for _, f := range files {
+		n, err := note.Open(f.Note, note.VerifierList(v))
+		if err != nil {
+			bad = append(bad, Failure{Kind: BadSignature, Log: f.Name, LeafIndex: -1,
+				Problem: fmt.Sprintf("checkpoint signature does not verify with the pinned key: %v", err)})
+			continue
+		}
+		origin, size, root, tombstone, err := parseCheckpoint(n.Text)
+		if err == nil {
+			var tenant, month string
+			if tenant, month, err = parseOrigin(prefix, origin); err == nil {
+				k := [2]string{tenant, month}
+				cps[k] = append(cps[k], signedCheckpoint{name: f.Name, size: size, root: root, note: f.Note, tombstone: tombstone})
+				continue
+			}
+		}
+		bad = append(bad, Failure{Kind: BadCheckpoint, Log: f.Name, LeafIndex: -1,
+			Problem: fmt.Sprintf("signed checkpoint unreadable: %v", err)})
+	}
+	return cps, bad
+}
+
+// Verify checks the database's logs against the exported checkpoints: every checkpoint's
+// signature; every trace row's leaf recomputed from the row; every log's leaves contiguous
+// from 0, each with its row; the root at every checkpointed size; the heads. It returns an
+// error only when it could not read; what it found wrong is in the Report.
+func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
+	prefix := cmp.Or(o.Prefix, DefaultPrefix)
+	rep := &Report{}
+	logs := map[[2]string]*verifyLog{}
+	get := func(tenant, month string) *verifyLog {
+		k := [2]string{tenant, month}
+		if logs[k] == nil {
+			logs[k] = &verifyLog{tenant: tenant, month: month}
+		}
+		return logs[k]
+	}
+
+	cps, bad := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
+	rep.Failures = append(rep.Failures, bad...)
+	for k, list := range cps {
+		get(k[0], k[1]).cps = list
+	}
+
+	if err := readHeads(ctx, o, get); err != nil {
+		return nil, err
+	}
+	byTrace := map[string]*storedLeaf{}
+	if err := readLeaves(ctx, o, func(tenant, month string, sl *storedLeaf) {
+		l := get(tenant, month)
+		l.leaves = append(l.leaves, sl)
+		if prev := byTrace[sl.traceID]; prev != nil {
+			rep.fail(LeafDuplicated, logName(tenant, month), sl.index, sl.traceID, "trace has a second leaf (first at index %d): a leaf was inserted", prev.index)
+			return
+		}
+		byTrace[sl.traceID] = sl
+	}); err != nil {
+		return nil, err
+	}
+	if err := readTraces(ctx, o, func(l *Leaf, req, resp []byte) {
+		rep.Traces++
+		name := logName(l.TenantID, l.Month)
+		sl := byTrace[l.TraceID]
+		if sl == nil {
+			rep.fail(RowInserted, name, -1, l.TraceID, "trace row is in no log: inserted outside the ledger")
+			return
+		}
+		sl.seen = true
+		copy(l.RequestHash[:], sl.reqH)
+		copy(l.ResponseHash[:], sl.resH)
+		if o.Deep {
+			if h := sha256.Sum256(req); !bytes.Equal(h[:], sl.reqH) {
+				rep.fail(BodyEdited, name, sl.index, l.TraceID, "request ciphertext differs from the hash its leaf commits to")
+			}
+			if h := sha256.Sum256(resp); !bytes.Equal(h[:], sl.resH) {
+				rep.fail(BodyEdited, name, sl.index, l.TraceID, "response ciphertext differs from the hash its leaf commits to")
+			}
+		}
+		if !bytes.Equal(l.Hash(), sl.hash) {
+			rep.fail(RowEdited, name, sl.index, l.TraceID, "trace row does not match its leaf: metadata or body hashes edited")
+		}
+	}); err != nil {
+		return nil, err
+	}
+
+	keys := make([][2]string, 0, len(logs))
+	for k := range logs {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b [2]string) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+	for _, k := range keys {
+		if err := checkLog(rep, logs[k]); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+func checkLog(rep *Report, l *verifyLog) error {
+	name := logName(l.tenant, l.month)
+	st := LogStatus{Log: name, Leaves: uint64(len(l.leaves))}
+	var tomb *signedCheckpoint
+	for i, cp := range l.cps {
+		if cp.tombstone && (tomb == nil || cp.size > tomb.size) {
+			tomb = &l.cps[i]
+		}
+	}
+	st.Tombstoned = tomb != nil
+	hashes := make([][]byte, 0, len(l.leaves))
+	next := int64(0)
+	for _, sl := range l.leaves {
+		if sl.index != next {
+			rep.fail(LeavesMissing, name, next, "", "leaves %d to %d are missing: deleted", next, sl.index-1)
+		}
+		next = sl.index + 1
+		if tomb != nil && uint64(sl.index) >= tomb.size {
+			rep.fail(AfterTombstone, name, sl.index, sl.traceID, "leaf appended after the log's tombstone %s at size %d", tomb.name, tomb.size)
+		}
+		if !sl.seen && (tomb == nil || uint64(sl.index) >= tomb.size) {
+			rep.fail(RowDeleted, name, sl.index, sl.traceID, "the leaf's trace row is missing: deleted")
+		}
+		hashes = append(hashes, sl.hash)
+	}
+	slices.SortFunc(l.cps, func(a, b signedCheckpoint) int { return cmp.Compare(a.size, b.size) })
+	r := rangeFactory.NewEmptyRange(0)
+	for _, cp := range l.cps {
+		st.Checkpointed = max(st.Checkpointed, cp.size)
+		if cp.size > uint64(len(hashes)) {
+			if tomb != nil {
+				continue // removed after its tombstone, as it says
+			}
+			if len(hashes) == 0 && l.head == nil {
+				rep.fail(LogDeleted, name, -1, "", "log checkpointed at size %d (%s) is missing from the database: deleted without a tombstone", cp.size, cp.name)
+			} else {
+				rep.fail(LogTruncated, name, int64(len(hashes)), "", "checkpoint %s has size %d but the log has %d leaves: leaves %d to %d deleted", cp.name, cp.size, len(hashes), len(hashes), cp.size-1)
+			}
+			continue
+		}
+		for r.End() < cp.size {
+			if err := r.Append(hashes[r.End()], nil); err != nil {
+				return err
+			}
+		}
+		root, err := rangeRoot(r)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(root, cp.root) {
+			rep.fail(RootMismatch, name, -1, "", "root of the first %d leaves differs from checkpoint %s: leaves below %d were edited, reordered, removed or inserted", cp.size, cp.name, cp.size)
+		}
+	}
+	if st.Leaves > st.Checkpointed {
+		st.Unanchored = st.Leaves - st.Checkpointed
+	}
+	switch {
+	case tomb != nil && l.head == nil:
+		// what is left of a tombstoned log may have no head
+	case l.head == nil && len(hashes) > 0:
+		rep.fail(BadHead, name, -1, "", "log head is missing")
+	case l.head != nil:
+		if l.head.size != int64(len(hashes)) {
+			rep.fail(BadHead, name, -1, "", "head says %d leaves, the database holds %d", l.head.size, len(hashes))
+		}
+		if root, err := rootOf(hashes); err != nil {
+			return err
+		} else if l.head.size > 0 && !bytes.Equal(root, l.head.root) {
+			rep.fail(BadHead, name, -1, "", "head root differs from the root of the stored leaves")
+		}
+	}
+	rep.Logs = append(rep.Logs, st)
+	return nil
+}
+
+func readHeads(ctx context.Context, o VerifyOptions, get func(tenant, month string) *verifyLog) error {
+	rows, err := o.DB.QueryContext(ctx, "SELECT tenant_id, month, size, root FROM ledger_logs")
+	if err != nil {
+		return fmt.Errorf("ledger: verify: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var tenant, month string
+		h := &struct {
+			size int64
+			root []byte
+		}{}
+		if err := rows.Scan(&tenant, &month, &h.size, &h.root); err != nil {
+			return fmt.Errorf("ledger: verify: %w", err)
+		}
+		get(tenant, month).head = h
+	}
+	return rows.Err()
+}
+
+func readLeaves(ctx context.Context, o VerifyOptions, each func(tenant, month string, sl *storedLeaf)) error {
+	id := "trace_id"
+	if o.Dialect == Postgres {
+		id = "trace_id::text"
+	}
+	rows, err := o.DB.QueryContext(ctx, "SELECT tenant_id, month, leaf_index, "+id+
+		", leaf_hash, request_hash, response_hash FROM ledger_leaves ORDER BY tenant_id, month, leaf_index")
+	if err != nil {
+		return fmt.Errorf("ledger: verify: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var tenant, month string
+		sl := &storedLeaf{}
+		if err := rows.Scan(&tenant, &month, &sl.index, &sl.traceID, &sl.hash, &sl.reqH, &sl.resH); err != nil {
+			return fmt.Errorf("ledger: verify: %w", err)
+		}
+		each(tenant, month, sl)
+	}
+	return rows.Err()
+}
+
+// traceColumns are read for every leaf; the sealed bodies only with Deep.
+const traceColumns = `tenant_id, api_key_id, request_id, model, served_model, provider, stream, status,
+	error_type, client_aborted, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
+	usage_source, cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us,
+	response_truncated, fields_cut, upstream_retries, key_version`
+
+func readTraces(ctx context.Context, o VerifyOptions, each func(l *Leaf, req, resp []byte)) error {
+	q := "SELECT id, created_at, " + traceColumns
+	if o.Dialect == Postgres {
+		q = "SELECT id::text, created_at, " + traceColumns
+	}
+	if o.Deep {
+		q += ", request_sealed, response_sealed"
+	}
+	rows, err := o.DB.QueryContext(ctx, q+" FROM traces")
+	if err != nil {
+		return fmt.Errorf("ledger: verify: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l Leaf
+		var created any
+		var cost sql.NullInt64
+		var req, resp []byte
+		dest := []any{&l.TraceID, &created, &l.TenantID, &l.APIKeyID, &l.RequestID, &l.Model, &l.ServedModel,
+			&l.Provider, &l.Stream, &l.Status, &l.ErrorType, &l.ClientAborted, &l.PromptTokens,
+			&l.CompletionTokens, &l.CachedTokens, &l.ReasoningTokens, &l.UsageSource, &cost,
+			&l.PriceVersion, &l.LatencyUS, &l.TTFBUS, &l.OverheadUS, &l.ResponseTruncated, &l.FieldsCut, &l.UpstreamRetries, &l.KeyVersion}
+		if o.Deep {
+			dest = append(dest, &req, &resp)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("ledger: verify: %w", err)
+		}
+		switch c := created.(type) {
+		case time.Time:
+			l.CreatedAtUS = c.UnixMicro()
+		case int64:
+			l.CreatedAtUS = c
+		default:
+			return fmt.Errorf("ledger: verify: trace %s: created_at of type %T", l.TraceID, created)
+		}
+		l.Month = Month(time.UnixMicro(l.CreatedAtUS))
+		if cost.Valid {
+			l.CostMicroUSD = &cost.Int64
+		}
+		each(&l, req, resp)
+	}
+	return rows.Err()
+}
