@@ -1,6 +1,9 @@
 package provider
 
-import "strconv"
+import (
+	"bytes"
+	"strconv"
+)
 
 // Usage is the token accounting of one chat completion, as OpenAI reports it.
 type Usage struct {
@@ -31,8 +34,8 @@ type Usage struct {
 
 // Completion is what Loom reads of a chat completion body or of one stream chunk.
 type Completion struct {
-	// Model is the model the upstream says served the request, as written in b (it
-	// aliases b; JSON escapes are not decoded, which model names do not use).
+	// Model is the model the upstream says served the request. It aliases b unless the
+	// JSON string holds escapes, which are decoded (a name is then never stored escaped).
 	Model []byte
 	// Usage is set when the body carries a usage object.
 	Usage *Usage
@@ -61,6 +64,9 @@ func ReadCompletion(b []byte) Completion {
 		case "model":
 			if len(v) > 2 && v[0] == '"' {
 				c.Model = v[1 : len(v)-1]
+				if bytes.IndexByte(c.Model, '\\') >= 0 {
+					c.Model = []byte(unquote(v))
+				}
 			}
 		case "usage":
 			if v[0] == '{' {

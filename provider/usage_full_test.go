@@ -109,3 +109,16 @@ func TestAnthropicUsageInFull(t *testing.T) {
 		})
 	}
 }
+
+// A served model written with JSON escapes is read as the name it spells.
+func TestReadCompletionModelEscapes(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"model":"gpt-4o-mini"}`, "gpt-4o-mini"},
+		{`{"model":"\u003cimg src=x\u003e"}`, "<img src=x>"},
+		{`{"model":"a\"b\\c"}`, `a"b\c`},
+	} {
+		if got := string(ReadCompletion([]byte(tc.body)).Model); got != tc.want {
+			t.Errorf("%s: model %q, want %q", tc.body, got, tc.want)
+		}
+	}
+}

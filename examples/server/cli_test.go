@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -138,6 +139,10 @@ func TestSecondInstanceRefused(t *testing.T) {
 	want := "in use by process " + strconv.Itoa(first.cmd.Process.Pid)
 	if msg := second.errOut.String(); !strings.Contains(msg, want) || strings.Contains(msg, "listening on") {
 		t.Errorf("second instance: want a refusal naming %q, before listening:\n%s", want, msg)
+	}
+	replay := runChild(t, "", env, "deadletter", "replay", "-data", dataDir)
+	if code := replay.wait(t); code != exitError || !strings.Contains(replay.errOut.String(), want) {
+		t.Errorf("deadletter replay beside the server: exit %d, want %d naming %q:\n%s", code, exitError, want, replay.errOut.String())
 	}
 	if diff := cmp.Diff(before, dirEntries(t, spool)); diff != "" {
 		t.Errorf("spool changed by the refused instance (-want +got):\n%s", diff)
@@ -501,4 +506,14 @@ func TestUpstreamFailureNamesUpstream(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
 	}
+}
+
+// runCommand runs the CLI in-process with args and no environment, writing its stdout to
+// out; a non-zero exit code is an error holding its stderr.
+func runCommand(out io.Writer, args ...string) error {
+	var stderr strings.Builder
+	if code := cli(args, stdio{getenv: noEnv, stdout: out, stderr: &stderr}); code != exitOK {
+		return fmt.Errorf("%v: exit code %d: %s", args, code, stderr.String())
+	}
+	return nil
 }

@@ -45,11 +45,12 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":   {"serve the gateway (the default when no command is given)", runServe},
-		"version": {"print the version", runVersion},
-		"migrate": {"apply (up) or list (status) the store's schema migrations", runMigrate},
-		"prices":  {"the price table, models traced without a price, the usage export (CSV)", runPricesCommand},
-		"verify":  {"check the audit ledger against the stored traces and signed checkpoints", runVerifyCommand},
+		"serve":      {"serve the gateway (the default when no command is given)", runServe},
+		"version":    {"print the version", runVersion},
+		"migrate":    {"apply (up) or list (status) the store's schema migrations", runMigrate},
+		"prices":     {"the price table, models traced without a price, the usage export (CSV)", runPricesCommand},
+		"verify":     {"check the audit ledger against the stored traces and signed checkpoints", runVerifyCommand},
+		"deadletter": {"list the traces the spool set aside, or replay them (deadletter replay)", runDeadLetterCommand},
 	}
 }
 
@@ -65,6 +66,27 @@ func runPricesCommand(ctx context.Context, args []string, io stdio) error {
 // runVerifyCommand is runVerify (verify.go) as a command.
 func runVerifyCommand(ctx context.Context, args []string, io stdio) error {
 	return runVerify(ctx, args, io.getenv, io.stdout)
+}
+
+// runDeadLetterCommand is runDeadLetter (deadletter.go) as a command. A replay writes to
+// the spool, so it takes the data directory's lock: never beside a running server.
+func runDeadLetterCommand(ctx context.Context, args []string, io stdio) error {
+	if len(args) > 0 && args[0] == "replay" {
+		dir := or(io.getenv("LOOM_DATA_DIR"), "./loom-data")
+		for i, a := range args {
+			if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "data="); ok && strings.HasPrefix(a, "-") {
+				dir = v
+			} else if (a == "-data" || a == "--data") && i+1 < len(args) {
+				dir = args[i+1]
+			}
+		}
+		lock, err := lockDataDir(dir)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+	}
+	return runDeadLetter(ctx, args, io.getenv, io.stdout)
 }
 
 // Exit codes: 2 for a command line that cannot be run (an unknown command, a bad flag), 1

@@ -22,10 +22,12 @@ func metrics(gw *loom.Gateway) http.HandlerFunc {
 		counter("loom_traces_written_total", "Traces acknowledged by every sink.", st.Written)
 		counter("loom_trace_write_retries_total", "Failed sink writes, retried later.", st.Retries)
 		counter("loom_trace_seal_errors_total", "Trace bodies dropped because sealing failed.", st.SealErrors)
+		counter("loom_traces_quarantined_total", "Traces a sink refused for good, set aside in the dead-letter file.", st.Quarantined)
 		ss := gw.StoreStats()
 		counter("loom_auth_served_stale_total", "Requests whose API key was answered past the cache TTL because the store failed (degraded auth).", ss.AuthServedStale)
 		counter("loom_routes_served_stale_total", "Requests whose tenant provider configurations were used past the cache TTL because the store failed.", ss.RoutesServedStale)
 		fmt.Fprintf(w, "# HELP loom_auth_key_set_keys Keys held for a store outage (0: key set off).\n# TYPE loom_auth_key_set_keys gauge\nloom_auth_key_set_keys %d\n", ss.KeySetKeys)
+		fmt.Fprintf(w, "# HELP loom_trace_sinks_refusing Sinks treated as down because they refuse every trace.\n# TYPE loom_trace_sinks_refusing gauge\nloom_trace_sinks_refusing %d\n", st.RefusingSinks)
 		fmt.Fprintf(w, "# HELP loom_traces_pending Traces not yet acknowledged by every sink.\n# TYPE loom_traces_pending gauge\nloom_traces_pending %d\n", st.Pending)
 		fmt.Fprintf(w, "# HELP loom_traces_lost_total Traces that could not be kept, by reason.\n# TYPE loom_traces_lost_total counter\n")
 		for _, l := range []struct {
@@ -34,6 +36,7 @@ func metrics(gw *loom.Gateway) http.HandlerFunc {
 		}{
 			{"queue_full", st.LostQueueFull}, {"closed", st.LostClosed}, {"spool_full", st.LostSpoolFull},
 			{"write", st.LostWrite}, {"encode", st.LostEncode}, {"corrupt", st.LostCorrupt}, {"shutdown", st.LostShutdown},
+			{"refused", st.LostRefused}, {"lagging", st.LostLagging},
 		} {
 			fmt.Fprintf(w, "loom_traces_lost_total{reason=%q} %d\n", l.reason, l.n)
 		}

@@ -186,7 +186,8 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		mux.HandleFunc(path, methodNotAllowed)
 	}
-	mux.Handle("/", gw)
+	mux.Handle("/v1/", gw)
+	mux.Handle("/", analytics.Dashboard())
 
 	s.Addr = ln.Addr().String()
 	s.http = &http.Server{Handler: s.access.wrap(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -196,7 +197,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if reads != nil {
 		log.Info("analytics API on http://" + displayAddr(s.Addr) + "/v1/traces and /v1/analytics/… (same API keys)")
 	}
-	log.Info("listening on http://"+s.Addr+" (OpenAI base URL http://"+displayAddr(s.Addr)+"/v1)", "version", versionString())
+	log.Info("listening on http://"+s.Addr+" (dashboard http://"+displayAddr(s.Addr)+"/, OpenAI base URL http://"+displayAddr(s.Addr)+"/v1)", "version", versionString())
 	return s, nil
 }
 
