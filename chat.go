@@ -37,6 +37,7 @@ type exchange struct {
 	// recorded is set once the trace is handed to the pipeline; from then on it is the
 	// pipeline's, and the exchange no longer writes to it.
 	recorded bool
+	info     RequestInfo // what the trace came to, taken as it was handed over
 	// upstreamErr is the kind of the upstream's failure, if it failed (see
 	// upstreamErrorKind).
 	upstreamErr string
@@ -76,6 +77,7 @@ func (g *Gateway) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	x.serve()
 	g.metrics.inflight.Dec()
 	x.record()
+	g.requestDone(x)
 }
 
 func (g *Gateway) authenticate(r *http.Request) (tenancy.Principal, error) {
@@ -97,6 +99,7 @@ func (x *exchange) record() error {
 		return nil
 	}
 	x.recorded = true
+	x.info = requestInfo(x.t)
 	g.metrics.observeChat(x) // the last read of the trace before the pipeline owns it
 	if g.traces == nil {
 		return nil

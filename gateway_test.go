@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -650,9 +651,40 @@ func TestModels(t *testing.T) {
 	for _, m := range page.Data {
 		ids = append(ids, m.ID)
 	}
-	want := []string{"openai/gpt-4o", "openai/gpt-4o-mini", "mock/mock-1", "gpt-4o", "gpt-4o-mini", "mock-1"}
+	// Each model once, under the id naming its route; bare names still route but are not
+	// listed twice.
+	want := []string{"openai/gpt-4o", "openai/gpt-4o-mini", "mock/mock-1"}
 	if diff := cmp.Diff(want, ids); diff != "" {
 		t.Errorf("models (-want +got):\n%s", diff)
+	}
+
+	tests := []struct {
+		name, id  string
+		wantOwner string // "" means 404 model_not_found
+	}{
+		{"prefixed", "openai/gpt-4o-mini", "openai"},
+		{"bare alias", "mock-1", "mock"},
+		{"unlisted on a listing route", "openai/gpt-3", ""},
+		{"unknown", "nope", ""},
+		{"NUL and invalid UTF-8", "mock/\x00\xff", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := e.client().Models.Get(context.Background(), tt.id)
+			if tt.wantOwner == "" {
+				var apiErr *openai.Error
+				if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound || apiErr.Code != "model_not_found" {
+					t.Fatalf("GET /v1/models/%q: %v, want 404 model_not_found", tt.id, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([2]string{tt.id, tt.wantOwner}, [2]string{m.ID, m.OwnedBy}); diff != "" {
+				t.Errorf("model (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -796,6 +828,7 @@ func TestUnknownRoutes(t *testing.T) {
 	}{
 		{"GET chat completions", http.MethodGet, "/v1/chat/completions", 405, "method_not_allowed"},
 		{"DELETE models", http.MethodDelete, "/v1/models", 405, "method_not_allowed"},
+		{"DELETE a model", http.MethodDelete, "/v1/models/mock/mock-1", 405, "method_not_allowed"},
 		{"unknown path", http.MethodPost, "/v1/completions", 404, "unknown_url"},
 	}
 	for _, tt := range tests {

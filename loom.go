@@ -49,9 +49,15 @@ type Config struct {
 	// answer that reported no usage (a caller's Enrich takes over both).
 	Tracing tracing.PipelineConfig
 	// Keyring seals trace bodies and opens the sealed upstream API keys of tenant
-	// provider configurations. If nil, traces keep no bodies and tenant provider
-	// configurations with an API key are refused.
+	// provider configurations. If nil, tenant provider configurations with an API key
+	// are refused, and New refuses a trace pipeline without a Sealer unless
+	// TraceWithoutBodies says that is meant.
 	Keyring *loomcrypto.Keyring
+	// TraceWithoutBodies records traces without request and response bodies (tokens,
+	// cost, latency and status only) when there is no Keyring or Tracing.Sealer to seal
+	// them. It exists so that running without bodies is a choice written down, never the
+	// accident of a master key that failed to load.
+	TraceWithoutBodies bool
 	// Prices prices each trace. If nil, the embedded price table is used.
 	Prices *pricing.Table
 	// Analytics reads the traces the sinks write (analytics.NewPostgresStore or
@@ -108,6 +114,11 @@ type Config struct {
 	// Loom to the provider. The trace ids are kept in the Trace for a sink such as
 	// otelsink. If nil, nothing is read or propagated.
 	Propagator propagation.TextMapPropagator
+	// OnRequest, if set, is called on the request's goroutine when a chat completion has
+	// been answered, before its trace is recorded, with what it came to (for an access
+	// log or metrics; never a key or a body). It must return quickly. If nil, nothing is
+	// called.
+	OnRequest func(*http.Request, RequestInfo)
 
 	// Logger receives operational messages. If nil, nothing is logged. Keys and bodies
 	// are never logged.
@@ -120,6 +131,7 @@ type Config struct {
 //
 //	POST /v1/chat/completions
 //	GET  /v1/models
+//	GET  /v1/models/{id}
 //
 // and, with Config.Analytics, the analytics API (analytics.Paths).
 //
@@ -181,6 +193,10 @@ func New(cfg Config) (*Gateway, error) {
 		if r.Name == "" || r.Provider == nil {
 			return nil, fmt.Errorf("loom: route %q needs a Name and a Provider", r.Name)
 		}
+	}
+	if len(cfg.Tracing.Sinks) > 0 && cfg.Keyring == nil && cfg.Tracing.Sealer == nil && !cfg.TraceWithoutBodies {
+		return nil, errors.New("loom: traces need Config.Keyring (or Tracing.Sealer) to seal their bodies; " +
+			"set Config.TraceWithoutBodies to record traces without bodies")
 	}
 	if _, ok := cfg.Store.(tenancy.Snapshotter); cfg.KeySetRefresh > 0 && !ok {
 		return nil, fmt.Errorf("loom: Config.KeySetRefresh needs a Store that is a tenancy.Snapshotter; %T is not", cfg.Store)
@@ -296,7 +312,8 @@ func New(cfg Config) (*Gateway, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", g.chatCompletions)
 	mux.HandleFunc("GET /v1/models", g.listModels)
-	for path, allow := range map[string]string{"/v1/chat/completions": "POST", "/v1/models": "GET"} {
+	mux.HandleFunc("GET /v1/models/{id...}", g.retrieveModel)
+	for path, allow := range map[string]string{"/v1/chat/completions": "POST", "/v1/models": "GET", "/v1/models/": "GET"} {
 		mux.HandleFunc(path, methodNotAllowed(allow))
 	}
 	if reads != nil {

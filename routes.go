@@ -2,6 +2,7 @@ package loom
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -93,7 +94,11 @@ func (rt *router) resolve(ctx context.Context, tenantID, model string) (*Route, 
 		Message: "The model `" + model + "` does not exist or you do not have access to it."}
 }
 
-// models lists the model ids a tenant can ask for, prefixed and bare.
+// models lists the model ids a tenant can ask for, each once: "route/model" for each
+// model a route lists, the tenant's own routes first. A bare name ("gpt-4o-mini") also
+// routes to the first route listing it, but is not listed again: a client picking from
+// the list sees each model once, under the id that names its route. A route without a
+// model list passes any "route/…" model and lists none.
 func (rt *router) models(ctx context.Context, tenantID string) ([]modelEntry, error) {
 	own, err := rt.tenantRoutes(ctx, tenantID)
 	if err != nil {
@@ -101,27 +106,41 @@ func (rt *router) models(ctx context.Context, tenantID string) ([]modelEntry, er
 	}
 	var out []modelEntry
 	seen := map[string]bool{}
-	add := func(id, owner string) {
-		if !seen[id] {
-			seen[id] = true
-			out = append(out, modelEntry{ID: id, Object: "model", OwnedBy: owner})
-		}
-	}
 	for _, routes := range [2][]Route{own, rt.global} {
 		for _, r := range routes {
 			for _, m := range r.Models {
-				add(r.Name+"/"+m, r.Name)
-			}
-		}
-	}
-	for _, routes := range [2][]Route{own, rt.global} {
-		for _, r := range routes {
-			for _, m := range r.Models {
-				add(m, r.Name)
+				if id := r.Name + "/" + m; !seen[id] {
+					seen[id] = true
+					out = append(out, modelEntry{ID: id, Object: "model", OwnedBy: r.Name})
+				}
 			}
 		}
 	}
 	return out, nil
+}
+
+// retrieveModel serves GET /v1/models/{id}: a model the tenant can ask for by that id,
+// listed or bare, as long as its route lists it (a route without a model list cannot say
+// which models exist upstream).
+func (g *Gateway) retrieveModel(w http.ResponseWriter, r *http.Request) {
+	p, err := g.authenticate(r)
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	id := r.PathValue("id")
+	route, model, err := g.routes.resolve(r.Context(), p.TenantID, id)
+	if err == nil && !slices.Contains(route.Models, model) {
+		err = &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "model_not_found", Param: "model",
+			Message: "The model `" + id + "` does not exist or you do not have access to it."}
+	}
+	if err != nil {
+		writeError(w, toAPIError(err))
+		return
+	}
+	body, _ := json.Marshal(modelEntry{ID: id, Object: "model", OwnedBy: route.Name})
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
 }
 
 type modelEntry struct {

@@ -104,7 +104,7 @@ func TestShutdownExpiredContextKeepsTraces(t *testing.T) {
 	}
 
 	sink := tracing.NewMemorySink()
-	gw2, err := loom.New(loom.Config{Store: store, Routes: mockRoute, Tracing: tracing.PipelineConfig{Sinks: []tracing.Sink{sink}, SpoolDir: spool}})
+	gw2, err := loom.New(loom.Config{Store: store, Routes: mockRoute, Keyring: testKeyring(t, 1, 1), Tracing: tracing.PipelineConfig{Sinks: []tracing.Sink{sink}, SpoolDir: spool}})
 	if err != nil {
 		t.Fatal(err)
 	}

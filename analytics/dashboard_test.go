@@ -452,8 +452,7 @@ func TestDashboardBrowser(t *testing.T) {
 	if !strings.Contains(s, "get_weather") || !strings.Contains(s, `"city": "Paris"`) {
 		t.Errorf("tool call shows %q", s)
 	}
-	var segs []struct{ US, W float64 }
-	segs = eval[[]struct{ US, W float64 }](t, b, `[...document.querySelectorAll('#detail .timing-bar rect')].map(r => ({US: +r.dataset.us, W: +r.getAttribute('width')}))`)
+	segs := eval[[]struct{ US, W float64 }](t, b, `[...document.querySelectorAll('#detail .timing-bar rect')].map(r => ({US: +r.dataset.us, W: +r.getAttribute('width')}))`)
 	var tool analytics.Trace
 	for _, r := range rows {
 		if r.ID == toolID {

@@ -293,6 +293,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			"LOOM_MASTER_KEY="+base64.StdEncoding.EncodeToString(masterKey),
 			"LOOM_BOOTSTRAP_KEY="+b.key,
 			"OPENAI_API_KEY=sk-bench-mock",
+			// The published numbers measure the gateway without a log line per request.
+			"LOOM_ACCESS_LOG=off",
 		)
 	}
 

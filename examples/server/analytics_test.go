@@ -36,7 +36,7 @@ func TestServesAnalytics(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, _ := startServer(t, cfg, &strings.Builder{})
+			s, _, _ := startServer(t, cfg, &strings.Builder{})
 			id := chat(t, s.Addr, s.BootstrapKey, "hello analytics")
 
 			get := func(path string, v any) {

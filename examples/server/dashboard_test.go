@@ -16,7 +16,7 @@ func TestServesDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := &strings.Builder{}
-	s, _ := startServer(t, cfg, out)
+	s, logs, _ := startServer(t, cfg, out)
 	tests := []struct {
 		name, path, key string
 		want            string // status, content type, and whether the CSP header is set
@@ -47,7 +47,7 @@ func TestServesDashboard(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(out.String(), "dashboard http://") {
-		t.Errorf("the server does not print the dashboard URL:\n%s", out)
+	if !strings.Contains(logs.String(), "dashboard http://") {
+		t.Errorf("the server does not log the dashboard URL:\n%s", logs)
 	}
 }

@@ -20,7 +20,7 @@ func TestDeadLetterCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	s, closeServer := startServer(t, cfg, &out)
+	s, _, closeServer := startServer(t, cfg, &out)
 	ctx := context.Background()
 	db, err := sqlitedb.Open(ctx, filepath.Join(dir, "loom.db"))
 	if err != nil {
@@ -58,7 +58,7 @@ func TestDeadLetterCommand(t *testing.T) {
 	}
 
 	out.Reset()
-	if err := run(ctx, []string{"deadletter", "-data", dir}, noEnv, &out); err != nil {
+	if err := runCommand(&out, "deadletter", "-data", dir); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), refused) || !strings.Contains(out.String(), "refused by rule") || !strings.Contains(out.String(), "1 trace(s)") {
@@ -68,14 +68,14 @@ func TestDeadLetterCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	if err := run(ctx, []string{"deadletter", "replay", "-data", dir}, noEnv, &out); err != nil {
+	if err := runCommand(&out, "deadletter", "replay", "-data", dir); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "replayed 1 trace(s); 0 refused again") || !stored(refused) {
 		t.Errorf("replay: stored %v\n%s", stored(refused), out.String())
 	}
 	out.Reset()
-	if err := run(ctx, []string{"deadletter", "-data", dir}, noEnv, &out); err != nil || !strings.Contains(out.String(), "0 trace(s)") {
+	if err := runCommand(&out, "deadletter", "-data", dir); err != nil || !strings.Contains(out.String(), "0 trace(s)") {
 		t.Errorf("after replay (%v):\n%s", err, out.String())
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +25,7 @@ func TestDataFilesArePrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	s, closeServer := startServer(t, cfg, &out)
+	s, _, closeServer := startServer(t, cfg, &out)
 	if s.BootstrapKey != given {
 		t.Fatalf("bootstrap key %q, want the given one", s.BootstrapKey)
 	}
@@ -57,7 +56,7 @@ func TestDataFilesArePrivate(t *testing.T) {
 	if err := os.Chmod(filepath.Join(dir, "master.key"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Start(context.Background(), cfg, &out)
+	_, err = parseConfig([]string{"-addr", "127.0.0.1:0", "-data", dir}, env)
 	if err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("a master key readable by others was accepted (err %v)", err)
 	}

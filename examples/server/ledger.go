@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,7 +22,7 @@ const ledgerKeyName = "loom-ledger"
 // the data directory's ledger.key (created on first start, mode 0600, like master.key).
 // With PostgreSQL and no LOOM_LEDGER_KEY it returns "": replicas must share one key, so
 // none is made up on one machine, and checkpoints are not written (the logs still are).
-func ledgerSigningKey(cfg config, stdout io.Writer) (string, error) {
+func ledgerSigningKey(cfg config, log *slog.Logger) (string, error) {
 	if cfg.LedgerKey != "" {
 		return cfg.LedgerKey, nil
 	}
@@ -40,7 +39,7 @@ func ledgerSigningKey(cfg config, stdout io.Writer) (string, error) {
 		if err := writeFileSync(path, []byte(skey+"\n"), 0o600); err != nil {
 			return "", fmt.Errorf("ledger key file: %w", err)
 		}
-		fmt.Fprintf(stdout, "loom: no LOOM_LEDGER_KEY set: created a checkpoint signing key in %s (mode 0600); its public key, to pin in verifiers:\n\n    %s\n\n", path, vkey)
+		log.Warn("no LOOM_LEDGER_KEY set: created a checkpoint signing key file (mode 0600); pin its public key in verifiers", "path", path, "public_key", vkey)
 		return skey, nil
 	} else if err != nil {
 		return "", fmt.Errorf("ledger key file: %w", err)
@@ -50,14 +49,15 @@ func ledgerSigningKey(cfg config, stdout io.Writer) (string, error) {
 
 // startLedger runs the checkpointer until the server closes; closing it writes a last
 // checkpoint for the traces flushed on shutdown.
-func (s *Server) startLedger(cfg config, stdout io.Writer, log *slog.Logger) error {
-	skey, err := ledgerSigningKey(cfg, stdout)
+func (s *Server) startLedger(cfg config, log *slog.Logger) error {
+	skey, err := ledgerSigningKey(cfg, log)
 	if err != nil || skey == "" {
 		if err == nil {
-			fmt.Fprintln(stdout, "loom: no LOOM_LEDGER_KEY set: the audit ledger records every trace, but no signed checkpoints are exported")
+			log.Warn("no LOOM_LEDGER_KEY set: the audit ledger records every trace, but no signed checkpoints are exported")
 		}
 		return err
 	}
+	log.Info("audit ledger: signed checkpoints", "dir", cfg.CheckpointDir)
 	signer, err := note.NewSigner(skey)
 	if err != nil {
 		return fmt.Errorf("LOOM_LEDGER_KEY: %w", err)

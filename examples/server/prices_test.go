@@ -168,7 +168,7 @@ func TestUnpricedVisible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, closeServer := startServer(t, cfg, io.Discard)
+	s, _, closeServer := startServer(t, cfg, io.Discard)
 	chat(t, s.Addr, s.BootstrapKey, "one")
 	chat(t, s.Addr, s.BootstrapKey, "two")
 	const want = `loom_unpriced_requests_total{model="mock-1",provider="mock"} 2`
@@ -237,7 +237,7 @@ func TestAzureDeploymentModels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"prod-eastus", "plain", "old"}, cfg.AzureDeployments); diff != "" {
+	if diff := cmp.Diff([]string{"prod-eastus", "plain", "old"}, cfg.AzureModels); diff != "" {
 		t.Errorf("deployments (-want +got):\n%s", diff)
 	}
 	prices, err := loadPrices("")
@@ -246,7 +246,7 @@ func TestAzureDeploymentModels(t *testing.T) {
 	}
 	prices = prices.WithAliases(cfg.AzureDeploymentModels)
 	got := map[string]string{}
-	for _, d := range cfg.AzureDeployments {
+	for _, d := range cfg.AzureModels {
 		_, got[d], _ = prices.Lookup("azure/" + d)
 	}
 	if diff := cmp.Diff(map[string]string{"prod-eastus": "gpt-4o", "plain": "", "old": "gpt-3.5-turbo"}, got); diff != "" {

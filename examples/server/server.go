@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,9 +39,11 @@ type Server struct {
 	Gateway *loom.Gateway
 	// Addr is the address the server listens on (with the real port when :0 was asked).
 	Addr string
-	// BootstrapKey is the key printed on first start ("" when the store had tenants).
+	// BootstrapKey is the key made on first start ("" when the store had keys).
 	BootstrapKey string
 
+	log       *slog.Logger
+	access    *accessLog
 	http      *http.Server
 	serving   chan error
 	closeOnce sync.Once
@@ -53,23 +57,45 @@ type Server struct {
 	dialect string
 }
 
-// Start opens the stores, builds the gateway and starts serving.
-func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err error) {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	s := &Server{serving: make(chan error, 1)}
+// Start locks the data directory, listens, opens the stores, builds the gateway and starts
+// serving. It writes in that order, so a start that fails on its address (a busy port)
+// leaves nothing behind but the lock file, and one that fails later resumes on the next
+// start: the bootstrap key is made only once the server can serve it.
+func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) (_ *Server, err error) {
+	s := &Server{serving: make(chan error, 1), log: log}
+	var ln net.Listener
 	defer func() {
 		if err != nil {
 			if s.Gateway != nil {
 				s.Gateway.Shutdown(ctx)
 			}
+			if ln != nil {
+				ln.Close()
+			}
 			s.closeAll()
 		}
 	}()
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+		return nil, fmt.Errorf("-data (LOOM_DATA_DIR): %w", err)
+	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, lock.Close)
+	if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return nil, fmt.Errorf("-addr (LOOM_ADDR) %s: %w", cfg.Addr, err)
+	}
+	if cfg.PprofAddr != "" {
+		if err := s.servePprof(cfg.PprofAddr); err != nil {
+			return nil, err
+		}
 	}
 
-	keyring, err := openKeyring(cfg, stdout)
+	keyring, err := openKeyring(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -78,31 +104,43 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		sink  tracing.Sink
 		reads analytics.Store
 	)
+	storeKind, storeAt := "SQLite", filepath.Join(cfg.DataDir, "loom.db")
 	if cfg.DatabaseURL != "" {
+		storeKind, storeAt = "PostgreSQL", describeDatabase(cfg.DatabaseURL)
 		store, sink, reads, err = s.openPostgres(ctx, cfg.DatabaseURL)
 	} else {
-		store, sink, reads, err = s.openSQLite(ctx, filepath.Join(cfg.DataDir, "loom.db"))
+		store, sink, reads, err = s.openSQLite(ctx, storeAt)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := s.startLedger(cfg, stdout, log); err != nil {
+	log.Info("store: "+storeKind, "at", storeAt)
+	log.Info("data directory", "path", cfg.DataDir)
+	if err := s.startLedger(cfg, log); err != nil {
 		return nil, err
 	}
-	prices, err := loadPrices(cfg.PricesFile)
-	if err != nil {
-		return nil, err
-	}
-	prices = prices.WithAliases(cfg.AzureDeploymentModels)
 
-	routes := upstreamRoutes(cfg)
+	prices := cfg.Prices.WithAliases(cfg.AzureDeploymentModels)
+	routes, upstreams := upstreamRoutes(cfg)
 	logUnpriced(log, routes, prices) // the built-in mock below has no price to miss
 	if len(routes) == 0 {
 		routes = []loom.Route{{Name: "mock", Provider: provider.NewMock(provider.MockConfig{ChunkDelay: 20 * time.Millisecond}), Models: []string{"mock-1"}}}
-		fmt.Fprintln(stdout, "loom: no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_API_KEY): serving the built-in mock provider as model \"mock-1\"")
+		upstreams = map[string]string{"mock": "built-in mock"}
+		log.Warn(`no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_API_KEY): serving the built-in mock provider as model "mock-1"`)
 	}
-	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, Analytics: reads, KeySetRefresh: cfg.KeySetRefresh,
-		Metrics: metricsRegistry()}
+	for _, r := range routes {
+		models := strings.Join(r.Models, ",")
+		if models == "" {
+			models = "any " + r.Name + "/…"
+		}
+		log.Info("route", "name", r.Name, "upstream", upstreams[r.Name], "models", models)
+	}
+	s.access = &accessLog{upstreams: upstreams, warn: log}
+	if cfg.AccessLog {
+		s.access.log = log
+	}
+	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, OnRequest: s.access.note,
+		Analytics: reads, KeySetRefresh: cfg.KeySetRefresh, Metrics: metricsRegistry()}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
 			Sinks:    []tracing.Sink{sink},
@@ -116,7 +154,11 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 			}
 			gcfg.Tracing.Sinks = append(gcfg.Tracing.Sinks, otel)
 			gcfg.Propagator = propagation.TraceContext{}
+			log.Info("tracing: exporting spans over OTLP", "protocol", cfg.OTLPProtocol)
 		}
+		log.Info("tracing: on", "strict", cfg.StrictTraces, "bodies", "sealed with the master key", "spool", gcfg.Tracing.SpoolDir)
+	} else {
+		log.Warn("tracing: off (LOOM_TRACING): no traces are recorded")
 	}
 	gw, err := loom.New(gcfg)
 	if err != nil {
@@ -124,8 +166,8 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 	}
 	s.Gateway = gw
 
-	if s.BootstrapKey, err = bootstrap(ctx, gw.Admin(), cfg.BootstrapKey); err != nil {
-		return nil, err
+	if s.BootstrapKey, err = bootstrap(ctx, gw.Admin(), cfg.BootstrapKey, stdout, log); err != nil {
+		return nil, fmt.Errorf("bootstrap tenant: %w", err)
 	}
 
 	mux := http.NewServeMux()
@@ -151,32 +193,48 @@ func Start(ctx context.Context, cfg config, stdout io.Writer) (_ *Server, err er
 		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", gw.Metrics())
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		mux.HandleFunc(path, methodNotAllowed)
+	}
 	mux.Handle("/v1/", gw)
 	mux.Handle("/", analytics.Dashboard())
 
-	if cfg.PprofAddr != "" {
-		if err := s.servePprof(cfg.PprofAddr, stdout); err != nil {
-			return nil, err
-		}
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, err
-	}
 	s.Addr = ln.Addr().String()
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	s.http = &http.Server{Handler: s.access.wrap(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	go func() { s.serving <- s.http.Serve(ln) }()
 	s.ready.Store(true)
-
-	switch {
-	case s.BootstrapKey != "" && cfg.BootstrapKey != "":
-		// The operator chose the key: it is not echoed where logs collect stdout.
-		fmt.Fprintf(stdout, "loom: created tenant \"default\" with the API key from LOOM_BOOTSTRAP_KEY (%s…)\n", s.BootstrapKey[:len(tenancy.KeyPrefix)+4])
-	case s.BootstrapKey != "":
-		fmt.Fprintf(stdout, "loom: created tenant \"default\" with API key (shown once, keep it):\n\n    %s\n\n", s.BootstrapKey)
+	log.Info("access log", "on", cfg.AccessLog)
+	if reads != nil {
+		log.Info("analytics API on http://" + displayAddr(s.Addr) + "/v1/traces and /v1/analytics/… (same API keys)")
 	}
-	fmt.Fprintf(stdout, "loom: listening on http://%s (dashboard http://%s/, OpenAI base URL http://%s/v1)\n", s.Addr, displayAddr(s.Addr), displayAddr(s.Addr))
+	log.Info("listening on http://"+s.Addr+" (dashboard http://"+displayAddr(s.Addr)+"/, OpenAI base URL http://"+displayAddr(s.Addr)+"/v1)", "version", versionString())
 	return s, nil
+}
+
+// methodNotAllowed answers a wrong method on the server's own GET endpoints.
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, r.Method+" is not allowed on "+r.URL.Path+"; use GET", http.StatusMethodNotAllowed)
+}
+
+// describeDatabase names a PostgreSQL connection string (URL or keyword/value) without its
+// password: user, host, port and database.
+func describeDatabase(dsn string) string {
+	c, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return "(unparsable DATABASE_URL)"
+	}
+	cc := c.ConnConfig
+	return fmt.Sprintf("postgres://%s@%s/%s", cc.User, net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port))), cc.Database)
+}
+
+// redactURL is u without its password, for the start-up summary.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return p.Redacted()
 }
 
 // displayAddr is addr as a client on this machine would dial it.
@@ -218,10 +276,10 @@ func (s *Server) close(ctx context.Context) error {
 
 // servePprof serves the runtime profiles on their own listener (LOOM_PPROF_ADDR), never
 // on the gateway's address.
-func (s *Server) servePprof(addr string, stdout io.Writer) error {
+func (s *Server) servePprof(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("LOOM_PPROF_ADDR: %w", err)
+		return fmt.Errorf("LOOM_PPROF_ADDR %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -229,7 +287,7 @@ func (s *Server) servePprof(addr string, stdout io.Writer) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	s.closers = append(s.closers, srv.Close)
-	fmt.Fprintf(stdout, "loom: profiles on http://%s/debug/pprof/\n", ln.Addr())
+	s.log.Info("profiles on http://" + ln.Addr().String() + "/debug/pprof/")
 	return nil
 }
 
@@ -263,6 +321,9 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 		return nil, nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	s.closers = append(s.closers, func() error { pool.Close(); return nil })
+	if err := pool.Ping(ctx); err != nil {
+		return nil, nil, nil, fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", describeDatabase(url), err)
+	}
 	db := stdlib.OpenDBFromPool(pool)
 	s.closers = append(s.closers, db.Close)
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
@@ -281,17 +342,9 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 // key in the data directory; with PostgreSQL (a production deployment) a missing key is
 // an error, since bodies sealed with a key file on one machine could not be read by
 // another replica.
-func openKeyring(cfg config, stdout io.Writer) (*loomcrypto.Keyring, error) {
-	if cfg.MasterKey != "" {
-		k, err := loomcrypto.ParseKeyring(cfg.MasterKey)
-		if err != nil {
-			return nil, fmt.Errorf("LOOM_MASTER_KEY: %w", err)
-		}
-		return k, nil
-	}
-	if cfg.DatabaseURL != "" {
-		return nil, errors.New("LOOM_MASTER_KEY is required with DATABASE_URL: trace bodies and provider keys are encrypted with it " +
-			"(make one with: head -c 32 /dev/urandom | base64)")
+func openKeyring(cfg config, log *slog.Logger) (*loomcrypto.Keyring, error) {
+	if cfg.MasterKey != nil {
+		return cfg.MasterKey, nil
 	}
 	path := filepath.Join(cfg.DataDir, "master.key")
 	b, err := readSecretFile(path)
@@ -303,7 +356,7 @@ func openKeyring(cfg config, stdout io.Writer) (*loomcrypto.Keyring, error) {
 		if err := writeFileSync(path, []byte(key+"\n"), 0o600); err != nil {
 			return nil, fmt.Errorf("master key file: %w", err)
 		}
-		fmt.Fprintf(stdout, "loom: no LOOM_MASTER_KEY set: created a master key in %s (mode 0600); back it up, traces cannot be decrypted without it\n", path)
+		log.Warn("no LOOM_MASTER_KEY set: created a master key file (mode 0600); back it up, traces cannot be decrypted without it", "path", path)
 		b = []byte(key)
 	} else if err != nil {
 		return nil, fmt.Errorf("master key file: %w", err)
@@ -373,9 +426,11 @@ func writeFileSync(path string, data []byte, mode os.FileMode) error {
 	return d.Sync()
 }
 
-// upstreamRoutes builds the routes the environment configures.
-func upstreamRoutes(cfg config) []loom.Route {
+// upstreamRoutes builds the routes the environment configures, and names each one's
+// upstream (its base URL) for the start-up summary and upstream-failure logs.
+func upstreamRoutes(cfg config) ([]loom.Route, map[string]string) {
 	var routes []loom.Route
+	upstreams := map[string]string{}
 	var client *http.Client // nil: each adapter's default, provider.Transport
 	if cfg.Proxied {
 		client = &http.Client{Transport: provider.NewTransport()}
@@ -384,39 +439,70 @@ func upstreamRoutes(cfg config) []loom.Route {
 		routes = append(routes, loom.Route{Name: "openai",
 			Provider: provider.NewOpenAI(provider.OpenAIConfig{BaseURL: cfg.OpenAIBaseURL, APIKey: cfg.OpenAIKey, Client: client}),
 			Models:   cfg.OpenAIModels})
+		upstreams["openai"] = or(cfg.OpenAIBaseURL, "https://api.openai.com/v1")
 	}
 	if cfg.AzureEndpoint != "" {
 		routes = append(routes, loom.Route{Name: "azure",
 			Provider: provider.NewAzure(provider.AzureConfig{Endpoint: cfg.AzureEndpoint, APIKey: cfg.AzureKey, APIVersion: cfg.AzureVersion, Client: client}),
-			Models:   cfg.AzureDeployments})
+			Models:   cfg.AzureModels})
+		upstreams["azure"] = cfg.AzureEndpoint
 	}
 	if cfg.AnthropicKey != "" {
 		routes = append(routes, loom.Route{Name: "anthropic",
 			Provider: provider.NewAnthropic(provider.AnthropicConfig{BaseURL: cfg.AnthropicBaseURL, APIKey: cfg.AnthropicKey, Client: client}),
 			Models:   cfg.AnthropicModels})
+		upstreams["anthropic"] = or(cfg.AnthropicBaseURL, "https://api.anthropic.com")
 	}
-	return routes
+	for name, u := range upstreams {
+		upstreams[name] = redactURL(u)
+	}
+	return routes, upstreams
 }
 
-// bootstrap creates the "default" tenant and its first key when the store has no tenant,
-// and returns the raw key. A given key (LOOM_BOOTSTRAP_KEY) is stored instead of a new
-// one.
-func bootstrap(ctx context.Context, admin *tenancy.Service, given string) (string, error) {
+// bootstrap makes the first API key when the store has none: in the tenant "default"
+// (made if missing, so a start that failed between the two resumes), with the given key
+// (LOOM_BOOTSTRAP_KEY) or a generated one, printed once on stdout (and only there). A
+// given key is not echoed. When the store has keys, a given key is ignored, and said so.
+func bootstrap(ctx context.Context, admin *tenancy.Service, given string, stdout io.Writer, log *slog.Logger) (string, error) {
 	tenants, err := admin.ListTenants(ctx)
-	if err != nil || len(tenants) > 0 {
-		return "", err
-	}
-	t, err := admin.CreateTenant(ctx, "default")
 	if err != nil {
 		return "", err
 	}
-	if given == "" {
-		raw, _, err := admin.CreateKey(ctx, t.ID, "bootstrap")
-		return raw, err
+	var home *tenancy.Tenant
+	for i, t := range tenants {
+		keys, err := admin.ListKeys(ctx, t.ID)
+		if err != nil {
+			return "", err
+		}
+		if len(keys) > 0 {
+			if given != "" {
+				log.Warn("LOOM_BOOTSTRAP_KEY ignored: the store already has API keys (it only makes the first one); manage keys through the admin API", "tenants", len(tenants))
+			}
+			return "", nil
+		}
+		if t.Name == "default" && home == nil {
+			home = &tenants[i]
+		}
 	}
-	if !strings.HasPrefix(given, tenancy.KeyPrefix) || len(given) < 20 {
-		return "", fmt.Errorf("LOOM_BOOTSTRAP_KEY must start with %q and be at least 20 characters", tenancy.KeyPrefix)
+	if home == nil {
+		t, err := admin.CreateTenant(ctx, "default")
+		if err != nil {
+			return "", err
+		}
+		home = &t
 	}
-	_, err = admin.ImportKey(ctx, t.ID, "bootstrap", given)
-	return given, err
+	if given != "" {
+		if _, err := admin.ImportKey(ctx, home.ID, "bootstrap", given); err != nil {
+			return "", err
+		}
+		log.Info("created the first API key from LOOM_BOOTSTRAP_KEY", "tenant", home.Name, "tenant_id", home.ID, "key_prefix", given[:len(tenancy.KeyPrefix)+4]+"…")
+		return given, nil
+	}
+	raw, _, err := admin.CreateKey(ctx, home.ID, "bootstrap")
+	if err != nil {
+		return "", err
+	}
+	log.Info("created the first API key, printed once on stdout", "tenant", home.Name, "tenant_id", home.ID)
+	fmt.Fprintf(stdout, "Loom API key for tenant %q (shown once, keep it):\n\n    %s\n\n", home.Name, raw)
+	return raw, nil
 }

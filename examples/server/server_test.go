@@ -6,10 +6,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -24,8 +24,10 @@ import (
 
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/internal/pgtest"
+	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/sqlitedb"
+	"github.com/loom-gateway/loom/tenancy"
 	"github.com/loom-gateway/loom/tracing"
 )
 
@@ -35,14 +37,7 @@ const childEnv = "LOOM_TEST_SERVER_CHILD"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "loom:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		main()
 	}
 	os.Exit(m.Run())
 }
@@ -78,13 +73,16 @@ func TestQuickstart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	s, closeServer := startServer(t, cfg, &out)
+	s, logs, closeServer := startServer(t, cfg, &out)
 	key := s.BootstrapKey
 	if !strings.HasPrefix(key, "loom_") || !strings.Contains(out.String(), key) {
 		t.Fatalf("bootstrap key %q not printed:\n%s", key, out.String())
 	}
-	if !strings.Contains(out.String(), `serving the built-in mock provider as model "mock-1"`) {
-		t.Errorf("no mock notice:\n%s", out.String())
+	if strings.Contains(logs.String(), key) {
+		t.Errorf("the bootstrap key is in the log:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), `serving the built-in mock provider as model \"mock-1\"`) {
+		t.Errorf("no mock notice:\n%s", logs.String())
 	}
 	fi, err := os.Stat(filepath.Join(dir, "master.key"))
 	if err != nil {
@@ -165,9 +163,13 @@ func TestQuickstart(t *testing.T) {
 
 	// A second start on the same data: no new key, no new master key, the first key works.
 	out.Reset()
-	s2, closeServer2 := startServer(t, cfg, &out)
-	if s2.BootstrapKey != "" || strings.Contains(out.String(), "API key") || strings.Contains(out.String(), "created a master key") {
-		t.Errorf("second start made new keys (bootstrap %q):\n%s", s2.BootstrapKey, out.String())
+	cfg.BootstrapKey = "loom_ignoredbecausekeysexist0123"
+	s2, logs2, closeServer2 := startServer(t, cfg, &out)
+	if !strings.Contains(logs2.String(), "LOOM_BOOTSTRAP_KEY ignored: the store already has API keys") {
+		t.Errorf("no notice that LOOM_BOOTSTRAP_KEY was ignored:\n%s", logs2.String())
+	}
+	if s2.BootstrapKey != "" || out.Len() != 0 || strings.Contains(logs2.String(), "created") {
+		t.Errorf("second start made new keys (bootstrap %q):\n%s%s", s2.BootstrapKey, out.String(), logs2.String())
 	}
 	ids = append(ids, chat(t, s2.Addr, key, "hello again"))
 	if err := closeServer2(); err != nil {
@@ -176,11 +178,13 @@ func TestQuickstart(t *testing.T) {
 	checkSQLiteTraces(t, filepath.Join(dir, "loom.db"), keyring, ids)
 }
 
-// startServer starts the server in-process; the returned func closes it (once: a second
-// Server.Close would wait forever for the serve loop's result) and runs at cleanup too.
-func startServer(t *testing.T, cfg config, out io.Writer) (*Server, func() error) {
+// startServer starts the server in-process, logging to the returned buffer; the returned
+// func closes it (once: a second Server.Close would wait forever for the serve loop's
+// result) and runs at cleanup too.
+func startServer(t *testing.T, cfg config, out io.Writer) (*Server, *lockedBuffer, func() error) {
 	t.Helper()
-	s, err := Start(context.Background(), cfg, out)
+	logs := &lockedBuffer{}
+	s, err := Start(context.Background(), cfg, out, newLogger(cfg, logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +199,7 @@ func startServer(t *testing.T, cfg config, out io.Writer) (*Server, func() error
 		return closeErr
 	}
 	t.Cleanup(func() { closeServer() })
-	return s, closeServer
+	return s, logs, closeServer
 }
 
 // checkSQLiteTraces checks that the database holds exactly the traces ids, with bodies that
@@ -240,27 +244,6 @@ func checkSQLiteTraces(t *testing.T, path string, keyring *loomcrypto.Keyring, i
 		if !got[id] {
 			t.Errorf("no trace for request %s", id)
 		}
-	}
-}
-
-func TestPostgresNeedsMasterKey(t *testing.T) {
-	getenv := func(k string) string {
-		if k == "DATABASE_URL" {
-			return "postgres://postgres@127.0.0.1:1/none?sslmode=disable"
-		}
-		return ""
-	}
-	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", t.TempDir()}, getenv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Start(context.Background(), cfg, io.Discard)
-	if err == nil {
-		s.Close(context.Background())
-		t.Fatal("Start succeeded with DATABASE_URL and no LOOM_MASTER_KEY")
-	}
-	if !strings.Contains(err.Error(), "LOOM_MASTER_KEY") {
-		t.Errorf("error %q does not name LOOM_MASTER_KEY", err)
 	}
 }
 
@@ -376,8 +359,34 @@ var listeningLine = regexp.MustCompile(`listening on http://(\S+) `)
 
 func startChild(t *testing.T, dataDir string, env []string) *child {
 	t.Helper()
+	c := runChild(t, "", env, "-addr", "127.0.0.1:0", "-data", dataDir)
+	deadline := time.After(30 * time.Second)
+	for {
+		if m := listeningLine.FindStringSubmatch(c.errOut.String()); m != nil {
+			c.addr = m[1]
+			return c
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("server exited before listening: %v\nstderr:\n%s", c.err, c.errOut.String())
+		case <-deadline:
+			t.Fatalf("server did not log its address\nstdout:\n%s\nstderr:\n%s", c.out.String(), c.errOut.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// runChild starts the server binary (this test binary as a child) with args, in the
+// working directory dir ("" for this one).
+func runChild(t *testing.T, dir string, env []string, args ...string) *child {
+	t.Helper()
 	c := &child{out: &lockedBuffer{}, errOut: &lockedBuffer{}, exited: make(chan struct{})}
-	c.cmd = exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-data", dataDir)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(exe, args...)
+	c.cmd.Dir = dir
 	c.cmd.Env = env
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.errOut
 	if err := c.cmd.Start(); err != nil {
@@ -395,20 +404,18 @@ func startChild(t *testing.T, dataDir string, env []string) *child {
 			t.Logf("server %d stdout:\n%s\nstderr:\n%s", c.cmd.Process.Pid, c.out.String(), c.errOut.String())
 		}
 	})
-	deadline := time.After(30 * time.Second)
-	for {
-		if m := listeningLine.FindStringSubmatch(c.out.String()); m != nil {
-			c.addr = m[1]
-			return c
-		}
-		select {
-		case <-c.exited:
-			t.Fatalf("server exited before listening: %v\nstderr:\n%s", c.err, c.errOut.String())
-		case <-deadline:
-			t.Fatalf("server did not print its address\nstdout:\n%s\nstderr:\n%s", c.out.String(), c.errOut.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+	return c
+}
+
+// wait waits for the child to exit by itself and returns its exit code.
+func (c *child) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%v did not exit\nstderr:\n%s", c.cmd.Args, c.errOut.String())
 	}
+	return c.cmd.ProcessState.ExitCode()
 }
 
 // kill ends the server with SIGKILL: no shutdown, no flush.
@@ -453,6 +460,47 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
+// A start that stopped between making the tenant and its key resumes: the next bootstrap
+// puts the key into that tenant instead of finding "a tenant exists" and making none.
+func TestBootstrapResumes(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "loom.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
+		t.Fatal(err)
+	}
+	admin := tenancy.NewService(tenancy.NewSQLiteStore(db), nil)
+	half, err := admin.CreateTenant(ctx, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	const given = "loom_resumedbootstrap0123456789"
+	got, err := bootstrap(ctx, admin, given, io.Discard, log)
+	if err != nil || got != given {
+		t.Fatalf("bootstrap = %q, %v; want the given key", got, err)
+	}
+	tenants, err := admin.ListTenants(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := admin.ListKeys(ctx, half.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tenants) != 1 || len(keys) != 1 || keys[0].Hash != tenancy.HashKey(given) {
+		t.Errorf("tenants %+v, keys of %q %+v; want one tenant holding the given key", tenants, half.ID, keys)
+	}
+	// Once a key exists, nothing more is made.
+	if again, err := bootstrap(ctx, admin, "", io.Discard, log); err != nil || again != "" {
+		t.Errorf("second bootstrap = %q, %v; want nothing made", again, err)
+	}
+}
+
 // TestReadyzDegraded: with PostgreSQL cut off, a replica that has read keys says it is
 // degraded but stays ready (200), and keeps answering, even with a key it never used
 // (the key set, on by default).
@@ -472,7 +520,7 @@ func TestReadyzDegraded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, closeServer := startServer(t, cfg, io.Discard)
+	s, _, closeServer := startServer(t, cfg, io.Discard)
 	second, _, err := s.Gateway.Admin().CreateKey(ctx, mustTenantID(t, s), "never used")
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +528,7 @@ func TestReadyzDegraded(t *testing.T) {
 	// The key set is read at start and every minute: read it again now that it holds
 	// the second key, by starting a second server on the same database.
 	closeServer()
-	s, closeServer = startServer(t, cfg, io.Discard)
+	s, _, closeServer = startServer(t, cfg, io.Discard)
 	chat(t, s.Addr, key, "before the outage")
 
 	get := func(path string) (int, string) {

@@ -27,7 +27,7 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	s, closeServer := startServer(t, cfg, &out)
+	s, _, closeServer := startServer(t, cfg, &out)
 	var ids []string
 	for _, p := range []string{"one", "two", "three"} {
 		ids = append(ids, chat(t, s.Addr, s.BootstrapKey, p))
