@@ -99,7 +99,9 @@ func (x *exchange) record() error {
 		return nil
 	}
 	x.recorded = true
-	x.info = requestInfo(x.t)
+	if g.cfg.OnRequest != nil {
+		x.info = requestInfo(x.t)
+	}
 	g.metrics.observeChat(x) // the last read of the trace before the pipeline owns it
 	if g.traces == nil {
 		return nil

@@ -21,16 +21,12 @@ type RequestInfo struct {
 }
 
 // requestDone tells Config.OnRequest how a chat completion ended. A trace handed to the
-// pipeline is the pipeline's: what it came to was taken as it was handed over.
+// pipeline is the pipeline's: what it came to was taken as it was handed over (record
+// always runs first).
 func (g *Gateway) requestDone(x *exchange) {
-	if g.cfg.OnRequest == nil {
-		return
+	if g.cfg.OnRequest != nil {
+		g.cfg.OnRequest(x.r, x.info)
 	}
-	info := x.info
-	if !x.recorded {
-		info = requestInfo(x.t)
-	}
-	g.cfg.OnRequest(x.r, info)
 }
 
 func requestInfo(t *tracing.Trace) RequestInfo {

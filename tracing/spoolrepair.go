@@ -127,7 +127,13 @@ func skipDamaged(seg *segment, from uint64, tab *crc32.Table) (next uint64, off 
 
 // appendFileSync appends b to the file at path (created 0600), durably.
 func appendFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	return writeFileSync(path, os.O_APPEND, b)
+}
+
+// writeFileSync writes b to the file at path (created 0600, opened with flag added to
+// O_WRONLY|O_CREATE) and syncs it.
+func writeFileSync(path string, flag int, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|flag, 0o600)
 	if err != nil {
 		return err
 	}
@@ -145,17 +151,7 @@ func appendFileSync(path string, b []byte) error {
 // fsync, rename, directory fsync).
 func replaceFile(path string, b []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err := writeFileSync(tmp, os.O_TRUNC, b)
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
