@@ -64,6 +64,9 @@ const (
 	flagFieldsCut
 	flagRetries // an upstream_retries varint follows the bodies
 	flagW3C     // the W3C trace context fields follow (after upstream_retries, if any)
+	// flagFinish: the finish reasons follow (a count, then each; last). The flag byte is
+	// now full: a further optional field needs a new record format version.
+	flagFinish
 )
 
 // appendTrace appends the version-2 encoding of t, tagged with its spool sequence number, to
@@ -95,6 +98,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	w3c := [...]string{t.W3CTraceID, t.W3CSpanID, t.W3CParentSpanID, t.W3CTraceState}
 	if w3c != [4]string{} {
 		flags |= flagW3C
+	}
+	if len(t.FinishReasons) > 0 {
+		flags |= flagFinish
 	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, t.CreatedAt.Unix())
@@ -128,6 +134,13 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	if flags&flagW3C != 0 {
 		for _, s := range w3c {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+	}
+	if flags&flagFinish != 0 {
+		b = binary.AppendUvarint(b, uint64(len(t.FinishReasons)))
+		for _, s := range t.FinishReasons {
 			b = binary.AppendUvarint(b, uint64(len(s)))
 			b = append(b, s...)
 		}
@@ -201,11 +214,20 @@ func decodeTrace(p []byte) (*Trace, error) {
 		t.UsageMethod = d.string()
 		t.ServiceTier = d.string()
 	}
-	if flags&flagW3C != 0 { // last: after the version-2 usage
+	if flags&flagW3C != 0 { // after the version-2 usage
 		t.W3CTraceID = d.string()
 		t.W3CSpanID = d.string()
 		t.W3CParentSpanID = d.string()
 		t.W3CTraceState = d.string()
+	}
+	if flags&flagFinish != 0 { // after the W3C fields, if any
+		n := d.uvarint()
+		if n == 0 || n > uint64(len(d.b)) { // each takes a byte at least
+			d.err = true
+		}
+		for ; n > 0 && !d.err; n-- {
+			t.FinishReasons = append(t.FinishReasons, d.string())
+		}
 	}
 	if d.err {
 		return nil, errors.New("tracing: spool: malformed record")
