@@ -122,18 +122,17 @@ func (s *sqlStore) scanTrace(r rows, t *Trace, extra ...any) error {
 	if err := r.Scan(dest...); err != nil {
 		return err
 	}
-	if !s.pg {
+	if s.pg {
+		t.CreatedAt = at.UTC()
+	} else {
+		t.CreatedAt = time.UnixMicro(us).UTC()
+		// A JSON array in SQLite (migrations/sqlite 00008).
 		if err := json.Unmarshal([]byte(finishJSON), &t.FinishReasons); err != nil {
 			return fmt.Errorf("finish_reasons: %w", err)
 		}
 	}
 	if t.FinishReasons == nil {
-		t.FinishReasons = []string{}
-	}
-	if s.pg {
-		t.CreatedAt = at.UTC()
-	} else {
-		t.CreatedAt = time.UnixMicro(us).UTC()
+		t.FinishReasons = []string{} // listed as [], never null
 	}
 	return nil
 }

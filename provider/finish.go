@@ -2,6 +2,7 @@ package provider
 
 import (
 	"bytes"
+	"cmp"
 	"slices"
 )
 
@@ -101,11 +102,29 @@ func (f *FinishReasons) add(index int64, quoted []byte) {
 	}
 	switch {
 	case len(f.r) < maxFinishReasons:
-		f.r = append(f.r, choiceFinish{index, string(raw)})
+		f.r = append(f.r, choiceFinish{index, reasonString(raw)})
 	case index < f.r[hi].index:
 		// Full: a lower choice's reason comes before the highest one kept.
-		f.r[hi] = choiceFinish{index, string(raw)}
+		f.r[hi] = choiceFinish{index, reasonString(raw)}
 	}
+}
+
+// reasonString returns the reason as a string, without allocating for the reasons the
+// OpenAI format knows.
+func reasonString(raw []byte) string {
+	switch string(raw) {
+	case "stop":
+		return "stop"
+	case "length":
+		return "length"
+	case "tool_calls":
+		return "tool_calls"
+	case "content_filter":
+		return "content_filter"
+	case "function_call":
+		return "function_call"
+	}
+	return string(raw)
 }
 
 // List returns the reasons in choice order, or nil when there are none.
@@ -113,18 +132,9 @@ func (f *FinishReasons) List() []string {
 	if len(f.r) == 0 {
 		return nil
 	}
-	r := slices.Clone(f.r)
-	slices.SortStableFunc(r, func(a, b choiceFinish) int {
-		switch {
-		case a.index < b.index:
-			return -1
-		case a.index > b.index:
-			return 1
-		}
-		return 0
-	})
-	out := make([]string, len(r))
-	for i, c := range r {
+	slices.SortStableFunc(f.r, func(a, b choiceFinish) int { return cmp.Compare(a.index, b.index) })
+	out := make([]string, len(f.r))
+	for i, c := range f.r {
 		out[i] = c.reason
 	}
 	return out

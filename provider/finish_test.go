@@ -107,11 +107,25 @@ func TestFinishReasonsFixtures(t *testing.T) {
 	}
 }
 
+// BenchmarkFinishReasonsChunk reads a stream chunk that finishes nothing, as the relay does
+// for nearly every chunk.
 func BenchmarkFinishReasonsChunk(b *testing.B) {
 	chunk := []byte(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"Lorem ipsum dolor"},"logprobs":null,"finish_reason":null}]}`)
+	choices := ReadCompletion(chunk).Choices
 	b.ReportAllocs()
 	for b.Loop() {
 		var f FinishReasons
-		f.Add(ReadCompletion(chunk).Choices)
+		f.Add(choices)
+	}
+}
+
+// BenchmarkFinishReasonsAnswer reads the finish reason of a whole answer, as the gateway
+// does for every non-streamed one.
+func BenchmarkFinishReasonsAnswer(b *testing.B) {
+	body := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Lorem ipsum dolor sit amet","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}`)
+	c := ReadCompletion(body)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.FinishReasons()
 	}
 }
