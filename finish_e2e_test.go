@@ -9,14 +9,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
@@ -24,8 +22,6 @@ import (
 	"github.com/loom-gateway/loom/analytics"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
-	"github.com/loom-gateway/loom/sqlitedb"
-	"github.com/loom-gateway/loom/tenancy"
 	"github.com/loom-gateway/loom/tracing"
 )
 
@@ -60,84 +56,17 @@ func finishUpstream(t *testing.T, bodies map[string][]byte) *httptest.Server {
 	return srv
 }
 
-// finishEnv is a gateway over one database: tenancy, the trace sink (through a spool) and
-// the analytics API all on it.
-type finishEnv struct {
-	dialect string
-	db      *sql.DB
-	gw      *loom.Gateway
-	srv     *httptest.Server
-	key     string
-}
-
-func newFinishEnv(t *testing.T, dialect string, routes []loom.Route) *finishEnv {
-	t.Helper()
-	ctx := context.Background()
-	e := &finishEnv{dialect: dialect}
-	cfg := loom.Config{Routes: routes, Keyring: testKeyring(t, 1, 1)}
-	var sink tracing.Sink
-	switch dialect {
-	case migrations.Postgres:
-		pool, _ := newPGPool(t)
-		e.db = stdlib.OpenDBFromPool(pool)
-		t.Cleanup(func() { e.db.Close() })
-		pg, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sink, cfg.Store, cfg.Analytics = pg, tenancy.NewPostgresStore(pool), analytics.NewPostgresStore(pool)
-	case migrations.SQLite:
-		db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "loom.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
-			t.Fatal(err)
-		}
-		e.db = db
-		sink, cfg.Store, cfg.Analytics = tracing.NewSQLiteSink(db), tenancy.NewSQLiteStore(db), analytics.NewSQLiteStore(db)
-	}
-	cfg.Tracing = tracing.PipelineConfig{Sinks: []tracing.Sink{sink}, SpoolDir: t.TempDir()}
-	var err error
-	if e.gw, err = loom.New(cfg); err != nil {
-		t.Fatal(err)
-	}
-	ten, err := e.gw.Admin().CreateTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.key, _, err = e.gw.Admin().CreateKey(ctx, ten.ID, "test"); err != nil {
-		t.Fatal(err)
-	}
-	e.srv = httptest.NewServer(e.gw)
-	t.Cleanup(func() {
-		e.srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := e.gw.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return e
-}
-
 // stored returns the finish_reasons column and fields_cut of trace id, once it is stored.
-func (e *finishEnv) stored(t *testing.T, id string) (reasons []string, cut bool) {
+func storedFinish(t *testing.T, e *sinkEnv, id string) (reasons []string, cut bool) {
 	t.Helper()
 	q := `SELECT finish_reasons, fields_cut FROM traces WHERE CAST(id AS TEXT) = ?`
 	if e.dialect == migrations.Postgres {
 		q = `SELECT array_to_json(finish_reasons)::text, fields_cut FROM traces WHERE CAST(id AS TEXT) = $1`
 	}
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		err := e.gw.ForceFlush(ctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("flush: %v", err)
-		}
+		e.flush(t)
 		var raw string
-		err = e.db.QueryRowContext(context.Background(), q, id).Scan(&raw, &cut)
+		err := e.db.QueryRowContext(context.Background(), q, id).Scan(&raw, &cut)
 		if err == nil {
 			if err := json.Unmarshal([]byte(raw), &reasons); err != nil || reasons == nil {
 				t.Fatalf("finish_reasons %q is not a JSON array: %v", raw, err)
@@ -151,7 +80,7 @@ func (e *finishEnv) stored(t *testing.T, id string) (reasons []string, cut bool)
 }
 
 // api returns trace id as GET /v1/traces lists it and as GET /v1/traces/{id} shows it.
-func (e *finishEnv) api(t *testing.T, id string) (listed, detail analytics.Trace) {
+func listedTrace(t *testing.T, e *sinkEnv, id string) (listed, detail analytics.Trace) {
 	t.Helper()
 	get := func(path string, v any) {
 		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
@@ -186,9 +115,9 @@ func (e *finishEnv) api(t *testing.T, id string) (listed, detail analytics.Trace
 // chat sends one request through the official SDK, streamed or not, reading the answer
 // to its end, and returns the answer's finish reasons as the client saw them and the
 // trace id.
-func (e *finishEnv) chat(t *testing.T, model string, stream bool) (seen []string, id string) {
+func chatFinish(t *testing.T, e *sinkEnv, model string, stream bool) (seen []string, id string) {
 	t.Helper()
-	c := openai.NewClient(option.WithBaseURL(e.srv.URL+"/v1"), option.WithAPIKey(e.key), option.WithMaxRetries(0))
+	c := e.client()
 	params := openai.ChatCompletionNewParams{Model: model, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}
 	var hr *http.Response
 	ctx := context.Background()
@@ -337,10 +266,10 @@ func TestFinishReasonsEndToEnd(t *testing.T) {
 	}
 	for _, dialect := range []string{migrations.Postgres, migrations.SQLite} {
 		t.Run(dialect, func(t *testing.T) {
-			e := newFinishEnv(t, dialect, routes)
+			e := newSinkEnv(t, dialect, routes)
 			for _, tt := range tests {
 				t.Run(strings.TrimPrefix(strings.TrimPrefix(tt.model, "openai/"), "anthropic/"), func(t *testing.T) {
-					seen, id := e.chat(t, tt.model, tt.stream)
+					seen, id := chatFinish(t, e, tt.model, tt.stream)
 					if !tt.wantCut {
 						// The client saw the same reasons (once per choice, in arrival order).
 						distinct := []string{}
@@ -353,14 +282,14 @@ func TestFinishReasonsEndToEnd(t *testing.T) {
 							t.Errorf("the client saw other reasons (-stored +seen):\n%s", diff)
 						}
 					}
-					reasons, fieldsCut := e.stored(t, id)
+					reasons, fieldsCut := storedFinish(t, e, id)
 					if diff := cmp.Diff(tt.want, reasons); diff != "" {
 						t.Errorf("stored finish_reasons (-want +got):\n%s", diff)
 					}
 					if fieldsCut != tt.wantCut {
 						t.Errorf("fields_cut = %v, want %v", fieldsCut, tt.wantCut)
 					}
-					listed, detail := e.api(t, id)
+					listed, detail := listedTrace(t, e, id)
 					if diff := cmp.Diff(tt.want, listed.FinishReasons); diff != "" {
 						t.Errorf("GET /v1/traces finish_reasons (-want +got):\n%s", diff)
 					}
