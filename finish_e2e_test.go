@@ -56,7 +56,7 @@ func finishUpstream(t *testing.T, bodies map[string][]byte) *httptest.Server {
 	return srv
 }
 
-// stored returns the finish_reasons column and fields_cut of trace id, once it is stored.
+// storedFinish returns the finish_reasons column and fields_cut of trace id, once stored.
 func storedFinish(t *testing.T, e *sinkEnv, id string) (reasons []string, cut bool) {
 	t.Helper()
 	q := `SELECT finish_reasons, fields_cut FROM traces WHERE CAST(id AS TEXT) = ?`
@@ -79,7 +79,7 @@ func storedFinish(t *testing.T, e *sinkEnv, id string) (reasons []string, cut bo
 	}
 }
 
-// api returns trace id as GET /v1/traces lists it and as GET /v1/traces/{id} shows it.
+// listedTrace returns trace id as GET /v1/traces lists it and as GET /v1/traces/{id} shows it.
 func listedTrace(t *testing.T, e *sinkEnv, id string) (listed, detail analytics.Trace) {
 	t.Helper()
 	get := func(path string, v any) {
@@ -112,7 +112,7 @@ func listedTrace(t *testing.T, e *sinkEnv, id string) (listed, detail analytics.
 	return listed, detail
 }
 
-// chat sends one request through the official SDK, streamed or not, reading the answer
+// chatFinish sends one request through the official SDK, streamed or not, reading the answer
 // to its end, and returns the answer's finish reasons as the client saw them and the
 // trace id.
 func chatFinish(t *testing.T, e *sinkEnv, model string, stream bool) (seen []string, id string) {
