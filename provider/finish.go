@@ -29,7 +29,11 @@ type choiceFinish struct {
 	reason string
 }
 
-var finishReasonKey = []byte(`"finish_reason"`)
+// finishKeyTail is the end of the key `"finish_reason"`, searched for from its '_', a byte
+// rarer in JSON than its leading quote (which would stop the search at every string).
+var finishKeyTail = []byte(`_reason"`)
+
+const finishKeyHead = `"finish`
 
 // Add reads the finish reasons of choices, the "choices" array of a chat completion or
 // of one stream chunk (Completion.Choices). A missing, null, empty or non-string
@@ -65,13 +69,17 @@ func (f *FinishReasons) Add(choices []byte) {
 // value, a quick look that saves walking the choices of nearly every stream chunk. (A key
 // inside a JSON string has its quotes escaped, so it does not match.)
 func hasStringFinish(choices []byte) bool {
-	for b := choices; ; {
-		i := bytes.Index(b, finishReasonKey)
+	for b, at := choices, 0; ; {
+		i := bytes.Index(b[at:], finishKeyTail)
 		if i < 0 {
 			return false
 		}
-		b = b[i+len(finishReasonKey):]
-		j := skipSpace(b, 0)
+		i += at
+		at = i + len(finishKeyTail)
+		if i < len(finishKeyHead) || string(b[i-len(finishKeyHead):i]) != finishKeyHead {
+			continue
+		}
+		j := skipSpace(b, at)
 		if j < len(b) && b[j] == ':' {
 			if j = skipSpace(b, j+1); j < len(b) && b[j] == '"' {
 				return true

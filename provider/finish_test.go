@@ -31,6 +31,9 @@ func TestFinishReasons(t *testing.T) {
 		{name: "a body's choices", chunks: []string{
 			`{"choices":[{"index":0,"finish_reason":"content_filter"},{"index":1,"finish_reason":"stop"},{"index":2,"finish_reason":"content_filter"}]}`,
 		}, want: []string{"content_filter", "stop"}},
+		{name: "a later choice finishes, spaced", chunks: []string{
+			`{"choices":[{"content_filter_results":{"hate":{"filtered":false}},"index":0,"delta":{"content":"a_reason\" \"finish_reason\":\"x"},"finish_reason":null},{"index":1,"finish_reason" : "stop"}]}`,
+		}, want: []string{"stop"}},
 		{name: "no index: array order", chunks: []string{`{"choices":[{"finish_reason":"b"},{"finish_reason":"a"}]}`}, want: []string{"b", "a"}},
 		{name: "escaped", chunks: []string{`{"choices":[{"index":0,"finish_reason":"to\u006fl_calls"}]}`}, want: []string{"tool_calls"}},
 		{name: "not strings", chunks: []string{`{"choices":[{"index":0,"finish_reason":7},{"index":1,"finish_reason":{"x":"y"}},{"index":2,"finish_reason":""},{"index":3,"finish_reason":null}]}`}},
