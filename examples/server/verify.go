@@ -105,11 +105,10 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 func pinnedVerifier(vkey, skey, dataDir string) (note.Verifier, error) {
 	if vkey == "" {
 		if skey == "" {
-			b, err := os.ReadFile(filepath.Join(dataDir, "ledger.key"))
-			if err != nil {
+			var err error
+			if skey, err = readLedgerKeyFile(dataDir); err != nil {
 				return nil, fmt.Errorf("verify: no -key, LOOM_LEDGER_PUBLIC_KEY, LOOM_LEDGER_KEY or ledger key file: %w", err)
 			}
-			skey = string(b)
 		}
 		var err error
 		if vkey, err = ledger.VerifierKey(strings.TrimSpace(skey)); err != nil {
