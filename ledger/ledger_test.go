@@ -23,6 +23,7 @@ import (
 // testStore is one real database with the ledger plugged into its sink.
 type testStore struct {
 	dialect string
+	url     string // PostgreSQL: the test database
 	db      *sql.DB
 	sink    tracing.Sink // with the ledger
 	plain   tracing.Sink // without: writes rows outside the ledger
@@ -34,7 +35,8 @@ func newTestStore(t testing.TB, dialect string) *testStore {
 	s := &testStore{dialect: dialect}
 	switch dialect {
 	case Postgres:
-		pool, err := pgxpool.New(ctx, pgtest.New(t))
+		s.url = pgtest.New(t)
+		pool, err := pgxpool.New(ctx, s.url)
 		if err != nil {
 			t.Fatal(err)
 		}
