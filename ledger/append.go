@@ -59,21 +59,30 @@ func groupBatch(stored []*tracing.Trace, id func(string) (string, error)) ([]*ba
 // extend appends the batch's leaves to the log whose head is (size, rangeHashes) and
 // returns the new head and root.
 func (b *batchLog) extend(size int64, rangeHashes []byte) (newRange, root []byte, err error) {
+	if newRange, root, err = extendRange(size, rangeHashes, b.hashes); err != nil {
+		return nil, nil, fmt.Errorf("ledger: log %s: %w", logName(b.tenant, b.month), err)
+	}
+	return newRange, root, nil
+}
+
+// extendRange appends leaf hashes to the log whose head is (size, rangeHashes: its compact
+// range, 32 bytes a hash) and returns the new compact range and root.
+func extendRange(size int64, rangeHashes []byte, leaves [][]byte) (newRange, root []byte, err error) {
 	hashes, err := splitHashes(rangeHashes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: log %s head: %w", logName(b.tenant, b.month), err)
+		return nil, nil, fmt.Errorf("head: %w", err)
 	}
 	r, err := rangeFactory.NewRange(0, uint64(size), hashes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: log %s head: %w", logName(b.tenant, b.month), err)
+		return nil, nil, fmt.Errorf("head: %w", err)
 	}
-	for _, h := range b.hashes {
+	for _, h := range leaves {
 		if err := r.Append(h, nil); err != nil {
-			return nil, nil, fmt.Errorf("ledger: log %s: %w", logName(b.tenant, b.month), err)
+			return nil, nil, err
 		}
 	}
 	if root, err = rangeRoot(r); err != nil {
-		return nil, nil, fmt.Errorf("ledger: log %s: %w", logName(b.tenant, b.month), err)
+		return nil, nil, err
 	}
 	return bytes.Join(r.Hashes(), nil), root, nil
 }

@@ -35,8 +35,8 @@ func TestInteropProofs(t *testing.T) {
 			more := testTraces("acme", monthA.Add(time.Hour), 3)
 			f.write(t, f.sink, more)
 			cps := f.checkpoint(t, f.signer)
-			if len(cps) != 1 || cps[0].Size != 13 {
-				t.Fatalf("second checkpoint round exported %+v, want acme/2026-11 at 13", cps)
+			if len(cps) != 2 || cps[0].Size != 13 || cps[1].Origin != "loom/root" || cps[1].Size != 4 {
+				t.Fatalf("second checkpoint round exported %+v, want acme/2026-11 at 13 and the root log at 4", cps)
 			}
 			n, err := note.Open(cps[0].Note, note.VerifierList(f.verifier))
 			if err != nil {
@@ -264,11 +264,11 @@ func TestCheckpointerElection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(files) == 4 { // three first checkpoints and acme/2026-11 at 12
+		if len(files) == 6 { // three first checkpoints and the root's, acme/2026-11 at 12 and the root's
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Run exported %d checkpoints, want 4", len(files))
+			t.Fatalf("Run exported %d checkpoints, want 6", len(files))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -58,7 +58,7 @@ func ProveTrace(ctx context.Context, o VerifyOptions, id string) (*Inclusion, er
 		return nil, fmt.Errorf("ledger: prove: %w", err)
 	}
 	prefix := cmp.Or(o.Prefix, DefaultPrefix)
-	cps, _ := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
+	cps, _, _ := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
 	var best *signedCheckpoint
 	for i, cp := range cps[[2]string{tenant, month}] {
 		if cp.size > uint64(index) && (best == nil || cp.size > best.size) {
@@ -88,7 +88,7 @@ func ProveConsistency(ctx context.Context, o VerifyOptions, origin string, size1
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	cps, _ := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
+	cps, _, _ := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
 	find := func(size uint64) (*signedCheckpoint, error) {
 		for _, cp := range cps[[2]string{tenant, month}] {
 			if cp.size == size {
