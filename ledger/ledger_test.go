@@ -353,6 +353,18 @@ func TestTamperMatrix(t *testing.T) {
 				{RowDeleted, logB, 2, f.b[2].ID},
 			}
 		}},
+		{"root event rewritten with its hash", func(t *testing.T, f *fixture) []found {
+			f.unlock(t)
+			e := RootEvent{Kind: EventLog, TenantID: "acme", Month: "2026-11", Size: 9, Root: make([]byte, 32)}
+			q := "UPDATE ledger_root_events SET size = $1, root = $2, at_us = 0, leaf_hash = $3 WHERE event_index = 1"
+			if f.dialect == SQLite {
+				q = "UPDATE ledger_root_events SET size = ?, root = ?, at_us = 0, leaf_hash = ? WHERE event_index = 1"
+			}
+			if _, err := f.db.ExecContext(t.Context(), q, 9, e.Root, e.Hash()); err != nil {
+				t.Fatal(err)
+			}
+			return []found{{RootMismatch, RootLogName, -1, ""}, {BadHead, RootLogName, -1, ""}, {RootMismatch, logA, -1, ""}}
+		}},
 		{"whole database rewritten consistently", func(t *testing.T, f *fixture) []found {
 			f.rewrite(t)
 			return []found{{RootMismatch, RootLogName, -1, ""}, {RootMismatch, logA, -1, ""}}
