@@ -84,6 +84,18 @@ func TestInteropProofs(t *testing.T) {
 			if err := proof.VerifyConsistency(rfc6962.DefaultHasher, 10, 13, got.Proof, got.Root1, got.Root2); err != nil {
 				t.Errorf("consistency 10 to 13: %v", err)
 			}
+			rc, err := ProveConsistency(t.Context(), o, "loom/root", 3, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gotRoot Consistency
+			roundTrip(t, rc, &gotRoot)
+			if err := proof.VerifyConsistency(rfc6962.DefaultHasher, 3, 4, gotRoot.Proof, gotRoot.Root1, gotRoot.Root2); err != nil {
+				t.Errorf("root log consistency 3 to 4: %v", err)
+			}
+			if gotRoot.Root2 == nil || string(gotRoot.Root2) != string(cps[1].Root) {
+				t.Errorf("root log consistency proof ends at %x, want the signed root %x", gotRoot.Root2, cps[1].Root)
+			}
 			tail := testTraces("acme", monthA.Add(2*time.Hour), 1)
 			f.write(t, f.sink, tail)
 			if _, err := ProveTrace(t.Context(), o, tail[0].ID); !errors.Is(err, ErrUnanchored) {
