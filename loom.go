@@ -170,6 +170,7 @@ type Gateway struct {
 	// that end when Shutdown closes stop.
 	touch    func(ctx context.Context, at time.Time, keyIDs ...string) error
 	snapshot tenancy.Snapshotter
+	notified notifyStats // what the Store's change notifications did
 	stop     chan struct{}
 	loops    sync.WaitGroup
 }
@@ -191,6 +192,10 @@ type StoreStats struct {
 	// AuthCacheHits counts API keys answered from the auth cache, AuthCacheMisses those
 	// looked up in the Store, and AuthStoreErrors the lookups that failed.
 	AuthCacheHits, AuthCacheMisses, AuthStoreErrors int64
+	// Changes counts the changes the Store announced (a tenancy.Notifier) and the caches
+	// applied; ChangeResets the purges of every cache when its notification connection
+	// started or came back (the first included); ChangeErrors that connection's failures.
+	Changes, ChangeResets, ChangeErrors int64
 }
 
 // New returns a Gateway for cfg.
@@ -465,6 +470,9 @@ func (g *Gateway) StoreStats() StoreStats {
 		AuthCacheHits:     a.CacheHits,
 		AuthCacheMisses:   a.CacheMisses,
 		AuthStoreErrors:   a.StoreErrors,
+		Changes:           g.notified.changes.Load(),
+		ChangeResets:      g.notified.resets.Load(),
+		ChangeErrors:      g.notified.errors.Load(),
 	}
 }
 

@@ -2,9 +2,13 @@ package loom
 
 import (
 	"context"
+	"sync/atomic"
 
 	"github.com/loom-gateway/loom/tenancy"
 )
+
+// notifyStats counts what Listen reported, for StoreStats.
+type notifyStats struct{ changes, resets, errors atomic.Int64 }
 
 // listen applies the changes the Store announces to the auth and route caches, in a
 // goroutine that ends at Shutdown. While the announcing connection is down, cached answers
@@ -22,6 +26,7 @@ func (g *Gateway) listen(n tenancy.Notifier) {
 		defer g.loops.Done()
 		n.Listen(ctx, tenancy.Listener{
 			Changed: func(c tenancy.Change) {
+				g.notified.changes.Add(1)
 				g.auth.Apply(c)
 				switch c.What {
 				case tenancy.ChangeKey, tenancy.ChangeKeyCreated:
@@ -32,10 +37,12 @@ func (g *Gateway) listen(n tenancy.Notifier) {
 				}
 			},
 			Reset: func() {
+				g.notified.resets.Add(1)
 				g.auth.Purge()
 				g.routes.purge()
 			},
 			Error: func(err error) {
+				g.notified.errors.Add(1)
 				g.log.Warn("store change notifications interrupted; cached keys and routes expire by their TTL until they return",
 					"err", err, "ttl", g.cfg.AuthCacheTTL)
 			},

@@ -2,6 +2,7 @@ package loom
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -211,6 +212,11 @@ func (rt *router) purge() {
 	rt.tenants.Invalidate(nil, func() { rt.snapshot = nil })
 }
 
+// errTenantProvider marks a tenant provider configuration the gateway cannot build (an
+// unknown kind, a key that does not open, the kind's own error): a 500, logged with the
+// reason, never a reason shown to the client.
+var errTenantProvider = errors.New("loom: tenant provider unusable")
+
 // build makes the tenant's routes from its configurations. Each is the tenant's own
 // upstream account, so the tenant's clients may steer it with the headers its API knows.
 func (rt *router) build(tenantID string, cfgs []tenancy.ProviderConfig) ([]Route, error) {
@@ -218,7 +224,7 @@ func (rt *router) build(tenantID string, cfgs []tenancy.ProviderConfig) ([]Route
 	for _, c := range cfgs {
 		p, err := rt.provider(c)
 		if err != nil {
-			return nil, fmt.Errorf("loom: tenant %s provider %q: %w", tenantID, c.Name, err)
+			return nil, fmt.Errorf("%w: tenant %s provider %q: %w", errTenantProvider, tenantID, c.Name, err)
 		}
 		routes = append(routes, Route{Name: c.Name, Provider: p, Models: c.Models})
 	}
@@ -231,7 +237,7 @@ func (rt *router) provider(c tenancy.ProviderConfig) (provider.Provider, error) 
 		return nil, fmt.Errorf("unknown provider kind %q", c.Kind)
 	}
 	if len(c.SealedAPIKey) > 0 && rt.keys == nil {
-		return nil, fmt.Errorf("a sealed API key needs Config.Keyring")
+		return nil, errors.New("a sealed API key needs Config.Keyring")
 	}
 	key, err := c.OpenAPIKey(rt.keys)
 	if err != nil {
