@@ -193,8 +193,9 @@ type StoreStats struct {
 	// looked up in the Store, and AuthStoreErrors the lookups that failed.
 	AuthCacheHits, AuthCacheMisses, AuthStoreErrors int64
 	// Changes counts the changes the Store announced (a tenancy.Notifier) and the caches
-	// applied; ChangeResets the purges of every cache when its notification connection
-	// started or came back (the first included); ChangeErrors that connection's failures.
+	// applied; ChangeResets the expiries of every cached answer when its notification
+	// connection started or came back (the first included); ChangeErrors that
+	// connection's failures.
 	Changes, ChangeResets, ChangeErrors int64
 }
 

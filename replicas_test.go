@@ -112,8 +112,9 @@ func TestChangesReachOtherReplicas(t *testing.T) {
 	}
 	db.Close()
 	a, b := startReplica(t, url), startReplica(t, url)
-	// Each purges its caches once it listens: after that, only a notification explains
-	// a cached answer going away.
+	// Each expires its caches when it starts listening (New waits for that) and again
+	// whenever it reconnects: between those, only a notification explains a cached
+	// answer going away.
 	resets := func(n int64) func() bool {
 		return func() bool { return a.gw.StoreStats().ChangeResets == n && b.gw.StoreStats().ChangeResets == n }
 	}

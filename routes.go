@@ -212,6 +212,9 @@ func (rt *router) purge() {
 	rt.tenants.Invalidate(nil, func() { rt.snapshot = nil })
 }
 
+// expire makes every tenant's cached routes expired (see ttlcache.Cache.ExpireAll).
+func (rt *router) expire() { rt.tenants.ExpireAll() }
+
 // errTenantProvider marks a tenant provider configuration the gateway cannot build (an
 // unknown kind, a key that does not open, the kind's own error): a 500, logged with the
 // reason, never a reason shown to the client.

@@ -45,7 +45,8 @@ type Notifier interface {
 	// Listen calls l.Changed for each change until ctx ends, then returns. It holds a
 	// connection of its own and reconnects by itself, with backoff, when that drops,
 	// calling l.Reset each time it starts listening (the first time too): changes made
-	// while it was not listening were missed, so every cached answer must go. Errors
+	// while it was not listening were missed, so every cached answer must be checked
+	// again (Authenticator.Expire). Errors
 	// (the connection lost, a reconnection failed) are reported to l.Error if set.
 	Listen(ctx context.Context, l Listener)
 }
@@ -56,6 +57,15 @@ type Listener struct {
 	Changed func(Change)
 	Reset   func()
 	Error   func(error)
+}
+
+// Expire makes every cached answer expired, for when changes may have been missed (a
+// Notifier's Listener.Reset): each key is checked with the store on its next use, and the
+// answers are kept for an outage (AuthOptions.StaleFor), as is the key set. Keys
+// remembered as unknown are forgotten.
+func (a *Authenticator) Expire() {
+	a.known.ExpireAll()
+	a.unknown.Invalidate(nil, nil)
 }
 
 // Apply drops the cached answers c makes wrong: it is the Authenticator's Listener.Changed.

@@ -187,6 +187,22 @@ func (c *Cache[K, V]) Invalidate(match func(K, V) bool, also func()) {
 	}
 }
 
+// ExpireAll makes every answer expired and starts a new generation: each is read from the
+// store again on its next use, and still serves through a store failure (Stale) as long as
+// it was read recently enough. It is the invalidation for "anything may have changed" that
+// keeps the cache's value in an outage.
+func (c *Cache[K, V]) ExpireAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for _, k := range c.lru.Keys() {
+		if e, ok := c.lru.Peek(k); ok {
+			e.expires, e.degraded = time.Time{}, false
+			c.lru.Add(k, e)
+		}
+	}
+}
+
 // Each calls fn with every cached answer, fresh or not, under the cache's lock: fn must
 // be quick and must not call the cache.
 func (c *Cache[K, V]) Each(fn func(K, V)) {

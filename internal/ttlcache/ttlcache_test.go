@@ -112,3 +112,21 @@ func TestPutStaleBoundedBySnapshotAge(t *testing.T) {
 		t.Fatal("a snapshot's answer served stale past the snapshot's window")
 	}
 }
+
+// ExpireAll makes every answer be read again, but keeps it for a store failure, and stops
+// reads begun before it from caching.
+func TestExpireAll(t *testing.T) {
+	c, clk := newTest(time.Minute)
+	c.Put("a", 1, clk.now(), c.Gen())
+	gen := c.Gen()
+	c.ExpireAll()
+	if _, _, ok, _ := c.Get("a"); ok {
+		t.Fatal("fresh after ExpireAll")
+	}
+	if c.Put("a", 2, clk.now(), gen) {
+		t.Fatal("a read begun before ExpireAll was cached")
+	}
+	if v, ok := c.Stale("a", c.Gen()); !ok || v != 1 {
+		t.Fatalf("Stale after ExpireAll = %d, %v; want the expired answer", v, ok)
+	}
+}
