@@ -136,14 +136,14 @@ type modelEntry struct {
 
 // tenantRoutes returns the routes built from the tenant's provider configurations.
 func (rt *router) tenantRoutes(ctx context.Context, tenantID string) ([]Route, error) {
-	routes, degraded, ok, gen := rt.tenants.Get(tenantID)
+	read := rt.now()
+	routes, degraded, ok, gen := rt.tenants.Get(tenantID, read)
 	if ok {
 		if degraded {
 			rt.servedStale.Add(1)
 		}
 		return routes, nil
 	}
-	read := rt.now()
 	cfgs, err := rt.store.ListProviderConfigs(ctx, tenantID)
 	if err != nil {
 		if routes, ok := rt.fallback(ctx, tenantID, gen); ok {

@@ -34,8 +34,10 @@ type AuthOptions struct {
 	// If zero or negative, DefaultAuthCacheSize (10000) is used.
 	Size int
 	// TTL is how long an answer is cached. It bounds how long a revocation or tenant
-	// deactivation made on another replica takes to reach this one (on this replica,
-	// Service purges the cache at once). If zero or negative, DefaultAuthCacheTTL (30s) is used.
+	// deactivation made on another replica takes to reach this one when nothing announces
+	// it (on this replica, Service purges the cache at once; a Notifier's announcements,
+	// handed to Apply, do the same for other replicas' writes). If zero or negative,
+	// DefaultAuthCacheTTL (30s) is used.
 	TTL time.Duration
 	// StaleFor is how long past its TTL a cached answer (or the key set) still answers
 	// while the store cannot be reached (any store error but ErrNotFound): a key is
@@ -161,7 +163,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, rawKey string) (Princi
 	}
 	h := HashKey(rawKey)
 	now := a.now()
-	e, degraded, ok, gen := a.known.Get(h)
+	e, degraded, ok, gen := a.known.Get(h, now)
 	if ok {
 		a.hits.Add(1)
 		if degraded {
@@ -169,8 +171,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, rawKey string) (Princi
 		}
 		return e.answer(now)
 	}
-	// An expired answer stays cached (replaced by the lookup) for an outage.
-	if _, _, ok, _ := a.unknown.Get(h); ok {
+	// An expired answer stays cached (replaced by the lookup) for an outage; a hash
+	// looked up lately and not found is refused without asking again.
+	if _, _, ok, _ := a.unknown.Get(h, now); ok {
 		a.hits.Add(1)
 		return Principal{}, ErrInvalidKey
 	}

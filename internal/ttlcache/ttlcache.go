@@ -52,11 +52,11 @@ func New[K comparable, V any](o Options) *Cache[K, V] {
 	return &Cache[K, V]{ttl: o.TTL, staleFor: o.StaleFor, retry: min(o.TTL, MaxRetry), now: o.Now, lru: lru}
 }
 
-// Get returns k's answer while it is fresh, and whether it is a stale answer served
-// through a store failure (degraded). gen is the generation to hand Put, Stale or
-// PutStale after asking the store about k.
-func (c *Cache[K, V]) Get(k K) (v V, degraded, ok bool, gen uint64) {
-	now := c.now()
+// Get returns k's answer if it is fresh at now (the caller's reading of the clock of
+// Options.Now), and whether it is a stale answer served through a store failure
+// (degraded). gen is the generation to hand Put, Stale or PutStale after asking the store
+// about k.
+func (c *Cache[K, V]) Get(k K, now time.Time) (v V, degraded, ok bool, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, found := c.lru.Get(k)

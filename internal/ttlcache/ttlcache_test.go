@@ -17,7 +17,7 @@ func newTest(staleFor time.Duration) (*Cache[string, int], *clock) {
 
 func TestFreshThenStale(t *testing.T) {
 	c, clk := newTest(time.Minute)
-	_, _, ok, gen := c.Get("a")
+	_, _, ok, gen := c.Get("a", clk.now())
 	if ok {
 		t.Fatal("empty cache answered")
 	}
@@ -25,11 +25,11 @@ func TestFreshThenStale(t *testing.T) {
 		t.Fatal("Put refused at the current generation")
 	}
 	clk.advance(29 * time.Second)
-	if v, degraded, ok, _ := c.Get("a"); !ok || v != 1 || degraded {
+	if v, degraded, ok, _ := c.Get("a", clk.now()); !ok || v != 1 || degraded {
 		t.Fatalf("within TTL: %d %v %v", v, degraded, ok)
 	}
 	clk.advance(time.Second)
-	_, _, ok, gen = c.Get("a")
+	_, _, ok, gen = c.Get("a", clk.now())
 	if ok {
 		t.Fatal("answered at TTL")
 	}
@@ -37,11 +37,11 @@ func TestFreshThenStale(t *testing.T) {
 	if v, ok := c.Stale("a", gen); !ok || v != 1 {
 		t.Fatalf("Stale within TTL+StaleFor: %d %v", v, ok)
 	}
-	if v, degraded, ok, _ := c.Get("a"); !ok || v != 1 || !degraded {
+	if v, degraded, ok, _ := c.Get("a", clk.now()); !ok || v != 1 || !degraded {
 		t.Fatalf("after Stale: %d %v %v, want a degraded answer", v, degraded, ok)
 	}
 	clk.advance(MaxRetry)
-	if _, _, ok, _ := c.Get("a"); ok {
+	if _, _, ok, _ := c.Get("a", clk.now()); ok {
 		t.Fatal("a stale answer served past the retry interval")
 	}
 	clk.advance(time.Minute - MaxRetry)
@@ -66,12 +66,12 @@ func TestNeverStale(t *testing.T) {
 // beside the cache.
 func TestGenerations(t *testing.T) {
 	c, clk := newTest(time.Minute)
-	_, _, _, gen := c.Get("a")
+	_, _, _, gen := c.Get("a", clk.now())
 	c.Invalidate(func(k string, _ int) bool { return k == "a" }, nil)
 	if c.Put("a", 1, clk.now(), gen) {
 		t.Fatal("Put accepted an answer read before an invalidation")
 	}
-	if _, _, ok, _ := c.Get("a"); ok {
+	if _, _, ok, _ := c.Get("a", clk.now()); ok {
 		t.Fatal("the stale read was cached")
 	}
 	if c.IfCurrent(gen, func() { t.Fatal("IfCurrent ran at an old generation") }) {
@@ -81,10 +81,10 @@ func TestGenerations(t *testing.T) {
 	c.Put("b", 2, clk.now(), c.Gen())
 	ran := false
 	c.Invalidate(func(k string, _ int) bool { return k == "a" }, func() { ran = true })
-	if _, _, ok, _ := c.Get("a"); ok || !ran {
+	if _, _, ok, _ := c.Get("a", clk.now()); ok || !ran {
 		t.Fatalf("Invalidate: a still cached %v, also ran %v", ok, ran)
 	}
-	if _, _, ok, _ := c.Get("b"); !ok {
+	if _, _, ok, _ := c.Get("b", clk.now()); !ok {
 		t.Fatal("Invalidate dropped an answer it did not match")
 	}
 	c.Invalidate(nil, nil)
@@ -100,7 +100,7 @@ func TestPutStaleBoundedBySnapshotAge(t *testing.T) {
 	if !c.PutStale("a", 1, read, c.Gen()) {
 		t.Fatal("a snapshot within TTL+StaleFor refused")
 	}
-	if _, degraded, ok, _ := c.Get("a"); !ok || !degraded {
+	if _, degraded, ok, _ := c.Get("a", clk.now()); !ok || !degraded {
 		t.Fatal("PutStale's answer does not serve degraded")
 	}
 	clk.advance(time.Second)
@@ -120,7 +120,7 @@ func TestExpireAll(t *testing.T) {
 	c.Put("a", 1, clk.now(), c.Gen())
 	gen := c.Gen()
 	c.ExpireAll()
-	if _, _, ok, _ := c.Get("a"); ok {
+	if _, _, ok, _ := c.Get("a", clk.now()); ok {
 		t.Fatal("fresh after ExpireAll")
 	}
 	if c.Put("a", 2, clk.now(), gen) {
