@@ -51,6 +51,7 @@ func commands() map[string]command {
 		"prices":     {"the price table, models traced without a price, the usage export (CSV)", runPricesCommand},
 		"verify":     {"check the audit ledger against the stored traces and signed checkpoints", runVerifyCommand},
 		"deadletter": {"list the traces the spool set aside, or replay them (deadletter replay)", runDeadLetterCommand},
+		"tombstone":  {"seal and sign a month's or a tenant's removal in the audit ledger, before removing the traces", runTombstone},
 	}
 }
 
