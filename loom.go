@@ -15,6 +15,7 @@ import (
 
 	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/internal/ttlcache"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/tenancy"
@@ -42,6 +43,12 @@ type Config struct {
 	// Routes are the providers every tenant can reach. A tenant's own provider
 	// configuration of the same name takes precedence for that tenant.
 	Routes []Route
+	// ProviderKinds adds the provider kinds a tenant's provider configuration may name
+	// (its Kind), beside the built-in "openai", "azure", "anthropic" and "mock": an
+	// embedder's own provider.Provider, configured per tenant through
+	// Admin().PutProviderConfig, which refuses kinds not known here. An entry replaces
+	// the built-in of its name; a nil entry removes it. If nil, the built-in kinds.
+	ProviderKinds map[string]ProviderKind
 
 	// Tracing configures the trace pipeline. If Tracing.Sinks is empty, no traces are
 	// recorded. If Tracing.Sealer is nil, Keyring seals the bodies; if Tracing.Enrich is
@@ -77,8 +84,10 @@ type Config struct {
 	MaxCaptureBytes int
 
 	// AuthCacheSize and AuthCacheTTL size the cache of authenticated keys and tenant
-	// provider configurations. The TTL bounds how long a revocation made on another
-	// replica takes to reach this one. If zero, 10,000 entries and 30 seconds.
+	// provider configurations. If zero, 10,000 entries and 30 seconds. A change made on
+	// another replica reaches this one when the Store announces it (a tenancy.Notifier:
+	// the PostgreSQL store, within milliseconds) and otherwise, or while the announcing
+	// connection is down, within the TTL.
 	AuthCacheSize int
 	AuthCacheTTL  time.Duration
 	// AuthStaleFor is how long past AuthCacheTTL a cached key or tenant provider
@@ -161,6 +170,7 @@ type Gateway struct {
 	// that end when Shutdown closes stop.
 	touch    func(ctx context.Context, at time.Time, keyIDs ...string) error
 	snapshot tenancy.Snapshotter
+	notified notifyStats // what the Store's change notifications did
 	stop     chan struct{}
 	loops    sync.WaitGroup
 }
@@ -182,6 +192,11 @@ type StoreStats struct {
 	// AuthCacheHits counts API keys answered from the auth cache, AuthCacheMisses those
 	// looked up in the Store, and AuthStoreErrors the lookups that failed.
 	AuthCacheHits, AuthCacheMisses, AuthStoreErrors int64
+	// Changes counts the changes the Store announced (a tenancy.Notifier) and the caches
+	// applied; ChangeResets the expiries of every cached answer when its notification
+	// connection started or came back (the first included); ChangeErrors that
+	// connection's failures.
+	Changes, ChangeResets, ChangeErrors int64
 }
 
 // New returns a Gateway for cfg.
@@ -237,19 +252,16 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.AuthStaleFor = tenancy.DefaultAuthStaleFor
 	}
 	auth := tenancy.NewAuthenticator(cfg.Store, tenancy.AuthOptions{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, StaleFor: cfg.AuthStaleFor, Now: cfg.Now})
-	g := &Gateway{
-		cfg:   cfg,
-		log:   log,
-		auth:  auth,
-		admin: tenancy.NewService(cfg.Store, auth),
-		stop:  make(chan struct{}),
-	}
-	var openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
+	g := &Gateway{cfg: cfg, log: log, auth: auth, stop: make(chan struct{})}
+	kinds, kindNames := providerKinds(cfg.ProviderKinds)
+	var keys tenancy.Opener
+	opts := []tenancy.ServiceOption{tenancy.WithProviderKinds(kindNames...)}
 	if cfg.Keyring != nil {
-		openKey = func(tenantID, name string, version int, sealed []byte) ([]byte, error) {
-			return cfg.Keyring.Open(tenantID, ProviderKeyRecordID(name), version, sealed)
-		}
+		keys = cfg.Keyring
+		opts = append(opts, tenancy.WithSealer(cfg.Keyring))
 	}
+	g.routes = newRouter(cfg.Routes, cfg.Store, ttlcache.Options{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, StaleFor: cfg.AuthStaleFor, Now: cfg.Now}, keys, kinds)
+	g.admin = tenancy.NewService(cfg.Store, auth, append(opts, tenancy.WithProvidersChanged(g.routes.forget))...)
 	reg := cfg.Metrics
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -260,7 +272,6 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("loom: register metrics: %w", err)
 	}
 	g.metrics = m
-	g.routes = newRouter(cfg.Routes, cfg.Store, cfg.AuthCacheSize, cfg.AuthCacheTTL, cfg.AuthStaleFor, cfg.Now, openKey)
 	var reads *analytics.Handler
 	if cfg.Analytics != nil {
 		var err error
@@ -298,6 +309,9 @@ func New(cfg Config) (*Gateway, error) {
 		g.snapshot = cfg.Store.(tenancy.Snapshotter) // checked above
 		g.refreshSnapshot()                          // a Store down at start is ridden through once it returns
 		g.every(cfg.KeySetRefresh, g.refreshSnapshot)
+	}
+	if n, ok := cfg.Store.(tenancy.Notifier); ok {
+		g.listen(n)
 	}
 	if kt, ok := cfg.Store.(tenancy.KeyToucher); ok && cfg.KeyUsageInterval > 0 {
 		g.touch = kt.TouchKeys
@@ -351,34 +365,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mux.ServeHTTP(w, r)
 }
 
-// Admin returns the tenancy service bound to this gateway's auth cache: revoking a key or
-// deactivating a tenant through it takes effect on this gateway at once. Set tenant
-// provider configurations with SetTenantProvider, which also seals the upstream key and
-// refreshes this gateway's routes.
+// Admin returns the tenancy service bound to this gateway's caches: revoking a key,
+// deactivating a tenant or putting a provider configuration (its upstream key sealed with
+// the Keyring) through it takes effect on this gateway at once, and on other replicas
+// sharing a PostgreSQL Store within moments (see Config.AuthCacheTTL). A provider
+// configuration's Name is the model prefix it serves, overriding the gateway route of the
+// same name for its tenant.
 func (g *Gateway) Admin() *tenancy.Service { return g.admin }
-
-// SetTenantProvider stores a tenant's own configuration of an upstream provider, sealing
-// apiKey (if any) with the Keyring; it takes effect for the tenant at once on this gateway
-// and within AuthCacheTTL on others. The configuration's Name is the model prefix it
-// serves, overriding the gateway route of the same name for this tenant.
-func (g *Gateway) SetTenantProvider(ctx context.Context, c tenancy.ProviderConfig, apiKey string) error {
-	c.SealedAPIKey, c.KeyVersion = nil, 0
-	if apiKey != "" {
-		if g.cfg.Keyring == nil {
-			return errors.New("loom: a tenant provider API key needs Config.Keyring")
-		}
-		sealed, v, err := g.cfg.Keyring.Seal(c.TenantID, ProviderKeyRecordID(c.Name), []byte(apiKey))
-		if err != nil {
-			return fmt.Errorf("loom: seal provider key: %w", err)
-		}
-		c.SealedAPIKey, c.KeyVersion = sealed, v
-	}
-	if err := g.admin.PutProviderConfig(ctx, c); err != nil {
-		return err
-	}
-	g.routes.forget(c.TenantID)
-	return nil
-}
 
 // Shutdown waits for in-flight requests to finish, then flushes every trace to the sinks
 // (through the spool, if there is one), writes the keys' last-used times and stops the
@@ -478,6 +471,9 @@ func (g *Gateway) StoreStats() StoreStats {
 		AuthCacheHits:     a.CacheHits,
 		AuthCacheMisses:   a.CacheMisses,
 		AuthStoreErrors:   a.StoreErrors,
+		Changes:           g.notified.changes.Load(),
+		ChangeResets:      g.notified.resets.Load(),
+		ChangeErrors:      g.notified.errors.Load(),
 	}
 }
 
@@ -488,10 +484,6 @@ func (g *Gateway) ForceFlush(ctx context.Context) error {
 	}
 	return g.traces.ForceFlush(ctx)
 }
-
-// ProviderKeyRecordID is the record id a tenant provider's upstream API key is sealed
-// under (with the tenant id): Keyring.Seal(tenantID, ProviderKeyRecordID(name), key).
-func ProviderKeyRecordID(name string) string { return "provider:" + name }
 
 // TraceStats reports the trace pipeline's counters: traces recorded, written, pending and
 // lost (by reason). It is the zero value when tracing is off.
