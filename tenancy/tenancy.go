@@ -66,6 +66,9 @@ type ProviderConfig struct {
 	APIVersion   string   // Azure api-version; empty for the /openai/v1/ path
 	Models       []string // models this tenant may use through this provider; empty: any
 	UpdatedAt    time.Time
+	// KeyLast4 is the last four characters of the upstream API key ("" if none), the
+	// only part of it ever shown again.
+	KeyLast4 string
 }
 
 // Principal is who a request is from: the result of authenticating an API key.
