@@ -268,7 +268,9 @@ func (u *Users) SetPassword(ctx context.Context, name, password string) error {
 }
 
 // DeleteUser removes the user and its sessions; ErrLastUser if it is the only one left.
-func (u *Users) DeleteUser(ctx context.Context, name string) error { return u.opt.Store.DeleteUser(ctx, name) }
+func (u *Users) DeleteUser(ctx context.Context, name string) error {
+	return u.opt.Store.DeleteUser(ctx, name)
+}
 
 // Bootstrap creates the first admin user when there is none: with password if given,
 // else a generated one, which is returned (and must be shown once). created is false when
