@@ -29,8 +29,8 @@ type config struct {
 	DataDir         string
 	DatabaseURL     string
 	BootstrapKey    string
-	AdminUsername   string // LOOM_ADMIN_USERNAME: the first admin user, default "admin"
-	AdminPassword   string // LOOM_ADMIN_PASSWORD: its password; default generated and printed once
+	AdminUsername   string              // LOOM_ADMIN_USERNAME: the first admin user, default "admin"
+	AdminPassword   string              // LOOM_ADMIN_PASSWORD: its password; default generated and printed once
 	MasterKey       *loomcrypto.Keyring // nil: the key file in the data directory
 	LedgerKey       string              // LOOM_LEDGER_KEY: the checkpoint signing key (see ledger.go)
 	CheckpointDir   string              // LOOM_LEDGER_CHECKPOINTS: where signed checkpoints are exported
