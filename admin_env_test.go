@@ -352,3 +352,18 @@ func recordServe(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
 	h.ServeHTTP(rec, r)
 	return rec
 }
+
+func mustUsers(t *testing.T, s admin.Store) *admin.Users {
+	t.Helper()
+	u, err := admin.NewUsers(admin.UsersOptions{Store: s, Params: fastParams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func newServer(t *testing.T, h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
