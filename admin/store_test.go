@@ -211,3 +211,29 @@ func TestBootstrap(t *testing.T) {
 		t.Fatalf("second: %q %v %v", pw2, created, err)
 	}
 }
+
+// Sign-ins wait for a free argon2id slot; one that cannot get one before its context ends
+// fails with the context's error and counts no failure.
+func TestLoginWaitsForHashSlot(t *testing.T) {
+	s := newStore(t, migrations.SQLite)
+	u, err := NewUsers(UsersOptions{Store: s, Params: testParams, MaxConcurrentHashes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.CreateUser(context.Background(), "root", "root password!"); err != nil {
+		t.Fatal(err)
+	}
+	u.slots <- struct{}{} // every slot busy
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, _, err := u.Login(ctx, "root", "wrong password", "a"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("login with no slot: %v", err)
+	}
+	if f, _ := s.GetFailures(context.Background(), "root"); f.Count != 0 {
+		t.Fatalf("a sign-in that never ran counted as a failure: %+v", f)
+	}
+	<-u.slots
+	if _, _, err := u.Login(context.Background(), "root", "root password!", "a"); err != nil {
+		t.Fatal(err)
+	}
+}
