@@ -74,6 +74,9 @@ type Config struct {
 	// /v1/analytics/values, behind the same API-key authentication as the data plane.
 	// If nil, those endpoints are off (404).
 	Analytics analytics.Store
+	// Admin, if set, serves the admin API under /admin/ (see AdminConfig). If nil, the
+	// admin routes are off (404) and tenants are managed through Gateway.Admin only.
+	Admin *AdminConfig
 
 	// MaxBodyBytes bounds a request body; larger bodies get 413. If zero, 8 MiB.
 	MaxBodyBytes int64
@@ -142,7 +145,8 @@ type Config struct {
 //	GET  /v1/models
 //	GET  /v1/models/{id}
 //
-// and, with Config.Analytics, the analytics API (analytics.Paths).
+// and, with Config.Analytics, the analytics API (analytics.Paths); with Config.Admin, the
+// admin API under /admin/ (package admin).
 //
 // Everything New starts, Shutdown stops.
 type Gateway struct {
@@ -212,6 +216,9 @@ func New(cfg Config) (*Gateway, error) {
 	if len(cfg.Tracing.Sinks) > 0 && cfg.Keyring == nil && cfg.Tracing.Sealer == nil && !cfg.TraceWithoutBodies {
 		return nil, errors.New("loom: traces need Config.Keyring (or Tracing.Sealer) to seal their bodies; " +
 			"set Config.TraceWithoutBodies to record traces without bodies")
+	}
+	if cfg.Admin != nil && cfg.Admin.Users == nil {
+		return nil, errors.New("loom: Config.Admin needs Users")
 	}
 	if _, ok := cfg.Store.(tenancy.Snapshotter); cfg.KeySetRefresh > 0 && !ok {
 		return nil, fmt.Errorf("loom: Config.KeySetRefresh needs a Store that is a tenancy.Snapshotter; %T is not", cfg.Store)
@@ -332,6 +339,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if reads != nil {
 		mountAnalytics(mux, reads)
+	}
+	if cfg.Admin != nil {
+		if err := g.mountAdmin(mux, cfg.Admin); err != nil {
+			return nil, fmt.Errorf("loom: %w", err)
+		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",

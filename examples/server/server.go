@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/admin"
 	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/ledger"
@@ -55,6 +56,8 @@ type Server struct {
 	// The trace database, for the ledger's checkpointer.
 	db      *sql.DB
 	dialect string
+	// adminStore keeps admin users, sessions and the admin audit log (adminboot.go).
+	adminStore admin.Store
 }
 
 // Start locks the data directory, listens, opens the stores, builds the gateway and starts
@@ -160,6 +163,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	} else {
 		log.Warn("tracing: off (LOOM_TRACING): no traces are recorded")
 	}
+	if gcfg.Admin, err = s.adminConfig(reads, log); err != nil {
+		return nil, err
+	}
 	gw, err := loom.New(gcfg)
 	if err != nil {
 		return nil, err
@@ -168,6 +174,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 
 	if s.BootstrapKey, err = bootstrap(ctx, gw.Admin(), cfg.BootstrapKey, stdout, log); err != nil {
 		return nil, fmt.Errorf("bootstrap tenant: %w", err)
+	}
+	if err := bootstrapAdmin(ctx, gcfg.Admin.Users, cfg, stdout, log); err != nil {
+		return nil, fmt.Errorf("bootstrap admin user: %w", err)
 	}
 
 	mux := http.NewServeMux()
@@ -197,6 +206,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 		mux.HandleFunc(path, methodNotAllowed)
 	}
 	mux.Handle("/v1/", gw)
+	mux.Handle("/admin/", gw)
 	mux.Handle("/", analytics.Dashboard())
 
 	s.Addr = ln.Addr().String()
@@ -312,6 +322,7 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	}
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
+	s.adminStore = admin.NewSQLiteStore(db)
 	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
 }
 
@@ -335,6 +346,7 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	}
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
+	s.adminStore = admin.NewPostgresStore(pool)
 	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 
