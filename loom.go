@@ -246,6 +246,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	var openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
 	if cfg.Keyring != nil {
+		g.admin.OnTenantDeleted(cfg.Keyring.Forget)
 		openKey = func(tenantID, name string, version int, sealed []byte) ([]byte, error) {
 			return cfg.Keyring.Open(tenantID, ProviderKeyRecordID(name), version, sealed)
 		}
@@ -261,6 +262,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.metrics = m
 	g.routes = newRouter(cfg.Routes, cfg.Store, cfg.AuthCacheSize, cfg.AuthCacheTTL, cfg.AuthStaleFor, cfg.Now, openKey)
+	g.admin.OnTenantDeleted(g.routes.forget)
 	var reads *analytics.Handler
 	if cfg.Analytics != nil {
 		var err error

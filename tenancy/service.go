@@ -16,6 +16,7 @@ type Service struct {
 	store Store
 	auth  *Authenticator
 	now   func() time.Time
+	gone  deleteHooks // OnTenantDeleted (delete.go)
 }
 
 // NewService returns a Service over store, which must not be nil. auth is the Authenticator

@@ -114,6 +114,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	if dk, ok := store.(loomcrypto.DataKeyStore); ok {
+		keyring = keyring.WithDataKeys(dk) // per-tenant data keys, in tenant_data_keys
+	}
 	log.Info("store: "+storeKind, "at", storeAt)
 	log.Info("data directory", "path", cfg.DataDir)
 	if err := s.startLedger(cfg, log); err != nil {
@@ -312,7 +315,8 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	}
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
+	store := tenancy.NewSQLiteStore(db).WithDeleteSteps(tracing.DeleteTenantTracesSQLite)
+	return store, tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
@@ -335,7 +339,8 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	}
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
-	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
+	store := tenancy.NewPostgresStore(pool).WithDeleteSteps(tracing.DeleteTenantTracesPostgres)
+	return store, sink, analytics.NewPostgresStore(pool), nil
 }
 
 // openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated
