@@ -95,7 +95,7 @@ func (s *PostgresStore) DestroyDataKeys(ctx context.Context, tenantID string, at
 	defer tx.Rollback(ctx)
 	var known bool
 	if err := tx.QueryRow(ctx,
-		`SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1) OR EXISTS (SELECT 1 FROM tenant_data_keys WHERE tenant_id = $1)`,
+		`SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)`,
 		tenantID).Scan(&known); err != nil {
 		return fmt.Errorf("tenancy: destroy data keys of tenant %s: %w", tenantID, err)
 	}

@@ -101,19 +101,12 @@ func (s *SQLiteStore) DestroyDataKeys(ctx context.Context, tenantID string, at t
 		return fmt.Errorf("tenancy: destroy data keys: %w", err)
 	}
 	defer tx.Rollback()
-	var known bool
-	if err := tx.GetContext(ctx, &known,
-		`SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?) OR EXISTS (SELECT 1 FROM tenant_data_keys WHERE tenant_id = ?)`,
-		tenantID, tenantID); err != nil {
-		return fmt.Errorf("tenancy: destroy data keys of tenant %s: %w", tenantID, err)
-	}
-	if !known {
-		return fmt.Errorf("tenancy: delete tenant %s: %w", tenantID, ErrNotFound)
-	}
 	// The connection zeroes the bytes it frees from here on, the wrapped keys among them.
 	if _, err := tx.ExecContext(ctx, `PRAGMA secure_delete = ON`); err != nil {
 		return fmt.Errorf("tenancy: destroy data keys of tenant %s: %w", tenantID, err)
 	}
+	// Writes first: a transaction that read before writing could not take the write lock
+	// after another connection's commit (WAL snapshot), busy timeout or not.
 	us := stamp(at).UnixMicro()
 	for _, q := range []string{
 		`INSERT INTO tenant_data_keys (tenant_id, version, master_version, wrapped, created_at, destroyed_at)
@@ -126,6 +119,13 @@ func (s *SQLiteStore) DestroyDataKeys(ctx context.Context, tenantID string, at t
 		if _, err := tx.ExecContext(ctx, q, tenantID, loomcrypto.FirstDataKeyVersion, us); err != nil {
 			return fmt.Errorf("tenancy: destroy data keys of tenant %s: %w", tenantID, err)
 		}
+	}
+	var known bool
+	if err := tx.GetContext(ctx, &known, `SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?)`, tenantID); err != nil {
+		return fmt.Errorf("tenancy: destroy data keys of tenant %s: %w", tenantID, err)
+	}
+	if !known {
+		return fmt.Errorf("tenancy: delete tenant %s: %w", tenantID, ErrNotFound) // rolled back
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("tenancy: destroy data keys of tenant %s: %w", tenantID, err)

@@ -16,8 +16,7 @@ import (
 type TenantDeleter interface {
 	// DestroyDataKeys destroys the tenant's data keys (the tenant_data_keys rows become
 	// tombstones, and a tombstone is written if it had none, so no key can be created for
-	// it again) and commits. It returns ErrNotFound if there is neither such a tenant nor
-	// a tombstone of one.
+	// it again) and commits. It returns ErrNotFound if there is no such tenant.
 	DestroyDataKeys(ctx context.Context, tenantID string, at time.Time) error
 	// DeleteTenantRows removes, in one transaction, the tenant's API keys, provider
 	// configurations, the rows the store's delete steps remove (its traces), and the
@@ -92,10 +91,13 @@ func (s *Service) tenantGone(id string) {
 // this database or any backup of its traces. Then its API keys, provider configurations,
 // trace rows (through the store's delete steps) and the tenant itself are removed in a
 // second transaction. The tenant's keys are refused on this process from the first step
-// on. If the second step fails the error says so and DeleteTenant can be called again,
-// also to remove traces that arrived after the first call. It returns ErrNotFound for a
-// tenant that never existed (or had been deleted and left no tombstone), and an error if
-// the Store is not a TenantDeleter.
+// on. If the second step fails the error says so and DeleteTenant can be called again
+// (the tenant is still there). It returns ErrNotFound if there is no such tenant, and an
+// error if the Store is not a TenantDeleter.
+//
+// A trace still in the pipeline when the keys are destroyed can reach the database after
+// the delete: its bodies are sealed under the destroyed key (or dropped, if sealed after),
+// so it cannot be read, but its row stays until its month's partition is dropped.
 func (s *Service) DeleteTenant(ctx context.Context, id string) error {
 	d, ok := s.store.(TenantDeleter)
 	if !ok {
