@@ -220,7 +220,8 @@ func (k *Keyring) Seal(tenantID, recordID string, plaintext []byte) (sealed []by
 // ErrDataKeyDestroyed if the tenant's data key has been destroyed, and one wrapping
 // ErrDecrypt if the bytes do not authenticate.
 func (k *Keyring) Open(tenantID, recordID string, version int, sealed []byte) ([]byte, error) {
-	if _, ok := k.masters[version]; !ok && (version <= DataKeyVersionBase && k.dataKeys == nil || version < 1) {
+	// A master version the keyring lacks may still have its derived key in the store.
+	if _, held := k.masters[version]; version < 1 || !held && version <= DataKeyVersionBase && k.dataKeys == nil {
 		return nil, fmt.Errorf("%w: %d (have %v)", ErrUnknownVersion, version, k.Versions())
 	}
 	if len(sealed) < nonceSize+tagSize {
