@@ -159,7 +159,11 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 			gcfg.Propagator = propagation.TraceContext{}
 			log.Info("tracing: exporting spans over OTLP", "protocol", cfg.OTLPProtocol)
 		}
-		log.Info("tracing: on", "strict", cfg.StrictTraces, "bodies", "sealed with the master key", "spool", gcfg.Tracing.SpoolDir)
+		bodies := "sealed with the master key"
+		if keyring.Enveloped() {
+			bodies = "sealed with per-tenant data keys wrapped by the master key"
+		}
+		log.Info("tracing: on", "strict", cfg.StrictTraces, "bodies", bodies, "spool", gcfg.Tracing.SpoolDir)
 	} else {
 		log.Warn("tracing: off (LOOM_TRACING): no traces are recorded")
 	}
