@@ -319,7 +319,7 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	}
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
-	store := tenancy.NewSQLiteStore(db).WithDeleteSteps(tracing.DeleteTenantTracesSQLite)
+	store := tenancy.NewSQLiteStore(db).WithDeleteSteps(recordDeletionSQLite, tracing.DeleteTenantTracesSQLite)
 	return store, tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
 }
 
@@ -343,7 +343,7 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	}
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
-	store := tenancy.NewPostgresStore(pool).WithDeleteSteps(tracing.DeleteTenantTracesPostgres)
+	store := tenancy.NewPostgresStore(pool).WithDeleteSteps(recordDeletionPostgres, tracing.DeleteTenantTracesPostgres)
 	return store, sink, analytics.NewPostgresStore(pool), nil
 }
 
