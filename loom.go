@@ -58,7 +58,9 @@ type Config struct {
 	// Keyring seals trace bodies and opens the sealed upstream API keys of tenant
 	// provider configurations. If nil, tenant provider configurations with an API key
 	// are refused, and New refuses a trace pipeline without a Sealer unless
-	// TraceWithoutBodies says that is meant.
+	// TraceWithoutBodies says that is meant. A keyring made with WithDataKeys(Store)
+	// (both built-in stores keep data keys) gives each tenant a random data key, which
+	// Admin().DeleteTenant destroys; the gateway then calls Keyring.Forget itself.
 	Keyring *loomcrypto.Keyring
 	// TraceWithoutBodies records traces without request and response bodies (tokens,
 	// cost, latency and status only) when there is no Keyring or Tracing.Sealer to seal
@@ -269,6 +271,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.routes = newRouter(cfg.Routes, cfg.Store, ttlcache.Options{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, StaleFor: cfg.AuthStaleFor, Now: cfg.Now}, keys, kinds)
 	g.admin = tenancy.NewService(cfg.Store, auth, append(opts, tenancy.WithProvidersChanged(g.routes.forget))...)
+	if cfg.Keyring != nil {
+		g.admin.OnTenantDeleted(cfg.Keyring.Forget)
+	}
 	reg := cfg.Metrics
 	if reg == nil {
 		reg = prometheus.NewRegistry()

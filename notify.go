@@ -37,7 +37,12 @@ func (g *Gateway) listen(n tenancy.Notifier) {
 				g.auth.Apply(c)
 				switch c.What {
 				case tenancy.ChangeKey, tenancy.ChangeKeyCreated:
-				case tenancy.ChangeTenant, tenancy.ChangeProviders: // a deleted tenant's routes go too
+				case tenancy.ChangeTenant: // a deleted tenant's routes and data keys go too
+					g.routes.forget(c.TenantID)
+					if g.cfg.Keyring != nil {
+						g.cfg.Keyring.Forget(c.TenantID)
+					}
+				case tenancy.ChangeProviders:
 					g.routes.forget(c.TenantID)
 				default:
 					g.routes.purge()

@@ -13,7 +13,8 @@ import (
 
 // PostgresStore is a Store in PostgreSQL, through pgx.
 type PostgresStore struct {
-	pool *pgxpool.Pool
+	pool        *pgxpool.Pool
+	deleteSteps []PostgresDeleteStep // run inside DeleteTenantRows (delete.go)
 }
 
 var (

@@ -21,6 +21,7 @@ type Service struct {
 	sealer           Sealer
 	kinds            []string
 	providersChanged func(tenantID string)
+	gone             deleteHooks // OnTenantDeleted (delete.go)
 }
 
 // NewService returns a Service over store, which must not be nil. auth is the Authenticator

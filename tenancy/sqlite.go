@@ -14,7 +14,8 @@ import (
 // SQLiteStore is a Store in an SQLite database, the embedded default. Times are stored as
 // INTEGER unix microseconds (UTC), the models list as JSON text.
 type SQLiteStore struct {
-	db *sqlx.DB
+	db          *sqlx.DB
+	deleteSteps []SQLiteDeleteStep // run inside DeleteTenantRows (delete.go)
 }
 
 var (

@@ -117,6 +117,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	if dk, ok := store.(loomcrypto.DataKeyStore); ok {
+		keyring = keyring.WithDataKeys(dk) // per-tenant data keys, in tenant_data_keys
+	}
 	log.Info("store: "+storeKind, "at", storeAt)
 	log.Info("data directory", "path", cfg.DataDir)
 	if err := s.startLedger(cfg, log); err != nil {
@@ -159,7 +162,11 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 			gcfg.Propagator = propagation.TraceContext{}
 			log.Info("tracing: exporting spans over OTLP", "protocol", cfg.OTLPProtocol)
 		}
-		log.Info("tracing: on", "strict", cfg.StrictTraces, "bodies", "sealed with the master key", "spool", gcfg.Tracing.SpoolDir)
+		bodies := "sealed with the master key"
+		if keyring.Enveloped() {
+			bodies = "sealed with per-tenant data keys wrapped by the master key"
+		}
+		log.Info("tracing: on", "strict", cfg.StrictTraces, "bodies", bodies, "spool", gcfg.Tracing.SpoolDir)
 	} else {
 		log.Warn("tracing: off (LOOM_TRACING): no traces are recorded")
 	}
@@ -323,7 +330,8 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
 	s.adminStore = admin.NewSQLiteStore(db)
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
+	store := tenancy.NewSQLiteStore(db).WithDeleteSteps(recordDeletionSQLite, tracing.DeleteTenantTracesSQLite)
+	return store, tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
@@ -347,7 +355,8 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
 	s.adminStore = admin.NewPostgresStore(pool)
-	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
+	store := tenancy.NewPostgresStore(pool).WithDeleteSteps(recordDeletionPostgres, tracing.DeleteTenantTracesPostgres)
+	return store, sink, analytics.NewPostgresStore(pool), nil
 }
 
 // openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated
