@@ -330,8 +330,7 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
 	s.adminStore = admin.NewSQLiteStore(db)
-	store := tenancy.NewSQLiteStore(db).WithDeleteSteps(recordDeletionSQLite, tracing.DeleteTenantTracesSQLite)
-	return store, tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
+	return sqliteTenancy(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
@@ -355,8 +354,7 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
 	s.adminStore = admin.NewPostgresStore(pool)
-	store := tenancy.NewPostgresStore(pool).WithDeleteSteps(recordDeletionPostgres, tracing.DeleteTenantTracesPostgres)
-	return store, sink, analytics.NewPostgresStore(pool), nil
+	return postgresTenancy(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 
 // openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated
