@@ -40,6 +40,7 @@ type adminPagesEnv struct {
 	gw    *loom.Gateway
 	store tenancy.Store
 	reads analytics.Store
+	users *admin.Users
 }
 
 // newAdminPagesEnv starts the gateway; spend, if not nil, answers GET /admin/spend.
@@ -59,6 +60,7 @@ func newAdminPagesEnv(t *testing.T, spend func(analytics.Store) analytics.Spende
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.users = users
 	if _, err := users.CreateUser(ctx, adminUser, adminPassword); err != nil {
 		t.Fatal(err)
 	}

@@ -93,7 +93,7 @@ function table(t, configs, edit, reload) {
       el('td', { class: 'models' }, c.models.length ? c.models.map((m) => el('span', { class: 'chip mono' }, m)) : 'any'),
       el('td', { class: 'mono key-last4' }, keyShown(c)),
       el('td', null, fmt.time(c.updated_at)),
-      el('td', { class: 'row-actions' }, change, del));
+      el('td', null, el('span', { class: 'row-actions' }, change, del)));
   });
   return el('table', { class: 'admin-table providers' }, el('thead', null, head), el('tbody', null, rows));
 }
