@@ -89,6 +89,13 @@ var fastParams = admin.Params{Memory: 64, Time: 1, Threads: 1}
 
 func newAdminEnv(t *testing.T, dialect string, modify ...func(*admin.UsersOptions)) *adminEnv {
 	t.Helper()
+	return newAdminEnvWith(t, dialect, true, modify...)
+}
+
+// newAdminEnvWith is newAdminEnv; with testAdapter false the admin API uses the gateway's
+// own Service as it is in this tree.
+func newAdminEnvWith(t *testing.T, dialect string, testAdapter bool, modify ...func(*admin.UsersOptions)) *adminEnv {
+	t.Helper()
 	ctx := context.Background()
 	store, astore, db := openStores(t, dialect)
 	e := &adminEnv{dialect: dialect, db: db, clock: &adminClock{}, spend: &fakeSpender{}}
@@ -105,7 +112,9 @@ func newAdminEnv(t *testing.T, dialect string, modify ...func(*admin.UsersOption
 		t.Fatal(err)
 	}
 	ac := &loom.AdminConfig{Users: e.users, Spend: e.spend}
-	loom.SetAdminTenancy(ac, func(g *loom.Gateway) admin.Tenancy { return newTestTenancy(g, db, dialect) })
+	if testAdapter {
+		loom.SetAdminTenancy(ac, func(g *loom.Gateway) admin.Tenancy { return newTestTenancy(g, db, dialect) })
+	}
 	e.gw, err = loom.New(loom.Config{
 		Store:   store,
 		Keyring: keyring,

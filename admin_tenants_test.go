@@ -158,3 +158,38 @@ func containsAny(b []byte, subs ...string) bool {
 	}
 	return false
 }
+
+// The gateway's own Service behind the admin API (no test adapter): keys made and revoked
+// through it take effect at once, and a provider key put through it is sealed.
+func TestAdminGatewayService(t *testing.T) {
+	for _, dialect := range adminDialects {
+		t.Run(dialect, func(t *testing.T) {
+			e := newAdminEnvWith(t, dialect, false)
+			var ten tenantOut
+			e.expect(t, "POST", "/admin/tenants", e.token, map[string]string{"name": "own"}, http.StatusCreated, &ten)
+			var k keyOut
+			e.expect(t, "POST", "/admin/tenants/"+ten.ID+"/keys", e.token, map[string]string{"name": "app"}, http.StatusCreated, &k)
+			if s := e.chat(t, k.Key); s != http.StatusOK {
+				t.Fatalf("new key: %d", s)
+			}
+			var list listOf[tenantOut]
+			e.expect(t, "GET", "/admin/tenants", e.token, nil, http.StatusOK, &list)
+			if len(list.Data) != 1 || list.Data[0].Keys != 1 || list.Data[0].ActiveKeys != 1 {
+				t.Fatalf("tenants %+v", list.Data)
+			}
+			e.expect(t, "POST", "/admin/tenants/"+ten.ID+"/keys/"+k.ID+"/revoke", e.token, nil, http.StatusOK, nil)
+			if s := e.chat(t, k.Key); s != http.StatusUnauthorized {
+				t.Fatalf("revoked key: %d", s)
+			}
+			const secret = "sk-own-service-secret-9876"
+			var p providerOut
+			b := e.expect(t, "PUT", "/admin/tenants/"+ten.ID+"/providers/own", e.token,
+				map[string]any{"kind": "mock", "api_key": secret}, http.StatusOK, &p)
+			if !p.HasAPIKey || strings.Contains(string(b), secret) {
+				t.Fatalf("put provider: %s", b)
+			}
+			checkSealed(t, e.db, e.dialect, ten.ID, secret)
+			e.errCode(t, "PUT", "/admin/tenants/nope/providers/own", e.token, map[string]any{"kind": "mock"}, http.StatusNotFound)
+		})
+	}
+}

@@ -136,7 +136,8 @@ type Config struct {
 //	GET  /v1/models
 //	GET  /v1/models/{id}
 //
-// and, with Config.Analytics, the analytics API (analytics.Paths).
+// and, with Config.Analytics, the analytics API (analytics.Paths); with Config.Admin, the
+// admin API under /admin/ (package admin).
 //
 // Everything New starts, Shutdown stops.
 type Gateway struct {

@@ -130,8 +130,6 @@ func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusNotFound, "invalid_request_error", "unknown_url", "", "Unknown admin URL.")
 }
 
-type ctxKey struct{}
-
 // who is the signed-in admin and the request's client address.
 type who struct {
 	user, addr, token string

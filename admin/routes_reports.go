@@ -127,7 +127,7 @@ func (h *Handler) audit(w http.ResponseWriter, r *http.Request, u who) {
 	}
 	out := make([]eventJSON, len(es))
 	for i, e := range es {
-		out[i] = eventJSON{ID: e.ID, At: e.At, Actor: e.Actor, Action: e.Action, Target: e.Target, ClientAddr: e.ClientAddr, Detail: e.Detail}
+		out[i] = eventJSON(e)
 	}
 	writeJSON(w, http.StatusOK, struct {
 		list[eventJSON]

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -41,6 +42,10 @@ type UsersOptions struct {
 	// If zero: 20 and 15 minutes.
 	MaxAddrFailures int
 	AddrWindow      time.Duration
+	// MaxConcurrentHashes bounds the argon2id computations running at once (each holds
+	// Params.Memory), so a burst of sign-ins queues instead of exhausting memory. If zero,
+	// GOMAXPROCS.
+	MaxConcurrentHashes int
 	// Logger receives audit records that could not be written and store errors; never a
 	// password or token. If nil, nothing is logged.
 	Logger *slog.Logger
@@ -55,6 +60,7 @@ type Users struct {
 	log   *slog.Logger
 	dummy string // a hash of a random password, verified for unknown usernames
 	addrs *addrLimiter
+	slots chan struct{} // one per argon2id computation allowed at once
 }
 
 // NewUsers returns Users for opt.
@@ -86,6 +92,9 @@ func NewUsers(opt UsersOptions) (*Users, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.MaxConcurrentHashes <= 0 {
+		opt.MaxConcurrentHashes = runtime.GOMAXPROCS(0)
+	}
 	log := opt.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -98,7 +107,34 @@ func NewUsers(opt UsersOptions) (*Users, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Users{opt: opt, log: log, dummy: dummy, addrs: newAddrLimiter(opt.MaxAddrFailures, opt.AddrWindow)}, nil
+	return &Users{opt: opt, log: log, dummy: dummy, addrs: newAddrLimiter(opt.MaxAddrFailures, opt.AddrWindow),
+		slots: make(chan struct{}, opt.MaxConcurrentHashes)}, nil
+}
+
+// hash and verify run argon2id in one of the slots, waiting for one (or ctx).
+func (u *Users) hash(ctx context.Context, password string) (string, error) {
+	if err := u.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer func() { <-u.slots }()
+	return HashPassword(password, u.opt.Params)
+}
+
+func (u *Users) verify(ctx context.Context, password, hash string) (ok, rehash bool, err error) {
+	if err := u.acquire(ctx); err != nil {
+		return false, false, err
+	}
+	defer func() { <-u.slots }()
+	return VerifyPassword(password, hash, u.opt.Params)
+}
+
+func (u *Users) acquire(ctx context.Context) error {
+	select {
+	case u.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // TokenTTL is how long a sign-in token lasts.
@@ -142,7 +178,10 @@ func (u *Users) Login(ctx context.Context, username, password, addr string) (tok
 	if known {
 		hash = user.PasswordHash
 	}
-	ok, rehash, verr := VerifyPassword(password, hash, u.opt.Params)
+	ok, rehash, verr := u.verify(ctx, password, hash)
+	if ctx.Err() != nil {
+		return "", time.Time{}, ctx.Err()
+	}
 	if verr != nil {
 		u.log.Error("admin user has an unreadable password hash; reset it with the CLI", "user", username)
 	}
@@ -159,7 +198,7 @@ func (u *Users) Login(ctx context.Context, username, password, addr string) (tok
 		return "", time.Time{}, ErrBadCredentials
 	}
 	if rehash {
-		if h, err := HashPassword(password, u.opt.Params); err == nil {
+		if h, err := u.hash(ctx, password); err == nil {
 			if err := u.opt.Store.RehashPassword(ctx, username, user.PasswordHash, h); err != nil {
 				u.log.Warn("admin password not rehashed with the current parameters", "user", username, "err", err)
 			}
@@ -236,7 +275,7 @@ func (u *Users) CreateUser(ctx context.Context, name, password string) (User, er
 	if err := checkPassword(password); err != nil {
 		return User{}, err
 	}
-	h, err := HashPassword(password, u.opt.Params)
+	h, err := u.hash(ctx, password)
 	if err != nil {
 		return User{}, err
 	}
@@ -257,7 +296,7 @@ func (u *Users) SetPassword(ctx context.Context, name, password string) error {
 	if err := checkPassword(password); err != nil {
 		return err
 	}
-	h, err := HashPassword(password, u.opt.Params)
+	h, err := u.hash(ctx, password)
 	if err != nil {
 		return err
 	}
