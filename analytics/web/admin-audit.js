@@ -38,6 +38,6 @@ export async function renderAudit(box, alive) {
 
 function row(e) {
   return el('tr', { 'data-id': e.id, 'data-action': e.action },
-    el('td', null, fmt.time(e.at)), el('td', null, e.actor || '—'), el('td', { class: 'mono' }, e.action),
-    el('td', { class: 'mono' }, e.target || '—'), el('td', { class: 'mono' }, e.client_addr || '—'), el('td', null, e.detail || ''));
+    el('td', { class: 'nowrap' }, fmt.time(e.at)), el('td', null, e.actor || '—'), el('td', { class: 'mono nowrap' }, e.action),
+    el('td', { class: 'mono' }, e.target || '—'), el('td', { class: 'mono nowrap' }, e.client_addr || '—'), el('td', null, e.detail || ''));
 }
