@@ -122,7 +122,7 @@ func (e *adminPagesEnv) chat(t *testing.T, key, model string) int {
 }
 
 // adminCall sends an admin API request, signed in with a token of its own, and decodes
-// the answer into out.
+// the answer into out (if not nil).
 func (e *adminPagesEnv) adminCall(t *testing.T, method, path string, body, out any) {
 	t.Helper()
 	var login struct{ Token string }
@@ -150,6 +150,9 @@ func (e *adminPagesEnv) send(t *testing.T, token, method, path string, body, out
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		t.Fatalf("%s %s: %s", method, path, resp.Status)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		t.Fatal(err)

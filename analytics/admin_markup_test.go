@@ -140,7 +140,16 @@ func TestAdminPagesRenderText(t *testing.T) {
 	if !reported {
 		t.Error("the browser did not report the refused inline script")
 	}
-	if p := b.problemsBut("Content Security Policy"); len(p) > 0 {
+	// A token ended elsewhere (expired, or signed out in another tab) signs the page out.
+	token := eval[string](t, b, `sessionStorage.getItem('loom.admin.token')`)
+	e.send(t, token, http.MethodPost, "/admin/logout", nil, nil)
+	b.click(t, `#admin-nav [data-view="tenants"]`)
+	b.waitFor(t, "signed out", `!document.getElementById('signin').hidden && document.getElementById('signin-error').textContent.startsWith('Your admin session ended')`)
+	if eval[bool](t, b, `sessionStorage.getItem('loom.admin.token') !== null || document.getElementById('view').childElementCount > 0`) {
+		t.Error("an ended token left the token or a page behind")
+	}
+
+	if p := b.problemsBut("Content Security Policy", "status of 401"); len(p) > 0 {
 		t.Errorf("the page reported problems:\n%s", strings.Join(p, "\n"))
 	}
 }
