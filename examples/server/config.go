@@ -204,6 +204,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		if _, err := note.NewSigner(c.LedgerKey); err != nil {
 			bad("LOOM_LEDGER_KEY: not a checkpoint signing key (PRIVATE+KEY+…, from ledger.GenerateKey)")
 		}
+	} else if env("DATABASE_URL") == "" {
+		if _, err := readLedgerKeyFile(c.DataDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			bad("ledger key file: %v", err)
+		}
 	}
 	if st, err := os.Stat(c.DataDir); err == nil && !st.IsDir() {
 		bad("-data (LOOM_DATA_DIR): %s is not a directory", c.DataDir)

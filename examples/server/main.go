@@ -53,6 +53,7 @@ func commands() map[string]command {
 		"verify":     {"check the audit ledger against the stored traces and signed checkpoints", runVerifyCommand},
 		"deadletter": {"list the traces the spool set aside, or replay them (deadletter replay)", runDeadLetterCommand},
 		"admin":      {"manage tenants, keys and admin users in the store, without a running server", runAdminCommand},
+		"tombstone":  {"seal and sign a month's or a tenant's removal in the audit ledger, before removing the traces", runTombstone},
 	}
 }
 
