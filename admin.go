@@ -43,7 +43,8 @@ func (g *Gateway) mountAdmin(mux *http.ServeMux, cfg *AdminConfig) error {
 }
 
 // gatewayTenancy is the gateway's tenancy Service as admin.Tenancy. Methods the Service
-// does not offer answer admin.ErrUnsupported (501).
+// does not offer answer admin.ErrUnsupported (501); once it offers them all, the Service
+// itself is the Tenancy and this adapter goes.
 type gatewayTenancy struct{ g *Gateway }
 
 var _ admin.Tenancy = gatewayTenancy{}
@@ -129,7 +130,12 @@ func (t gatewayTenancy) PutProviderConfig(ctx context.Context, c tenancy.Provide
 	if _, err := t.g.admin.GetTenant(ctx, c.TenantID); err != nil {
 		return err
 	}
-	return t.g.SetTenantProvider(ctx, c, apiKey)
+	if s, ok := any(t.g).(interface {
+		SetTenantProvider(context.Context, tenancy.ProviderConfig, string) error
+	}); ok {
+		return s.SetTenantProvider(ctx, c, apiKey)
+	}
+	return admin.ErrUnsupported
 }
 
 func (t gatewayTenancy) ListProviderConfigs(ctx context.Context, tenantID string) ([]tenancy.ProviderConfig, error) {

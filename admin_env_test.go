@@ -305,7 +305,18 @@ func (t *testTenancy) PutProviderConfig(ctx context.Context, c tenancy.ProviderC
 	if _, err := t.g.Admin().GetTenant(ctx, c.TenantID); err != nil {
 		return err
 	}
-	if err := t.g.SetTenantProvider(ctx, c, apiKey); err != nil {
+	var err error
+	switch s := any(t.g.Admin()).(type) {
+	case interface {
+		PutProviderConfig(context.Context, tenancy.ProviderConfig, string) error
+	}:
+		err = s.PutProviderConfig(ctx, c, apiKey)
+	default:
+		err = any(t.g).(interface {
+			SetTenantProvider(context.Context, tenancy.ProviderConfig, string) error
+		}).SetTenantProvider(ctx, c, apiKey)
+	}
+	if err != nil {
 		return err
 	}
 	t.mu.Lock()
