@@ -224,7 +224,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if reads != nil {
 		log.Info("analytics API on http://" + displayAddr(s.Addr) + "/v1/traces and /v1/analytics/… (same API keys)")
 	}
-	log.Info("listening on http://"+s.Addr+" (dashboard http://"+displayAddr(s.Addr)+"/, OpenAI base URL http://"+displayAddr(s.Addr)+"/v1)", "version", versionString())
+	log.Info("listening on http://"+s.Addr+" (dashboard http://"+displayAddr(s.Addr)+"/, admin pages http://"+displayAddr(s.Addr)+"/admin.html, OpenAI base URL http://"+displayAddr(s.Addr)+"/v1)", "version", versionString())
 	return s, nil
 }
 
