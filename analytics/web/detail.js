@@ -68,7 +68,7 @@ function facts(t) {
     ['Prediction tokens (accepted / rejected)', fmt.int(t.accepted_prediction_tokens) + ' / ' + fmt.int(t.rejected_prediction_tokens)],
     ['Usage source', t.usage_source + (t.usage_method ? ' (' + t.usage_method + ')' : '')], ['Service tier', t.service_tier || '—'], ['Cost', t.cost_micro_usd === null ? '— (unpriced)' : fmt.usd(t.cost_micro_usd)],
     ['Price version', t.price_version || '—'], ['Provider', t.provider], ['Served model', t.served_model || '—'],
-    ['Error type', t.error_type || '—'], ['Client aborted', t.client_aborted ? 'yes' : 'no'],
+    ['Finish reasons', (t.finish_reasons || []).join(', ') || '—'], ['Error type', t.error_type || '—'], ['Client aborted', t.client_aborted ? 'yes' : 'no'],
     ['Response truncated', t.response_truncated ? 'yes' : 'no'], ['Fields cut to fit the store', t.fields_cut ? 'yes' : 'no'],
     ['Upstream retries', String(t.upstream_retries)], ['Request id', t.request_id || '—'],
     ['API key', t.api_key_id], ['Key version', String(t.key_version)],

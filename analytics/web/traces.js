@@ -18,6 +18,7 @@ const COLUMNS = [
   ['provider', 'Provider', (t) => t.provider],
   ['status', 'Status', (t) => String(t.status)],
   ['error_type', 'Error', (t) => t.error_type],
+  ['finish_reasons', 'Finish', (t) => (t.finish_reasons || []).join(', ')],
   ['stream', 'Stream', (t) => yes(t.stream)],
   ['client_aborted', 'Aborted', (t) => yes(t.client_aborted)],
   ['prompt_tokens', 'In', (t) => fmt.int(t.prompt_tokens)],
