@@ -1,5 +1,5 @@
-// Package rollup keeps the trace rollups: the traces aggregated per tenant, UTC minute, hour
-// and day, provider, model, API key and status class (counts, token and cost sums, and
+// Package rollup keeps the trace rollups: the traces aggregated per tenant, UTC minute, quarter
+// hour, hour and quarter day, provider, model, API key and status class (counts, token and cost sums, and
 // log-scale histograms of latency, time to first byte and overhead), in the trace_rollups
 // table of migrations 00012.
 //

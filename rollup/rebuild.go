@@ -19,8 +19,8 @@ type RebuildStats struct {
 	Rows     int64     // rollup rows written
 }
 
-// day is the length of the longest grain: a rebuild works in whole days, so every row it
-// deletes and rewrites covers traces it reads.
+// day is what a rebuild works in: every grain divides it, so every row it deletes and
+// rewrites covers only traces it reads.
 const day = 24 * time.Hour
 
 // rebuildColumns are the traces columns a rollup counts.
@@ -65,7 +65,7 @@ func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time
 			if _, err := tx.Exec(ctx, "LOCK TABLE trace_rollups IN SHARE ROW EXCLUSIVE MODE"); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, "DELETE FROM trace_rollups WHERE grain_s IN (60, 3600, 86400) AND bucket_start >= $1 AND bucket_start < $2",
+			if _, err := tx.Exec(ctx, "DELETE FROM trace_rollups WHERE grain_s IN (60, 900, 3600, 21600) AND bucket_start >= $1 AND bucket_start < $2",
 				d, d.Add(day)); err != nil {
 				return err
 			}
@@ -139,7 +139,7 @@ func rebuildSQLiteDay(ctx context.Context, db *sql.DB, d time.Time, st *RebuildS
 	defer tx.Rollback()
 	lo, hi := d.UnixMicro(), d.Add(day).UnixMicro()
 	// The delete comes first, so the transaction holds the write lock before it reads.
-	if _, err := tx.ExecContext(ctx, "DELETE FROM trace_rollups WHERE grain_s IN (60, 3600, 86400) AND bucket_start >= ? AND bucket_start < ?", lo, hi); err != nil {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM trace_rollups WHERE grain_s IN (60, 900, 3600, 21600) AND bucket_start >= ? AND bucket_start < ?", lo, hi); err != nil {
 		return err
 	}
 	rows, err := tx.QueryContext(ctx, "SELECT "+rebuildColumns+" FROM traces WHERE created_at >= ? AND created_at < ?", lo, hi)

@@ -191,7 +191,7 @@ func expected(traces []*tracing.Trace) []storedRow {
 	}
 	m := map[key]*acc{}
 	for _, tr := range traces {
-		for _, g := range []int64{60, 3600, 86400} {
+		for _, g := range []int64{60, 900, 3600, 21600} {
 			us := tr.CreatedAt.UnixMicro()
 			k := key{tr.TenantID, tr.Provider, tr.Model, tr.APIKeyID, g, us - us%(g*1e6), tr.Status / 100}
 			a := m[k]

@@ -5,7 +5,8 @@
 -- Rows are derived data, written by the rollup step (rollup.Postgres) inside the same
 -- transaction as the batch of traces they count, so they are never ahead of or behind the
 -- traces; `examples/server rollups rebuild` recomputes them from the traces. Each trace
--- counts in three rows: its UTC minute (grain_s 60), hour (3600) and day (86400).
+-- counts in four rows: its UTC minute (grain_s 60), quarter hour (900), hour (3600) and
+-- quarter day (21600).
 --
 -- The *_hist columns are histograms over rollup's fixed log-scale bins (eight per doubling),
 -- encoded as (bin, count) uvarint pairs. A batch appends its pairs (merging is
@@ -14,7 +15,7 @@
 -- +goose Up
 CREATE TABLE trace_rollups (
     tenant_id         text        NOT NULL,
-    grain_s           integer     NOT NULL, -- 60, 3600 or 86400
+    grain_s           integer     NOT NULL, -- 60, 900, 3600 or 21600
     bucket_start      timestamptz NOT NULL, -- a multiple of grain_s since the epoch
     provider          text        NOT NULL,
     model             text        NOT NULL,
