@@ -46,6 +46,10 @@ func Bin(v int64) int {
 	return k
 }
 
+// Estimate is the value a histogram reports for a percentile whose exact value is v: the
+// estimate of v's bin, within RelativeError of v.
+func Estimate(v int64) int64 { return binValue(Bin(v)) }
+
 // binValue is the estimate reported for a value in bin k: the point of the bin's real
 // interval [γ^(k-1), γ^k) with the least relative error to either end, 2γ^k/(γ+1),
 // rounded, and kept inside the integers the bin holds.
