@@ -60,6 +60,9 @@ func ceilTo(t time.Time, g time.Duration) time.Time {
 	return f
 }
 
+// rollupGrains are all the grains, longest first.
+func rollupGrains() []time.Duration { return rollup.Grains[:] }
+
 // oneBucket reports whether mq's range is one bucket (Bucket 0: always).
 func oneBucket(mq MetricsQuery) bool {
 	return mq.Bucket <= 0 || !mq.Origin.Add(mq.Bucket).Before(mq.To)
