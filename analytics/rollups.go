@@ -81,37 +81,16 @@ func usableGrains(mq MetricsQuery) []time.Duration {
 	return out
 }
 
-// spans adds the condition selecting the spans' rows: rollup rows by grain and
-// bucket_start, or traces by created_at.
-func (q *stmt) spans(spans []span, rollups bool) {
-	q.sql(" AND (")
-	n := 0
-	for _, s := range spans {
-		if (s.grain != 0) != rollups {
-			continue
-		}
-		if n > 0 {
-			q.sql(" OR ")
-		}
-		n++
-		if rollups {
-			q.sql("(grain_s = ", strconv.FormatInt(int64(s.grain/time.Second), 10), " AND bucket_start >= ", q.at(s.from),
-				" AND bucket_start < ", q.at(s.to), ")")
-		} else {
-			q.sql("(created_at >= ", q.at(s.from), " AND created_at < ", q.at(s.to), ")")
-		}
+// span adds the condition selecting the span's rows: rollup rows by grain and
+// bucket_start, or traces by created_at. Each span is its own query: the databases serve
+// one range from an index, but not an OR of ranges.
+func (q *stmt) span(sp span) {
+	if sp.grain != 0 {
+		q.sql(" AND grain_s = ", strconv.FormatInt(int64(sp.grain/time.Second), 10), " AND bucket_start >= ", q.at(sp.from),
+			" AND bucket_start < ", q.at(sp.to))
+	} else {
+		q.sql(" AND created_at >= ", q.at(sp.from), " AND created_at < ", q.at(sp.to))
 	}
-	q.sql(")")
-}
-
-// hasSpans reports whether spans has rollup spans (rollups) or trace spans.
-func hasSpans(spans []span, rollups bool) bool {
-	for _, s := range spans {
-		if (s.grain != 0) == rollups {
-			return true
-		}
-	}
-	return false
 }
 
 // acc is one bucket's aggregate while rows are merged.
@@ -162,19 +141,33 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 		}
 		return q.group(mq)
 	}
-	if hasSpans(spans, true) {
-		q := s.stmt()
-		sum := func(col string) string {
-			if s.pg {
-				return "coalesce(sum(" + col + "), 0)::bigint"
-			}
-			return col
+	for _, sp := range spans {
+		if err := s.spanMetrics(ctx, tenantID, mq, sp, get, group); err != nil {
+			return nil, false, err
 		}
+	}
+	for _, a := range byKey {
+		a.Sums.LatencyP95US = quantile(a.latency, 0.95)
+		a.Sums.TTFBP95US = quantile(a.ttfb, 0.95)
+		a.Sums.OverheadP95US = quantile(a.overhead, 0.95)
+		a.Sums.Approximate = true
+	}
+	return byKey, true, nil
+}
+
+// spanMetrics adds one span's rows to the buckets get returns.
+func (s *sqlStore) spanMetrics(ctx context.Context, tenantID string, mq MetricsQuery, sp span,
+	get func(r rows, dest ...any) (*acc, error), group func(q *stmt) string) error {
+	if sp.grain != 0 {
+		q := s.stmt()
+		sum := s.sum
+		// Histograms merge by concatenation (see rollup.Hist.AppendBinary). SQLite's
+		// group_concat keeps a blob's bytes, NULs included, but returns text.
 		hist := func(col string) string {
 			if s.pg {
 				return "string_agg(" + col + ", ''::bytea)"
 			}
-			return col
+			return "CAST(group_concat(" + col + ", '') AS BLOB)"
 		}
 		q.sql("SELECT ", q.bucketOf("bucket_start", mq), ", ", group(q), ", ", sum("requests"), ", ",
 			sum("CASE WHEN status_class >= 4 THEN requests ELSE 0 END"), ", ", sum("prompt_tokens"), ", ",
@@ -182,10 +175,8 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 			sum("unpriced"), ", ", sum("latency_us"), ", ", sum("ttfb_us"), ", ", sum("ttfb_count"), ", ", sum("overhead_us"), ", ",
 			hist("latency_hist"), ", ", hist("ttfb_hist"), ", ", hist("overhead_hist"),
 			" FROM trace_rollups WHERE tenant_id = ", q.arg(tenantID))
-		q.spans(spans, true)
-		if s.pg {
-			q.sql(" GROUP BY 1, 2")
-		}
+		q.span(sp)
+		q.sql(" GROUP BY 1, 2")
 		err := s.each(ctx, q, func(r rows) error {
 			var (
 				x       Sums
@@ -200,48 +191,41 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 			return joinErr(a.latency.Decode(l), a.ttfb.Decode(t), a.overhead.Decode(o))
 		})
 		if err != nil {
-			return nil, false, fmt.Errorf("analytics: metrics from rollups: %w", err)
+			return fmt.Errorf("analytics: metrics from rollups: %w", err)
 		}
+		return nil
 	}
-	if hasSpans(spans, false) {
-		q := s.stmt()
-		q.sql("SELECT ", q.bucketOf("created_at", mq), ", ", group(q), ", status, prompt_tokens, completion_tokens, ",
-			"cached_tokens, reasoning_tokens, cost_micro_usd, latency_us, ttfb_us, overhead_us FROM traces WHERE tenant_id = ",
-			q.arg(tenantID))
-		q.spans(spans, false)
-		err := s.each(ctx, q, func(r rows) error {
-			var (
-				status                     int
-				c                          rollup.Counts
-				p, cp, ca, re, lat, tt, ov int64
-				cost                       *int64
-			)
-			a, err := get(r, &status, &p, &cp, &ca, &re, &cost, &lat, &tt, &ov)
-			if err != nil {
-				return err
-			}
-			c.AddTrace(p, cp, ca, re, cost, lat, tt, ov)
-			x := countsSums(&c)
-			if status >= 400 {
-				x.Errors = 1
-			}
-			a.Sums.add(x)
-			a.latency.Merge(c.Latency)
-			a.ttfb.Merge(c.TTFB)
-			a.overhead.Merge(c.Overhead)
-			return nil
-		})
+	q := s.stmt()
+	q.sql("SELECT ", q.bucketOf("created_at", mq), ", ", group(q), ", status, prompt_tokens, completion_tokens, ",
+		"cached_tokens, reasoning_tokens, cost_micro_usd, latency_us, ttfb_us, overhead_us FROM traces WHERE tenant_id = ",
+		q.arg(tenantID))
+	q.span(sp)
+	err := s.each(ctx, q, func(r rows) error {
+		var (
+			status                     int
+			c                          rollup.Counts
+			p, cp, ca, re, lat, tt, ov int64
+			cost                       *int64
+		)
+		a, err := get(r, &status, &p, &cp, &ca, &re, &cost, &lat, &tt, &ov)
 		if err != nil {
-			return nil, false, fmt.Errorf("analytics: metrics from traces: %w", err)
+			return err
 		}
+		c.AddTrace(p, cp, ca, re, cost, lat, tt, ov)
+		x := countsSums(&c)
+		if status >= 400 {
+			x.Errors = 1
+		}
+		a.Sums.add(x)
+		a.latency.Merge(c.Latency)
+		a.ttfb.Merge(c.TTFB)
+		a.overhead.Merge(c.Overhead)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("analytics: metrics from traces: %w", err)
 	}
-	for _, a := range byKey {
-		a.Sums.LatencyP95US = quantile(a.latency, 0.95)
-		a.Sums.TTFBP95US = quantile(a.ttfb, 0.95)
-		a.Sums.OverheadP95US = quantile(a.overhead, 0.95)
-		a.Sums.Approximate = true
-	}
-	return byKey, true, nil
+	return nil
 }
 
 func quantile(h rollup.Hist, q float64) *int64 {

@@ -70,10 +70,8 @@ func (s *sqlStore) Spend(ctx context.Context, sq SpendQuery) ([]SpendRow, error)
 		}
 		return nil
 	}
-	for _, rollups := range []bool{true, false} {
-		if !hasSpans(spans, rollups) {
-			continue
-		}
+	for _, sp := range spans {
+		rollups := sp.grain != 0
 		q := s.stmt()
 		if rollups {
 			q.sql("SELECT tenant_id, api_key_id, model, ", s.sum("requests"), ", ", s.sum("prompt_tokens"), ", ",
@@ -85,7 +83,7 @@ func (s *sqlStore) Spend(ctx context.Context, sq SpendQuery) ([]SpendRow, error)
 		if sq.TenantID != "" {
 			q.sql(" AND tenant_id = ", q.arg(sq.TenantID))
 		}
-		q.spans(spans, rollups)
+		q.span(sp)
 		q.sql(" GROUP BY 1, 2, 3")
 		if err := s.each(ctx, q, scan); err != nil {
 			return nil, fmt.Errorf("analytics: spend: %w", err)
