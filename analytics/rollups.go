@@ -159,6 +159,11 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 func (s *sqlStore) spanMetrics(ctx context.Context, tenantID string, mq MetricsQuery, sp span,
 	get func(r rows, dest ...any) (*acc, error), group func(q *stmt) string) error {
 	if sp.grain != 0 {
+		// Without group_by, the totals per tenant and status class serve.
+		table := "trace_rollups"
+		if mq.GroupBy == "" {
+			table = "trace_rollup_totals"
+		}
 		q := s.stmt()
 		sum := s.sum
 		// Histograms merge by concatenation (see rollup.Hist.AppendBinary). SQLite's
@@ -174,7 +179,7 @@ func (s *sqlStore) spanMetrics(ctx context.Context, tenantID string, mq MetricsQ
 			sum("completion_tokens"), ", ", sum("cached_tokens"), ", ", sum("reasoning_tokens"), ", ", sum("cost_micro_usd"), ", ",
 			sum("unpriced"), ", ", sum("latency_us"), ", ", sum("ttfb_us"), ", ", sum("ttfb_count"), ", ", sum("overhead_us"), ", ",
 			hist("latency_hist"), ", ", hist("ttfb_hist"), ", ", hist("overhead_hist"),
-			" FROM trace_rollups WHERE tenant_id = ", q.arg(tenantID))
+			" FROM ", table, " WHERE tenant_id = ", q.arg(tenantID))
 		q.span(sp)
 		q.sql(" GROUP BY 1, 2")
 		err := s.each(ctx, q, func(r rows) error {

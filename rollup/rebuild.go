@@ -40,7 +40,7 @@ func wholeDays(from, to time.Time) (time.Time, time.Time) {
 // RebuildPostgres recomputes the rollups of the traces created in [from, to), widened to
 // whole UTC days, from the traces table; zero from and to take every day with traces. Each
 // day is one transaction that blocks the sinks' rollup steps while it runs (a share lock
-// on trace_rollups taken before it reads the traces), so a batch committing meanwhile is
+// on the rollup tables taken before it reads the traces), so a batch committing meanwhile is
 // counted exactly once: either its traces are read, or its step adds to the rebuilt rows.
 func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time) (RebuildStats, error) {
 	if from.IsZero() || to.IsZero() {
@@ -62,12 +62,14 @@ func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time
 	st.From, st.To = wholeDays(from, to)
 	for d := st.From; d.Before(st.To); d = d.Add(day) {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, "LOCK TABLE trace_rollups IN SHARE ROW EXCLUSIVE MODE"); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, "DELETE FROM trace_rollups WHERE grain_s IN (60, 900, 3600, 21600) AND bucket_start >= $1 AND bucket_start < $2",
-				d, d.Add(day)); err != nil {
-				return err
+			for _, t := range tables {
+				if _, err := tx.Exec(ctx, "LOCK TABLE "+t.name+" IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, "DELETE FROM "+t.name+" WHERE grain_s IN (60, 900, 3600, 21600) AND bucket_start >= $1 AND bucket_start < $2",
+					d, d.Add(day)); err != nil {
+					return err
+				}
 			}
 			rows, err := tx.Query(ctx, "SELECT "+rebuildColumns+" FROM traces WHERE created_at >= $1 AND created_at < $2", d, d.Add(day))
 			if err != nil {
@@ -139,8 +141,10 @@ func rebuildSQLiteDay(ctx context.Context, db *sql.DB, d time.Time, st *RebuildS
 	defer tx.Rollback()
 	lo, hi := d.UnixMicro(), d.Add(day).UnixMicro()
 	// The delete comes first, so the transaction holds the write lock before it reads.
-	if _, err := tx.ExecContext(ctx, "DELETE FROM trace_rollups WHERE grain_s IN (60, 900, 3600, 21600) AND bucket_start >= ? AND bucket_start < ?", lo, hi); err != nil {
-		return err
+	for _, t := range tables {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.name+" WHERE grain_s IN (60, 900, 3600, 21600) AND bucket_start >= ? AND bucket_start < ?", lo, hi); err != nil {
+			return err
+		}
 	}
 	rows, err := tx.QueryContext(ctx, "SELECT "+rebuildColumns+" FROM traces WHERE created_at >= ? AND created_at < ?", lo, hi)
 	if err != nil {

@@ -26,9 +26,18 @@ type Key struct {
 	Model       string
 	APIKeyID    string
 	StatusClass int // Status / 100
+	// Total marks a row of trace_rollup_totals: every provider, model and key of the tenant
+	// together (Provider, Model and APIKeyID are empty).
+	Total bool
 }
 
 func compareKeys(a, b Key) int {
+	if a.Total != b.Total {
+		if a.Total {
+			return 1
+		}
+		return -1
+	}
 	return cmp.Or(cmp.Compare(a.TenantID, b.TenantID), cmp.Compare(a.Grain, b.Grain), a.Start.Compare(b.Start),
 		cmp.Compare(a.Provider, b.Provider), cmp.Compare(a.Model, b.Model), cmp.Compare(a.APIKeyID, b.APIKeyID),
 		cmp.Compare(a.StatusClass, b.StatusClass))
@@ -93,8 +102,9 @@ type Row struct {
 // StatusClass is the class a status is counted in: its hundreds (2 for 200, 4 for 429).
 func StatusClass(status int) int { return status / 100 }
 
-// Aggregate counts the traces into rows, three per distinct trace key (one per grain),
-// sorted by key: the order in which concurrent writers lock rows.
+// Aggregate counts the traces into rows, for each grain one per distinct trace key and one
+// total per tenant and status class, sorted by key (totals last): the order in which
+// concurrent writers lock rows.
 func Aggregate(traces []*tracing.Trace) []*Row {
 	a := aggregator{}
 	for _, t := range traces {
@@ -111,13 +121,15 @@ func (a aggregator) add(t *tracing.Trace) {
 	for _, g := range Grains {
 		k := Key{TenantID: t.TenantID, Grain: g, Start: bucketStart(at, g), Provider: t.Provider, Model: t.Model,
 			APIKeyID: t.APIKeyID, StatusClass: StatusClass(t.Status)}
-		r := a[k]
-		if r == nil {
-			r = &Row{Key: k}
-			a[k] = r
+		for _, k := range [2]Key{k, {TenantID: k.TenantID, Grain: g, Start: k.Start, StatusClass: k.StatusClass, Total: true}} {
+			r := a[k]
+			if r == nil {
+				r = &Row{Key: k}
+				a[k] = r
+			}
+			r.AddTrace(t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, t.CostMicroUSD,
+				t.LatencyUS, t.TTFBUS, t.OverheadUS)
 		}
-		r.AddTrace(t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, t.CostMicroUSD,
-			t.LatencyUS, t.TTFBUS, t.OverheadUS)
 	}
 }
 

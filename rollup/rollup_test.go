@@ -62,8 +62,10 @@ var stores = []struct {
 			t.Fatal(err)
 		}
 		return store{sink: sink, fail: fail, rows: func(t *testing.T) []storedRow { return readRows(t, db, true) },
-			traces:     func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM traces") },
-			maxAppends: func(t *testing.T) int { return count(t, db, "SELECT max(appends) FROM trace_rollups") },
+			traces: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM traces") },
+			maxAppends: func(t *testing.T) int {
+				return count(t, db, "SELECT max(a) FROM (SELECT max(appends) AS a FROM trace_rollups UNION ALL SELECT max(appends) FROM trace_rollup_totals) AS m")
+			},
 			rebuild: func(ctx context.Context, from, to time.Time) (rollup.RebuildStats, error) {
 				return rollup.RebuildPostgres(ctx, pool, from, to)
 			}}
@@ -81,8 +83,10 @@ var stores = []struct {
 		fail := new(bool)
 		sink := tracing.NewSQLiteSink(db, rollup.SQLite, func(context.Context, *sql.Tx, []*tracing.Trace) error { return crash(*fail) })
 		return store{sink: sink, fail: fail, rows: func(t *testing.T) []storedRow { return readRows(t, db, false) },
-			traces:     func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM traces") },
-			maxAppends: func(t *testing.T) int { return count(t, db, "SELECT max(appends) FROM trace_rollups") },
+			traces: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM traces") },
+			maxAppends: func(t *testing.T) int {
+				return count(t, db, "SELECT max(a) FROM (SELECT max(appends) AS a FROM trace_rollups UNION ALL SELECT max(appends) FROM trace_rollup_totals) AS m")
+			},
 			rebuild: func(ctx context.Context, from, to time.Time) (rollup.RebuildStats, error) {
 				return rollup.RebuildSQLite(ctx, db, from, to)
 			}}
@@ -99,6 +103,7 @@ func crash(fail bool) error {
 // storedRow is a rollup row as stored, its histograms decoded and re-encoded (so two
 // rows with equal counts compare equal however their appends were split).
 type storedRow struct {
+	Total                        bool // a row of trace_rollup_totals
 	Tenant, Provider, Model, Key string
 	Grain                        int64
 	Start                        time.Time
@@ -110,9 +115,22 @@ type storedRow struct {
 
 func readRows(t *testing.T, db *sql.DB, pg bool) []storedRow {
 	t.Helper()
-	r, err := db.QueryContext(t.Context(), `SELECT tenant_id, grain_s, bucket_start, provider, model, api_key_id, status_class,
+	var out []storedRow
+	for _, total := range []bool{false, true} {
+		out = append(out, readTable(t, db, pg, total)...)
+	}
+	sortRows(out)
+	return out
+}
+
+func readTable(t *testing.T, db *sql.DB, pg, total bool) []storedRow {
+	cols, table := "provider, model, api_key_id", "trace_rollups"
+	if total {
+		cols, table = "'', '', ''", "trace_rollup_totals"
+	}
+	r, err := db.QueryContext(t.Context(), `SELECT tenant_id, grain_s, bucket_start, `+cols+`, status_class,
 		requests, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_micro_usd, unpriced,
-		latency_us, ttfb_us, ttfb_count, overhead_us, latency_hist, ttfb_hist, overhead_hist FROM trace_rollups`)
+		latency_us, ttfb_us, ttfb_count, overhead_us, latency_hist, ttfb_hist, overhead_hist FROM `+table)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +144,7 @@ func readRows(t *testing.T, db *sql.DB, pg bool) []storedRow {
 			us    int64
 			h     [3][]byte
 		)
+		s.Total = total
 		start = &us
 		if pg {
 			start = &at
@@ -155,14 +174,13 @@ func readRows(t *testing.T, db *sql.DB, pg bool) []storedRow {
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
-	sortRows(out)
 	return out
 }
 
 func sortRows(rows []storedRow) {
 	slices.SortFunc(rows, func(a, b storedRow) int {
-		return cmpOr(fmt.Sprint(a.Tenant, a.Grain, a.Start.UnixMicro(), a.Provider, a.Model, a.Key, a.Class),
-			fmt.Sprint(b.Tenant, b.Grain, b.Start.UnixMicro(), b.Provider, b.Model, b.Key, b.Class))
+		return cmpOr(fmt.Sprint(a.Total, a.Tenant, a.Grain, a.Start.UnixMicro(), a.Provider, a.Model, a.Key, a.Class),
+			fmt.Sprint(b.Total, b.Tenant, b.Grain, b.Start.UnixMicro(), b.Provider, b.Model, b.Key, b.Class))
 	})
 }
 
@@ -180,6 +198,7 @@ func cmpOr(a, b string) int {
 // aggregation: by hand from each trace.
 func expected(traces []*tracing.Trace) []storedRow {
 	type key struct {
+		total                           bool
 		tenant, provider, model, apiKey string
 		grain                           int64
 		start                           int64
@@ -193,33 +212,35 @@ func expected(traces []*tracing.Trace) []storedRow {
 	for _, tr := range traces {
 		for _, g := range []int64{60, 900, 3600, 21600} {
 			us := tr.CreatedAt.UnixMicro()
-			k := key{tr.TenantID, tr.Provider, tr.Model, tr.APIKeyID, g, us - us%(g*1e6), tr.Status / 100}
-			a := m[k]
-			if a == nil {
-				a = &acc{}
-				m[k] = a
+			k := key{false, tr.TenantID, tr.Provider, tr.Model, tr.APIKeyID, g, us - us%(g*1e6), tr.Status / 100}
+			for _, k := range []key{k, {true, tr.TenantID, "", "", "", g, k.start, k.class}} {
+				a := m[k]
+				if a == nil {
+					a = &acc{}
+					m[k] = a
+				}
+				cost, unpriced := int64(0), int64(1)
+				if tr.CostMicroUSD != nil {
+					cost, unpriced = *tr.CostMicroUSD, 0
+				}
+				var ttfbN int64
+				if tr.TTFBUS > 0 {
+					ttfbN = 1
+					a.ttfb.Add(tr.TTFBUS)
+				}
+				add := [11]int64{1, tr.PromptTokens, tr.CompletionTokens, tr.CachedTokens, tr.ReasoningTokens, cost, unpriced,
+					tr.LatencyUS, tr.TTFBUS * ttfbN, ttfbN, tr.OverheadUS}
+				for i := range add {
+					a.sums[i] += add[i]
+				}
+				a.lat.Add(tr.LatencyUS)
+				a.ovh.Add(tr.OverheadUS)
 			}
-			cost, unpriced := int64(0), int64(1)
-			if tr.CostMicroUSD != nil {
-				cost, unpriced = *tr.CostMicroUSD, 0
-			}
-			var ttfbN int64
-			if tr.TTFBUS > 0 {
-				ttfbN = 1
-				a.ttfb.Add(tr.TTFBUS)
-			}
-			add := [11]int64{1, tr.PromptTokens, tr.CompletionTokens, tr.CachedTokens, tr.ReasoningTokens, cost, unpriced,
-				tr.LatencyUS, tr.TTFBUS * ttfbN, ttfbN, tr.OverheadUS}
-			for i := range add {
-				a.sums[i] += add[i]
-			}
-			a.lat.Add(tr.LatencyUS)
-			a.ovh.Add(tr.OverheadUS)
 		}
 	}
 	var out []storedRow
 	for k, a := range m {
-		out = append(out, storedRow{Tenant: k.tenant, Provider: k.provider, Model: k.model, Key: k.apiKey, Grain: k.grain,
+		out = append(out, storedRow{Total: k.total, Tenant: k.tenant, Provider: k.provider, Model: k.model, Key: k.apiKey, Grain: k.grain,
 			Start: time.UnixMicro(k.start).UTC(), Class: k.class, Sums: a.sums,
 			Latency: fmt.Sprintf("%x", a.lat.Encode()), TTFB: fmt.Sprintf("%x", a.ttfb.Encode()), Overhead: fmt.Sprintf("%x", a.ovh.Encode()),
 			LatencyN: a.lat.Count(), TTFBN: a.ttfb.Count(), OverheadN: a.ovh.Count()})
