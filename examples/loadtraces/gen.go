@@ -41,7 +41,7 @@ type generator struct {
 	tenants  []string
 	keys     [][]string
 	keyCum   [][]float64 // key weights per tenant, cumulative: a few keys carry most traffic
-	cum      []float64 // tenant weights, cumulative
+	cum      []float64   // tenant weights, cumulative
 	modelCum []float64
 	from     time.Time
 	span     time.Duration
@@ -192,7 +192,7 @@ func (g *generator) bodies(r *rand.Rand, t *tracing.Trace) (req, resp []byte) {
 	if !t.Stream {
 		resp, _ = json.Marshal(map[string]any{"id": "chatcmpl-" + t.ID[:8], "object": "chat.completion", "model": t.ServedModel,
 			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop", "message": msg{"assistant", answer}}},
-			"usage": map[string]any{"prompt_tokens": t.PromptTokens, "completion_tokens": t.CompletionTokens}})
+			"usage":   map[string]any{"prompt_tokens": t.PromptTokens, "completion_tokens": t.CompletionTokens}})
 		return req, resp
 	}
 	// The words need no JSON escaping: the chunks are formatted directly.
