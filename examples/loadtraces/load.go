@@ -10,9 +10,9 @@ import (
 	"github.com/loom-gateway/loom/tracing"
 )
 
-// load generates the traces in time order, in batches, and writes them through sink with
-// workers concurrent writers; progress is called every ten seconds.
-func load(ctx context.Context, g *generator, sink tracing.Sink, batch, workers int, seed uint64, progress func(int64)) (int64, error) {
+// load generates the traces in time order, in batches, with workers generators, and writes
+// them through sink with writers concurrent writers; progress is called every ten seconds.
+func load(ctx context.Context, g *generator, sink tracing.Sink, batch, workers, writers int, seed uint64, progress func(int64)) (int64, error) {
 	batches := make(chan []*tracing.Trace, workers*2)
 	var (
 		written  atomic.Int64
@@ -30,7 +30,7 @@ func load(ctx context.Context, g *generator, sink tracing.Sink, batch, workers i
 			cancel()
 		}
 	}
-	for range workers {
+	for range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		big      = fs.Float64("big", 0.5, "share of the traces that belong to the first tenant")
 		days     = fs.Int("days", 30, "the traces spread over the last this many days")
 		batch    = fs.Int("batch", 1000, "traces per WriteBatch")
-		workers  = fs.Int("workers", 2, "concurrent writers")
+		workers  = fs.Int("workers", 2, "concurrent generators and (PostgreSQL) writers")
 		seed     = fs.Uint64("seed", 1, "random seed (also derives the master key)")
 		noRollup = fs.Bool("no-rollups", false, "write without the rollup step (then run `examples/server rollups rebuild`)")
 	)
@@ -84,7 +84,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	span := time.Duration(*days) * 24 * time.Hour
 	g := newGenerator(*seed, *tenants, *big, end.Add(-span), span, *n, keyring)
 	start := time.Now()
-	written, err := load(ctx, g, sink, *batch, *workers, *seed, func(done int64) {
+	writers := *workers
+	if *litePath != "" {
+		writers = 1 // SQLite has one writer at a time: more would only wait on its lock
+	}
+	written, err := load(ctx, g, sink, *batch, *workers, writers, *seed, func(done int64) {
 		el := time.Since(start)
 		fmt.Fprintf(out, "%d traces in %v (%.0f/s)\n", done, el.Round(time.Second), float64(done)/el.Seconds())
 	})
