@@ -77,7 +77,6 @@ func benchSink(b *testing.B, db string, withRollups bool) tracing.Sink {
 	return tracing.NewSQLiteSink(lite, steps...)
 }
 
-
 func benchmarkWrites(b *testing.B, sink tracing.Sink, wide bool) {
 	const batchSize = 512
 	body := make([]byte, 1024)
