@@ -272,6 +272,7 @@ func (x *exchange) relayJSON(ctx context.Context, req *provider.ChatRequest, res
 	if decoded {
 		c := provider.ReadCompletion(body)
 		x.setUsage(c.Usage, string(c.Model))
+		x.t.FinishReasons = c.FinishReasons()
 		if c.HasError {
 			x.t.ErrorType = "upstream_error" // a 200 whose body is an error
 			if c.Usage == nil {
@@ -354,6 +355,7 @@ func (x *exchange) streamResult(ctx context.Context, res stream.Result, decoded 
 	x.t.ResponseBody, x.t.ResponseTruncated = res.Captured, res.Truncated
 	if decoded {
 		x.setUsage(res.Usage, res.Model)
+		x.t.FinishReasons = res.FinishReasons
 	} else {
 		x.t.UsageSource = tracing.UsageMissing // unreadable: nothing to count
 	}

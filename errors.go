@@ -93,6 +93,9 @@ func toAPIError(err error) *apiError {
 	case errors.Is(err, errNotDurable):
 		return &apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "trace_not_durable",
 			Message: "The answer was held back because its audit record could not be saved; retry shortly."}
+	case errors.Is(err, errTenantProvider):
+		return &apiError{Status: http.StatusInternalServerError, Type: "server_error", Code: "provider_misconfigured",
+			Message: "The provider configured for this model cannot be used; the gateway's operator has the details."}
 	case errors.Is(err, context.Canceled):
 		// The client left; nobody reads this answer, but the trace records the status.
 		return &apiError{Status: 499, Type: "client_closed_request", Message: "The client closed the request."}

@@ -754,7 +754,7 @@ func TestTenantProvider(t *testing.T) {
 	own := newFakeUpstream(t, 200, body)
 	e := newEnv(t, []loom.Route{openAIRoute(shared)})
 	ctx := context.Background()
-	err := e.gw.SetTenantProvider(ctx, tenancy.ProviderConfig{TenantID: e.tenantID, Name: "openai", Kind: "openai", BaseURL: own.URL + "/v1", Models: []string{"gpt-4o"}}, "sk-tenant-secret")
+	err := e.gw.Admin().PutProviderConfig(ctx, tenancy.ProviderConfig{TenantID: e.tenantID, Name: "openai", Kind: "openai", BaseURL: own.URL + "/v1", Models: []string{"gpt-4o"}}, "sk-tenant-secret")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/internal/ttlcache"
 	"github.com/loom-gateway/loom/pricing"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/tenancy"
@@ -42,6 +43,12 @@ type Config struct {
 	// Routes are the providers every tenant can reach. A tenant's own provider
 	// configuration of the same name takes precedence for that tenant.
 	Routes []Route
+	// ProviderKinds adds the provider kinds a tenant's provider configuration may name
+	// (its Kind), beside the built-in "openai", "azure", "anthropic" and "mock": an
+	// embedder's own provider.Provider, configured per tenant through
+	// Admin().PutProviderConfig, which refuses kinds not known here. An entry replaces
+	// the built-in of its name; a nil entry removes it. If nil, the built-in kinds.
+	ProviderKinds map[string]ProviderKind
 
 	// Tracing configures the trace pipeline. If Tracing.Sinks is empty, no traces are
 	// recorded. If Tracing.Sealer is nil, Keyring seals the bodies; if Tracing.Enrich is
@@ -51,7 +58,9 @@ type Config struct {
 	// Keyring seals trace bodies and opens the sealed upstream API keys of tenant
 	// provider configurations. If nil, tenant provider configurations with an API key
 	// are refused, and New refuses a trace pipeline without a Sealer unless
-	// TraceWithoutBodies says that is meant.
+	// TraceWithoutBodies says that is meant. A keyring made with WithDataKeys(Store)
+	// (both built-in stores keep data keys) gives each tenant a random data key, which
+	// Admin().DeleteTenant destroys; the gateway then calls Keyring.Forget itself.
 	Keyring *loomcrypto.Keyring
 	// TraceWithoutBodies records traces without request and response bodies (tokens,
 	// cost, latency and status only) when there is no Keyring or Tracing.Sealer to seal
@@ -69,6 +78,9 @@ type Config struct {
 	// /v1/analytics/values, behind the same API-key authentication as the data plane.
 	// If nil, those endpoints are off (404).
 	Analytics analytics.Store
+	// Admin, if set, serves the admin API under /admin/ (see AdminConfig). If nil, the
+	// admin routes are off (404) and tenants are managed through Gateway.Admin only.
+	Admin *AdminConfig
 
 	// MaxBodyBytes bounds a request body; larger bodies get 413. If zero, 8 MiB.
 	MaxBodyBytes int64
@@ -79,8 +91,10 @@ type Config struct {
 	MaxCaptureBytes int
 
 	// AuthCacheSize and AuthCacheTTL size the cache of authenticated keys and tenant
-	// provider configurations. The TTL bounds how long a revocation made on another
-	// replica takes to reach this one. If zero, 10,000 entries and 30 seconds.
+	// provider configurations. If zero, 10,000 entries and 30 seconds. A change made on
+	// another replica reaches this one when the Store announces it (a tenancy.Notifier:
+	// the PostgreSQL store, within milliseconds) and otherwise, or while the announcing
+	// connection is down, within the TTL.
 	AuthCacheSize int
 	AuthCacheTTL  time.Duration
 	// AuthStaleFor is how long past AuthCacheTTL a cached key or tenant provider
@@ -135,7 +149,8 @@ type Config struct {
 //	GET  /v1/models
 //	GET  /v1/models/{id}
 //
-// and, with Config.Analytics, the analytics API (analytics.Paths).
+// and, with Config.Analytics, the analytics API (analytics.Paths); with Config.Admin, the
+// admin API under /admin/ (package admin).
 //
 // Everything New starts, Shutdown stops.
 type Gateway struct {
@@ -163,6 +178,7 @@ type Gateway struct {
 	// that end when Shutdown closes stop.
 	touch    func(ctx context.Context, at time.Time, keyIDs ...string) error
 	snapshot tenancy.Snapshotter
+	notified notifyStats // what the Store's change notifications did
 	stop     chan struct{}
 	loops    sync.WaitGroup
 }
@@ -184,6 +200,11 @@ type StoreStats struct {
 	// AuthCacheHits counts API keys answered from the auth cache, AuthCacheMisses those
 	// looked up in the Store, and AuthStoreErrors the lookups that failed.
 	AuthCacheHits, AuthCacheMisses, AuthStoreErrors int64
+	// Changes counts the changes the Store announced (a tenancy.Notifier) and the caches
+	// applied; ChangeResets the expiries of every cached answer when its notification
+	// connection started or came back (the first included); ChangeErrors that
+	// connection's failures.
+	Changes, ChangeResets, ChangeErrors int64
 }
 
 // New returns a Gateway for cfg.
@@ -199,6 +220,9 @@ func New(cfg Config) (*Gateway, error) {
 	if len(cfg.Tracing.Sinks) > 0 && cfg.Keyring == nil && cfg.Tracing.Sealer == nil && !cfg.TraceWithoutBodies {
 		return nil, errors.New("loom: traces need Config.Keyring (or Tracing.Sealer) to seal their bodies; " +
 			"set Config.TraceWithoutBodies to record traces without bodies")
+	}
+	if cfg.Admin != nil && cfg.Admin.Users == nil {
+		return nil, errors.New("loom: Config.Admin needs Users")
 	}
 	if _, ok := cfg.Store.(tenancy.Snapshotter); cfg.KeySetRefresh > 0 && !ok {
 		return nil, fmt.Errorf("loom: Config.KeySetRefresh needs a Store that is a tenancy.Snapshotter; %T is not", cfg.Store)
@@ -239,18 +263,18 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.AuthStaleFor = tenancy.DefaultAuthStaleFor
 	}
 	auth := tenancy.NewAuthenticator(cfg.Store, tenancy.AuthOptions{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, StaleFor: cfg.AuthStaleFor, Now: cfg.Now})
-	g := &Gateway{
-		cfg:   cfg,
-		log:   log,
-		auth:  auth,
-		admin: tenancy.NewService(cfg.Store, auth),
-		stop:  make(chan struct{}),
-	}
-	var openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
+	g := &Gateway{cfg: cfg, log: log, auth: auth, stop: make(chan struct{})}
+	kinds, kindNames := providerKinds(cfg.ProviderKinds)
+	var keys tenancy.Opener
+	opts := []tenancy.ServiceOption{tenancy.WithProviderKinds(kindNames...)}
 	if cfg.Keyring != nil {
-		openKey = func(tenantID, name string, version int, sealed []byte) ([]byte, error) {
-			return cfg.Keyring.Open(tenantID, ProviderKeyRecordID(name), version, sealed)
-		}
+		keys = cfg.Keyring
+		opts = append(opts, tenancy.WithSealer(cfg.Keyring))
+	}
+	g.routes = newRouter(cfg.Routes, cfg.Store, ttlcache.Options{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, StaleFor: cfg.AuthStaleFor, Now: cfg.Now}, keys, kinds)
+	g.admin = tenancy.NewService(cfg.Store, auth, append(opts, tenancy.WithProvidersChanged(g.routes.forget))...)
+	if cfg.Keyring != nil {
+		g.admin.OnTenantDeleted(cfg.Keyring.Forget)
 	}
 	reg := cfg.Metrics
 	if reg == nil {
@@ -262,7 +286,6 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("loom: register metrics: %w", err)
 	}
 	g.metrics = m
-	g.routes = newRouter(cfg.Routes, cfg.Store, cfg.AuthCacheSize, cfg.AuthCacheTTL, cfg.AuthStaleFor, cfg.Now, openKey)
 	var reads *analytics.Handler
 	if cfg.Analytics != nil {
 		var err error
@@ -301,6 +324,9 @@ func New(cfg Config) (*Gateway, error) {
 		g.refreshSnapshot()                          // a Store down at start is ridden through once it returns
 		g.every(cfg.KeySetRefresh, g.refreshSnapshot)
 	}
+	if n, ok := cfg.Store.(tenancy.Notifier); ok {
+		g.listen(n)
+	}
 	if kt, ok := cfg.Store.(tenancy.KeyToucher); ok && cfg.KeyUsageInterval > 0 {
 		g.touch = kt.TouchKeys
 		g.every(cfg.KeyUsageInterval, func() {
@@ -320,6 +346,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if reads != nil {
 		mountAnalytics(mux, reads)
+	}
+	if cfg.Admin != nil {
+		if err := g.mountAdmin(mux, cfg.Admin); err != nil {
+			return nil, fmt.Errorf("loom: %w", err)
+		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "unknown_url",
@@ -353,34 +384,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mux.ServeHTTP(w, r)
 }
 
-// Admin returns the tenancy service bound to this gateway's auth cache: revoking a key or
-// deactivating a tenant through it takes effect on this gateway at once. Set tenant
-// provider configurations with SetTenantProvider, which also seals the upstream key and
-// refreshes this gateway's routes.
+// Admin returns the tenancy service bound to this gateway's caches: revoking a key,
+// deactivating a tenant or putting a provider configuration (its upstream key sealed with
+// the Keyring) through it takes effect on this gateway at once, and on other replicas
+// sharing a PostgreSQL Store within moments (see Config.AuthCacheTTL). A provider
+// configuration's Name is the model prefix it serves, overriding the gateway route of the
+// same name for its tenant.
 func (g *Gateway) Admin() *tenancy.Service { return g.admin }
-
-// SetTenantProvider stores a tenant's own configuration of an upstream provider, sealing
-// apiKey (if any) with the Keyring; it takes effect for the tenant at once on this gateway
-// and within AuthCacheTTL on others. The configuration's Name is the model prefix it
-// serves, overriding the gateway route of the same name for this tenant.
-func (g *Gateway) SetTenantProvider(ctx context.Context, c tenancy.ProviderConfig, apiKey string) error {
-	c.SealedAPIKey, c.KeyVersion = nil, 0
-	if apiKey != "" {
-		if g.cfg.Keyring == nil {
-			return errors.New("loom: a tenant provider API key needs Config.Keyring")
-		}
-		sealed, v, err := g.cfg.Keyring.Seal(c.TenantID, ProviderKeyRecordID(c.Name), []byte(apiKey))
-		if err != nil {
-			return fmt.Errorf("loom: seal provider key: %w", err)
-		}
-		c.SealedAPIKey, c.KeyVersion = sealed, v
-	}
-	if err := g.admin.PutProviderConfig(ctx, c); err != nil {
-		return err
-	}
-	g.routes.forget(c.TenantID)
-	return nil
-}
 
 // Shutdown waits for in-flight requests to finish, then flushes every trace to the sinks
 // (through the spool, if there is one), writes the keys' last-used times and stops the
@@ -480,6 +490,9 @@ func (g *Gateway) StoreStats() StoreStats {
 		AuthCacheHits:     a.CacheHits,
 		AuthCacheMisses:   a.CacheMisses,
 		AuthStoreErrors:   a.StoreErrors,
+		Changes:           g.notified.changes.Load(),
+		ChangeResets:      g.notified.resets.Load(),
+		ChangeErrors:      g.notified.errors.Load(),
 	}
 }
 
@@ -490,10 +503,6 @@ func (g *Gateway) ForceFlush(ctx context.Context) error {
 	}
 	return g.traces.ForceFlush(ctx)
 }
-
-// ProviderKeyRecordID is the record id a tenant provider's upstream API key is sealed
-// under (with the tenant id): Keyring.Seal(tenantID, ProviderKeyRecordID(name), key).
-func ProviderKeyRecordID(name string) string { return "provider:" + name }
 
 // TraceStats reports the trace pipeline's counters: traces recorded, written, pending and
 // lost (by reason). It is the zero value when tracing is off.

@@ -125,7 +125,7 @@ func newOutageKeys(t *testing.T, admin *tenancy.Service) outageKeys {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.PutProviderConfig(ctx, tenancy.ProviderConfig{TenantID: globex.ID, Name: "own", Kind: "mock"}); err != nil {
+	if err := admin.PutProviderConfig(ctx, tenancy.ProviderConfig{TenantID: globex.ID, Name: "own", Kind: "mock"}, ""); err != nil {
 		t.Fatal(err)
 	}
 	k := outageKeys{tenantID: acme.ID}

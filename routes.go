@@ -3,16 +3,15 @@ package loom
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
-
+	"github.com/loom-gateway/loom/internal/ttlcache"
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/tenancy"
 )
@@ -22,48 +21,33 @@ import (
 type router struct {
 	global []Route
 	store  tenancy.Store
-	ttl    time.Duration
-	now    func() time.Time
-	// staleFor is how long past ttl cached routes still serve while the store fails
-	// (negative: never); servedStale counts the times they did.
-	staleFor    time.Duration
+	// tenants caches each tenant's routes built from its provider configurations, with
+	// the Authenticator's discipline (TTL, stale in an outage, generations); servedStale
+	// counts the times routes served stale.
+	tenants     *ttlcache.Cache[string, []Route]
 	servedStale atomic.Int64
-
-	mu sync.Mutex
-	// tenants caches each tenant's routes built from its provider configurations.
-	tenants *simplelru.LRU[string, tenantRoutes]
 	// snapshot holds every tenant's provider configurations as read at snapshotAt (nil
 	// without Config.KeySetRefresh): the fallback, in an outage, for tenants not cached.
-	// gen counts forgets, so routes or a snapshot read before one are not cached after
-	// it: a lookup racing SetTenantProvider cannot bring the old configuration (and key)
-	// back.
+	// Guarded by tenants' lock, and dropped by every invalidation of it, so a snapshot
+	// read before a change cannot bring the old configuration (and key) back.
 	snapshot   map[string][]tenancy.ProviderConfig
 	snapshotAt time.Time
-	gen        uint64
-	// openKey unseals a tenant provider's API key; nil when the gateway has no keyring.
-	openKey func(tenantID, name string, version int, sealed []byte) ([]byte, error)
-	client  *http.Client // upstream client for tenant-configured providers
+	// keys opens a tenant provider's API key; nil when the gateway has no keyring.
+	keys   tenancy.Opener
+	kinds  map[string]ProviderKind
+	client *http.Client // upstream client for tenant-configured providers
+	now    func() time.Time
 }
 
-type tenantRoutes struct {
-	routes  []Route
-	expires time.Time
-	stale   time.Time // read + ttl + staleFor: until then they serve when the store fails
-	// degraded marks routes served because the store failed; each use counts.
-	degraded bool
-}
-
-func newRouter(global []Route, store tenancy.Store, size int, ttl, staleFor time.Duration, now func() time.Time, openKey func(string, string, int, []byte) ([]byte, error)) *router {
-	cache, _ := simplelru.NewLRU[string, tenantRoutes](size, nil) // size ≥ 1, set by New
+func newRouter(global []Route, store tenancy.Store, cache ttlcache.Options, keys tenancy.Opener, kinds map[string]ProviderKind) *router {
 	return &router{
-		global:   global,
-		tenants:  cache,
-		store:    store,
-		ttl:      ttl,
-		staleFor: staleFor,
-		now:      now,
-		openKey:  openKey,
-		client:   &http.Client{Transport: &provider.Transport{}},
+		now:     cache.Now,
+		global:  global,
+		tenants: ttlcache.New[string, []Route](cache),
+		store:   store,
+		keys:    keys,
+		kinds:   kinds,
+		client:  &http.Client{Transport: &provider.Transport{}},
 	}
 }
 
@@ -152,88 +136,58 @@ type modelEntry struct {
 
 // tenantRoutes returns the routes built from the tenant's provider configurations.
 func (rt *router) tenantRoutes(ctx context.Context, tenantID string) ([]Route, error) {
-	now := rt.now()
-	rt.mu.Lock()
-	c, cached := rt.tenants.Get(tenantID)
-	gen := rt.gen
-	rt.mu.Unlock()
-	if cached && now.Before(c.expires) {
-		if c.degraded {
+	read := rt.now()
+	routes, degraded, ok, gen := rt.tenants.Get(tenantID, read)
+	if ok {
+		if degraded {
 			rt.servedStale.Add(1)
 		}
-		return c.routes, nil
+		return routes, nil
 	}
 	cfgs, err := rt.store.ListProviderConfigs(ctx, tenantID)
 	if err != nil {
-		if routes, ok := rt.fallback(ctx, tenantID, c, cached, gen); ok {
+		if routes, ok := rt.fallback(ctx, tenantID, gen); ok {
+			rt.servedStale.Add(1)
 			return routes, nil
 		}
 		return nil, fmt.Errorf("loom: tenant providers: %w", err)
 	}
-	return rt.cache(tenantID, cfgs, tenantRoutes{expires: now.Add(rt.ttl), stale: now.Add(rt.ttl + rt.staleFor)}, gen)
+	if routes, err = rt.build(tenantID, cfgs); err != nil {
+		return nil, err
+	}
+	rt.tenants.Put(tenantID, routes, read, gen)
+	return routes, nil
 }
 
 // fallback is the tenant's routes when the store failed: the cached ones, or the
-// snapshot's, if read within ttl + staleFor. They are cached for min(ttl, 5s), so the
-// store is retried at that pace rather than on every request.
-func (rt *router) fallback(ctx context.Context, tenantID string, c tenantRoutes, cached bool, gen uint64) ([]Route, bool) {
-	if rt.staleFor < 0 || ctx.Err() != nil {
+// snapshot's, if read within TTL + StaleFor (see ttlcache).
+func (rt *router) fallback(ctx context.Context, tenantID string, gen uint64) ([]Route, bool) {
+	if ctx.Err() != nil {
 		return nil, false
 	}
-	now := rt.now()
-	retry := now.Add(min(rt.ttl, 5*time.Second))
-	if cached && now.Before(c.stale) {
-		c.expires, c.degraded = retry, true
-		rt.mu.Lock()
-		if rt.gen == gen {
-			rt.tenants.Add(tenantID, c)
-		}
-		rt.mu.Unlock()
-		rt.servedStale.Add(1)
-		return c.routes, true
+	if routes, ok := rt.tenants.Stale(tenantID, gen); ok {
+		return routes, true
 	}
-	rt.mu.Lock()
-	cfgs, at := rt.snapshot[tenantID], rt.snapshotAt
-	have := rt.snapshot != nil
-	rt.mu.Unlock()
-	stale := at.Add(rt.ttl + rt.staleFor)
-	if !have || !now.Before(stale) {
+	var (
+		cfgs []tenancy.ProviderConfig
+		at   time.Time
+		have bool
+	)
+	rt.tenants.Locked(func() { cfgs, at, have = rt.snapshot[tenantID], rt.snapshotAt, rt.snapshot != nil })
+	if !have || !rt.tenants.Usable(at) {
 		return nil, false
 	}
 	// A tenant absent from the snapshot had no configurations when it was read.
-	routes, err := rt.cache(tenantID, cfgs, tenantRoutes{expires: retry, stale: stale, degraded: true}, gen)
+	routes, err := rt.build(tenantID, cfgs)
 	if err != nil {
 		return nil, false
 	}
-	rt.servedStale.Add(1)
-	return routes, true
-}
-
-// cache builds the routes of the tenant's configurations and caches them in e, unless a
-// forget came after gen was read.
-func (rt *router) cache(tenantID string, cfgs []tenancy.ProviderConfig, e tenantRoutes, gen uint64) ([]Route, error) {
-	routes := make([]Route, 0, len(cfgs))
-	for _, c := range cfgs {
-		p, err := rt.build(c)
-		if err != nil {
-			return nil, fmt.Errorf("loom: tenant %s provider %q: %w", tenantID, c.Name, err)
-		}
-		routes = append(routes, Route{Name: c.Name, Provider: p, Models: c.Models})
-	}
-	rt.mu.Lock()
-	if rt.gen == gen {
-		e.routes = routes
-		rt.tenants.Add(tenantID, e)
-	}
-	rt.mu.Unlock()
-	return routes, nil
+	return routes, rt.tenants.PutStale(tenantID, routes, at, gen)
 }
 
 // refresh reads every tenant's configurations as the snapshot for an outage.
 func (rt *router) refresh(ctx context.Context, store tenancy.Snapshotter) error {
-	rt.mu.Lock()
-	gen := rt.gen
-	rt.mu.Unlock()
+	gen := rt.tenants.Gen()
 	read := rt.now()
 	cfgs, err := store.ListAllProviderConfigs(ctx)
 	if err != nil {
@@ -243,47 +197,54 @@ func (rt *router) refresh(ctx context.Context, store tenancy.Snapshotter) error 
 	for _, c := range cfgs {
 		snap[c.TenantID] = append(snap[c.TenantID], c)
 	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if rt.gen == gen {
-		rt.snapshot, rt.snapshotAt = snap, read
-	}
+	rt.tenants.IfCurrent(gen, func() { rt.snapshot, rt.snapshotAt = snap, read })
 	return nil
 }
 
 // forget drops a tenant's cached routes, after its configuration changed, and the
 // snapshot, which no longer says what the tenant has (the next refresh reads a new one).
 func (rt *router) forget(tenantID string) {
-	rt.mu.Lock()
-	rt.tenants.Remove(tenantID)
-	rt.gen++
-	rt.snapshot = nil
-	rt.mu.Unlock()
+	rt.tenants.Invalidate(func(id string, _ []Route) bool { return id == tenantID }, func() { rt.snapshot = nil })
 }
 
-// build makes a tenant's provider. It is the tenant's own upstream account, so the
-// tenant's clients may steer it with the headers its API knows.
-func (rt *router) build(c tenancy.ProviderConfig) (provider.Provider, error) {
-	var key string
-	if len(c.SealedAPIKey) > 0 {
-		if rt.openKey == nil {
-			return nil, fmt.Errorf("a sealed API key needs Config.Keyring")
-		}
-		k, err := rt.openKey(c.TenantID, c.Name, c.KeyVersion, c.SealedAPIKey)
+// purge drops every tenant's cached routes and the snapshot.
+func (rt *router) purge() {
+	rt.tenants.Invalidate(nil, func() { rt.snapshot = nil })
+}
+
+// expire makes every tenant's cached routes expired (see ttlcache.Cache.ExpireAll).
+func (rt *router) expire() { rt.tenants.ExpireAll() }
+
+// errTenantProvider marks a tenant provider configuration the gateway cannot build (an
+// unknown kind, a key that does not open, the kind's own error): a 500, logged with the
+// reason, never a reason shown to the client.
+var errTenantProvider = errors.New("loom: tenant provider unusable")
+
+// build makes the tenant's routes from its configurations. Each is the tenant's own
+// upstream account, so the tenant's clients may steer it with the headers its API knows.
+func (rt *router) build(tenantID string, cfgs []tenancy.ProviderConfig) ([]Route, error) {
+	routes := make([]Route, 0, len(cfgs))
+	for _, c := range cfgs {
+		p, err := rt.provider(c)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: tenant %s provider %q: %w", errTenantProvider, tenantID, c.Name, err)
 		}
-		key = string(k)
+		routes = append(routes, Route{Name: c.Name, Provider: p, Models: c.Models})
 	}
-	switch c.Kind {
-	case "openai":
-		return provider.NewOpenAI(provider.OpenAIConfig{BaseURL: c.BaseURL, APIKey: key, ClientHeaders: provider.OpenAIHeaders, Client: rt.client}), nil
-	case "azure":
-		return provider.NewAzure(provider.AzureConfig{Endpoint: c.BaseURL, APIKey: key, APIVersion: c.APIVersion, ClientHeaders: provider.OpenAIHeaders, Client: rt.client}), nil
-	case "anthropic":
-		return provider.NewAnthropic(provider.AnthropicConfig{BaseURL: c.BaseURL, APIKey: key, ClientHeaders: []string{"Anthropic-Beta"}, Client: rt.client}), nil
-	case "mock":
-		return provider.NewMock(provider.MockConfig{}), nil
+	return routes, nil
+}
+
+func (rt *router) provider(c tenancy.ProviderConfig) (provider.Provider, error) {
+	kind := rt.kinds[c.Kind]
+	if kind == nil {
+		return nil, fmt.Errorf("unknown provider kind %q", c.Kind)
 	}
-	return nil, fmt.Errorf("unknown provider kind %q", c.Kind)
+	if len(c.SealedAPIKey) > 0 && rt.keys == nil {
+		return nil, errors.New("a sealed API key needs Config.Keyring")
+	}
+	key, err := c.OpenAPIKey(rt.keys)
+	if err != nil {
+		return nil, err
+	}
+	return kind(c, ProviderEnv{APIKey: key, Client: rt.client})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/internal/estimate"
 	"github.com/loom-gateway/loom/internal/pgtest"
@@ -146,6 +147,7 @@ type sinkEnv struct {
 	db      *sql.DB // reads the traces back
 	store   tenancy.Store
 	newSink func(t *testing.T) tracing.Sink
+	reads   analytics.Store // the analytics API's store, on the same database
 	routes  []loom.Route
 	dir     string // holds the spools; lives as long as the test that made the env
 	starts  int
@@ -167,7 +169,7 @@ func newSinkEnv(t *testing.T, dialect string, routes []loom.Route) *sinkEnv {
 		pool, _ := newPGPool(t)
 		s.db = stdlib.OpenDBFromPool(pool)
 		t.Cleanup(func() { s.db.Close() })
-		s.store = tenancy.NewPostgresStore(pool)
+		s.store, s.reads = tenancy.NewPostgresStore(pool), analytics.NewPostgresStore(pool)
 		s.newSink = func(t *testing.T) tracing.Sink {
 			sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
 			if err != nil {
@@ -185,7 +187,7 @@ func newSinkEnv(t *testing.T, dialect string, routes []loom.Route) *sinkEnv {
 			t.Fatal(err)
 		}
 		s.db = db
-		s.store = tenancy.NewSQLiteStore(db)
+		s.store, s.reads = tenancy.NewSQLiteStore(db), analytics.NewSQLiteStore(db)
 		s.newSink = func(*testing.T) tracing.Sink { return tracing.NewSQLiteSink(db) }
 	default:
 		t.Fatalf("unknown dialect %q", dialect)
@@ -211,10 +213,11 @@ func (s *sinkEnv) start(t *testing.T, keyring *loomcrypto.Keyring) {
 	s.starts++
 	spool := filepath.Join(s.dir, fmt.Sprintf("spool%d", s.starts))
 	gw, err := loom.New(loom.Config{
-		Store:   s.store,
-		Routes:  s.routes,
-		Keyring: keyring,
-		Tracing: tracing.PipelineConfig{Sinks: []tracing.Sink{s.newSink(t)}, SpoolDir: spool},
+		Store:     s.store,
+		Routes:    s.routes,
+		Keyring:   keyring,
+		Tracing:   tracing.PipelineConfig{Sinks: []tracing.Sink{s.newSink(t)}, SpoolDir: spool},
+		Analytics: s.reads,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -476,9 +476,9 @@ func (s *blockingStore) ListProviderConfigs(ctx context.Context, tenantID string
 	return cfgs, err
 }
 
-// SetTenantProvider takes effect at once on this gateway even while a lookup that read
+// A provider config put through Admin takes effect at once on this gateway even while a lookup that read
 // the old configuration is still in flight: that lookup must not cache what it read.
-func TestSetTenantProviderRacingLookup(t *testing.T) {
+func TestPutProviderConfigRacingLookup(t *testing.T) {
 	body := fixture(t, "openai_chat_nonstream_usage.json")
 	oldUp, newUp := newFakeUpstream(t, 200, body), newFakeUpstream(t, 200, body)
 	bs := &blockingStore{reading: make(chan struct{}), release: make(chan struct{})}
@@ -487,7 +487,7 @@ func TestSetTenantProviderRacingLookup(t *testing.T) {
 	set := func(url, key string) {
 		t.Helper()
 		// The first call reaches the store before any lookup; the once is spent after.
-		if err := gw.gw.SetTenantProvider(ctx, tenancy.ProviderConfig{TenantID: gw.tenantID, Name: "own", Kind: "openai",
+		if err := gw.gw.Admin().PutProviderConfig(ctx, tenancy.ProviderConfig{TenantID: gw.tenantID, Name: "own", Kind: "openai",
 			BaseURL: url + "/v1", Models: []string{"gpt-4o"}}, key); err != nil {
 			t.Fatal(err)
 		}

@@ -68,6 +68,9 @@ type Trace struct {
 	AcceptedPredictionTokens int64  `json:"accepted_prediction_tokens"`
 	RejectedPredictionTokens int64  `json:"rejected_prediction_tokens"`
 	ServiceTier              string `json:"service_tier"`
+	// FinishReasons are why the upstream stopped generating, each reason once in choice
+	// order (see tracing.Trace); empty, never null, when no choice finished.
+	FinishReasons []string `json:"finish_reasons"`
 }
 
 // Sealed is one trace with its bodies as stored: ciphertext, nil when there was no body.

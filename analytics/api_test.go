@@ -592,6 +592,9 @@ func testExport(t *testing.T, e *apiEnv) {
 	hostile.Model, hostile.RequestID, hostile.ErrorType, hostile.Provider = "=1+2", "@SUM(A1)", "-x", "+p"
 	hostile.ServedModel = "line\nbreak, \"quoted\" <script>alert(1)</script>"
 	hostile.CostMicroUSD = nil
+	hostile.FinishReasons = []string{"=cmd|' /c calc'!A0", `a,"b"`}
+	mine[601].FinishReasons = nil // no choice finished
+	mine[602].FinishReasons = []string{"tool_calls", "length"}
 	e.insert(t, append(mine, newTrace(e.b, base))...)
 	want := newestFirst(mine, nil)
 
@@ -613,7 +616,7 @@ func testExport(t *testing.T, e *apiEnv) {
 		"cached_tokens", "reasoning_tokens", "usage_source", "cost_micro_usd", "price_version", "latency_us",
 		"ttfb_us", "overhead_us", "response_truncated", "key_version", "fields_cut", "upstream_retries",
 		"usage_method", "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_prompt_tokens", "audio_completion_tokens",
-		"accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier"}
+		"accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier", "finish_reasons"}
 	if diff := cmp.Diff(wantHeader, header); diff != "" {
 		t.Fatalf("header (-want +got):\n%s", diff)
 	}
@@ -623,13 +626,19 @@ func testExport(t *testing.T, e *apiEnv) {
 		cell := func(name string) string { return rec[slices.Index(header, name)] }
 		if rec[0] == hostile.ID {
 			got := map[string]string{"model": cell("model"), "request_id": cell("request_id"), "error_type": cell("error_type"),
-				"provider": cell("provider"), "served_model": cell("served_model"), "cost_micro_usd": cell("cost_micro_usd")}
+				"provider": cell("provider"), "served_model": cell("served_model"), "cost_micro_usd": cell("cost_micro_usd"),
+				"finish_reasons": cell("finish_reasons")}
 			wantCells := map[string]string{"model": "'=1+2", "request_id": "'@SUM(A1)", "error_type": "'-x", "provider": "'+p",
-				"served_model": hostile.ServedModel, "cost_micro_usd": ""}
+				"served_model": hostile.ServedModel, "cost_micro_usd": "", "finish_reasons": `["=cmd|' /c calc'!A0","a,\"b\""]`}
 			if diff := cmp.Diff(wantCells, got); diff != "" {
 				t.Errorf("hostile row (-want +got):\n%s", diff)
 			}
-		} else if cell("model") != "gpt-4o" || cell("cost_micro_usd") != "1500" || cell("created_at") == "" {
+		} else if rec[0] == mine[601].ID || rec[0] == mine[602].ID {
+			want := map[string]string{mine[601].ID: "[]", mine[602].ID: `["tool_calls","length"]`}[rec[0]]
+			if got := cell("finish_reasons"); got != want {
+				t.Errorf("finish_reasons = %q, want %q", got, want)
+			}
+		} else if cell("model") != "gpt-4o" || cell("cost_micro_usd") != "1500" || cell("created_at") == "" || cell("finish_reasons") != `["stop"]` {
 			t.Errorf("row %v", rec)
 		}
 	}

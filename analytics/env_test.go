@@ -208,7 +208,7 @@ func newTrace(tk tenantKey, at time.Time) *tracing.Trace {
 		Model: "gpt-4o", ServedModel: "gpt-4o-2024-08-06", Provider: "openai", Status: 200,
 		PromptTokens: 100, CompletionTokens: 20, CachedTokens: 10, ReasoningTokens: 5,
 		UsageSource: tracing.UsageReported, CostMicroUSD: &cost, PriceVersion: "test-prices",
-		LatencyUS: 2000, TTFBUS: 800, OverheadUS: 90, KeyVersion: 1,
+		LatencyUS: 2000, TTFBUS: 800, OverheadUS: 90, KeyVersion: 1, FinishReasons: []string{"stop"},
 	}
 }
 
@@ -225,7 +225,7 @@ func row(t *tracing.Trace) analytics.Trace {
 		UsageMethod: t.UsageMethod, CacheWrite5mTokens: t.CacheWrite5mTokens, CacheWrite1hTokens: t.CacheWrite1hTokens,
 		AudioPromptTokens: t.AudioPromptTokens, AudioCompletionTokens: t.AudioCompletionTokens,
 		AcceptedPredictionTokens: t.AcceptedPredictionTokens, RejectedPredictionTokens: t.RejectedPredictionTokens,
-		ServiceTier: t.ServiceTier,
+		ServiceTier: t.ServiceTier, FinishReasons: append([]string{}, t.FinishReasons...),
 	}
 }
 

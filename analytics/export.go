@@ -19,7 +19,7 @@ var csvHeader = []string{"id", "created_at", "tenant_id", "api_key_id", "request
 	"cached_tokens", "reasoning_tokens", "usage_source", "cost_micro_usd", "price_version", "latency_us",
 	"ttfb_us", "overhead_us", "response_truncated", "key_version", "fields_cut", "upstream_retries",
 	"usage_method", "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_prompt_tokens", "audio_completion_tokens",
-	"accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier"}
+	"accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier", "finish_reasons"}
 
 func csvRecord(t *Trace, rec []string) []string {
 	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
@@ -34,11 +34,22 @@ func csvRecord(t *Trace, rec []string) []string {
 		i64(t.OverheadUS), strconv.FormatBool(t.ResponseTruncated), strconv.Itoa(t.KeyVersion),
 		strconv.FormatBool(t.FieldsCut), strconv.Itoa(t.UpstreamRetries),
 		t.UsageMethod, i64(t.CacheWrite5mTokens), i64(t.CacheWrite1hTokens), i64(t.AudioPromptTokens),
-		i64(t.AudioCompletionTokens), i64(t.AcceptedPredictionTokens), i64(t.RejectedPredictionTokens), t.ServiceTier)
+		i64(t.AudioCompletionTokens), i64(t.AcceptedPredictionTokens), i64(t.RejectedPredictionTokens), t.ServiceTier,
+		finishReasonsCell(t.FinishReasons))
 	for i, v := range rec {
 		rec[i] = defuseFormula(v)
 	}
 	return rec
+}
+
+// finishReasonsCell writes the finish reasons as a JSON array, so a reason holding a
+// comma or a quote stays one reason.
+func finishReasonsCell(r []string) string {
+	if len(r) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(r) // strings: cannot fail
+	return string(b)
 }
 
 // defuseFormula keeps a spreadsheet from running a cell as a formula (OWASP's CSV

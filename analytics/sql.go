@@ -3,6 +3,7 @@ package analytics
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -100,7 +101,7 @@ const traceColumns = "id, created_at, tenant_id, api_key_id, request_id, model, 
 	"error_type, client_aborted, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_source, " +
 	"cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us, response_truncated, key_version, fields_cut, upstream_retries, " +
 	"usage_method, cache_write_5m_tokens, cache_write_1h_tokens, audio_prompt_tokens, audio_completion_tokens, " +
-	"accepted_prediction_tokens, rejected_prediction_tokens, service_tier"
+	"accepted_prediction_tokens, rejected_prediction_tokens, service_tier, finish_reasons"
 
 // scanTrace scans a row of traceColumns (then extra) into t.
 func (s *sqlStore) scanTrace(r rows, t *Trace, extra ...any) error {
@@ -108,16 +109,17 @@ func (s *sqlStore) scanTrace(r rows, t *Trace, extra ...any) error {
 		at time.Time
 		us int64
 	)
-	var created any = &us
+	var finishJSON string
+	var created, finish any = &us, &finishJSON
 	if s.pg {
-		created = &at
+		created, finish = &at, &t.FinishReasons
 	}
 	dest := append([]any{&t.ID, created, &t.TenantID, &t.APIKeyID, &t.RequestID, &t.Model, &t.ServedModel,
 		&t.Provider, &t.Stream, &t.Status, &t.ErrorType, &t.ClientAborted, &t.PromptTokens, &t.CompletionTokens,
 		&t.CachedTokens, &t.ReasoningTokens, &t.UsageSource, &t.CostMicroUSD, &t.PriceVersion, &t.LatencyUS,
 		&t.TTFBUS, &t.OverheadUS, &t.ResponseTruncated, &t.KeyVersion, &t.FieldsCut, &t.UpstreamRetries,
 		&t.UsageMethod, &t.CacheWrite5mTokens, &t.CacheWrite1hTokens, &t.AudioPromptTokens, &t.AudioCompletionTokens,
-		&t.AcceptedPredictionTokens, &t.RejectedPredictionTokens, &t.ServiceTier}, extra...)
+		&t.AcceptedPredictionTokens, &t.RejectedPredictionTokens, &t.ServiceTier, finish}, extra...)
 	if err := r.Scan(dest...); err != nil {
 		return err
 	}
@@ -125,6 +127,13 @@ func (s *sqlStore) scanTrace(r rows, t *Trace, extra ...any) error {
 		t.CreatedAt = at.UTC()
 	} else {
 		t.CreatedAt = time.UnixMicro(us).UTC()
+		// A JSON array in SQLite (migrations/sqlite 00008).
+		if err := json.Unmarshal([]byte(finishJSON), &t.FinishReasons); err != nil {
+			return fmt.Errorf("finish_reasons: %w", err)
+		}
+	}
+	if t.FinishReasons == nil {
+		t.FinishReasons = []string{} // listed as [], never null
 	}
 	return nil
 }

@@ -60,3 +60,13 @@ func (c *aeadCache) len() int {
 	}
 	return n
 }
+
+// removeTenant drops every cached cipher of the tenant, whatever its key version.
+func (c *aeadCache) removeTenant(tenant string) {
+	s := c.shard(cacheKey{tenant: tenant})
+	for _, k := range s.Keys() {
+		if k.tenant == tenant {
+			s.Remove(k)
+		}
+	}
+}

@@ -372,11 +372,11 @@ func TestSealRandomNonceAndNoPlaintext(t *testing.T) {
 
 func TestSealTenantsUseDifferentKeys(t *testing.T) {
 	k := mustKeyring(t, 1, map[int][]byte{1: testKey(1)})
-	a, err := k.aead(1, "tenant-a")
+	a, err := k.aead(1, "tenant-a", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := k.aead(1, "tenant-b")
+	b, err := k.aead(1, "tenant-b", false)
 	if err != nil {
 		t.Fatal(err)
 	}

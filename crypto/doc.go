@@ -8,18 +8,32 @@
 // # Keys
 //
 // The operator supplies one or more 32-byte master keys, each with a version (see
-// [ParseKeyring] for the LOOM_MASTER_KEY format). Master keys never encrypt data directly:
-// every tenant gets its own AES-256 data key, derived with HKDF-SHA256 (RFC 5869) as
+// [ParseKeyring] for the LOOM_MASTER_KEY format). Master keys never encrypt data directly.
+// Two schemes give each tenant its own AES-256 key, and a row's key version says which:
 //
-//	key = HKDF-SHA256(secret = master key of the version, salt = none,
-//	                  info = "loom/tenant-data-key/v1/" + tenantID, length = 32)
+//   - Envelope encryption ([Keyring.WithDataKeys]; key versions above [DataKeyVersionBase]):
+//     each tenant has a random data key, created on its first seal and kept in a
+//     [DataKeyStore] (the tenancy stores' tenant_data_keys table), wrapped with AES-256-GCM
+//     under a wrapping key HKDF-SHA256(master key, info "loom/key-wrap/v1"), with additional
+//     data "loom/data-key/v1" || uint32be(len(tenantID)) || tenantID || uint32be(version).
+//     Destroying the tenant's row (a hard delete) makes its ciphertexts unreadable
+//     (crypto-shredding, [ErrDataKeyDestroyed]); a master key rotation rewraps the data
+//     keys ([Keyring.RewrapDataKeys]) without touching the rows they sealed.
 //
-// The info string is part of the stored data's format: changing it would make every sealed
-// row unreadable, so it must never change. A new derivation scheme would get a new label
-// (".../v2/") and a new key version.
+//   - Derived keys (the first scheme; key versions below DataKeyVersionBase, the master
+//     version itself):
 //
-// Derived keys are cached per (key version, tenant) in a bounded LRU cache, so a process
-// that sees millions of tenants keeps only the recently used ones in memory.
+//     key = HKDF-SHA256(secret = master key of the version, salt = none,
+//     info = "loom/tenant-data-key/v1/" + tenantID, length = 32)
+//
+//     Rows sealed this way keep opening while their master version is in the keyring, or
+//     after [Keyring.AdoptDerivedKeys] has stored the derived key wrapped like a data key.
+//
+// The info strings and labels are part of the stored data's format and must never change.
+//
+// Derived and unwrapped keys are cached per (key version, tenant) in a bounded LRU cache,
+// so a process that sees millions of tenants keeps only the recently used ones in memory
+// and the DataKeyStore is read on a cache miss only; [Keyring.Forget] drops a tenant.
 //
 // # Sealed format
 //
@@ -39,12 +53,11 @@
 //
 // # Rotation
 //
-// A rotation adds a new master key version in front of the old ones: new rows are sealed
-// with the current version, and old rows, which carry their version, still open as long as
-// their version stays in the keyring. Dropping a version makes its rows unreadable
-// ([ErrUnknownVersion]).
-//
-// Because data keys are derived rather than stored, a single tenant's key cannot be
-// destroyed on its own; crypto-shredding one tenant needs randomly generated, wrapped
-// per-tenant keys, which this scheme could add under a new key version.
+// A rotation adds a new master key version in front of the old ones: new data keys are
+// wrapped with the current version (and, without envelope encryption, new rows sealed with
+// its derived keys); old rows, which carry their version, still open as long as the
+// version that wraps (or derived) their key stays in the keyring. RewrapDataKeys and
+// AdoptDerivedKeys move every key under the current version, after which the old versions
+// can be dropped; dropping a version that still wraps or derived a needed key makes its
+// rows unreadable ([ErrUnknownVersion]).
 package crypto

@@ -1,7 +1,6 @@
 package crypto
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/hkdf"
 )
@@ -40,14 +41,21 @@ var (
 	ErrDecrypt = errors.New("crypto: decryption failed")
 )
 
-// Keyring seals and opens records with per-tenant keys derived from versioned master keys.
-// New records are sealed with the current version; records of any version the keyring
-// holds can be opened. A Keyring is immutable apart from its key cache and is safe for
-// concurrent use; a rotation builds a new Keyring.
+// Keyring seals and opens records with per-tenant keys: keys derived from versioned master
+// keys, or, once WithDataKeys gives it a DataKeyStore, random per-tenant data keys wrapped
+// by the master keys (envelope encryption). New records are sealed with the current
+// version; records of any version the keyring holds can be opened. A Keyring is immutable
+// apart from its key cache and is safe for concurrent use; a rotation builds a new Keyring.
 type Keyring struct {
-	current int
-	masters map[int][]byte
-	cache   *aeadCache
+	current   int
+	masters   map[int][]byte
+	wrap      map[int]cipher.AEAD // per master version: the cipher wrapping data keys
+	cacheSize int
+	cache     *aeadCache
+
+	dataKeys DataKeyStore // nil: derived keys only
+	timeout  time.Duration
+	epoch    atomic.Uint64 // bumped by Forget
 }
 
 // Option configures a Keyring.
@@ -77,8 +85,8 @@ func NewKeyring(current int, masters map[int][]byte, opts ...Option) (*Keyring, 
 	}
 	k := &Keyring{current: current, masters: make(map[int][]byte, len(masters))}
 	for v, key := range masters {
-		if v < 1 {
-			return nil, fmt.Errorf("crypto: keyring: key version %d: versions start at 1", v)
+		if v < 1 || v >= DataKeyVersionBase {
+			return nil, fmt.Errorf("crypto: keyring: key version %d: versions are 1 to %d", v, DataKeyVersionBase-1)
 		}
 		if len(key) != MasterKeySize {
 			return nil, fmt.Errorf("%w: version %d is %d bytes, want %d", ErrInvalidMasterKey, v, len(key), MasterKeySize)
@@ -95,7 +103,18 @@ func NewKeyring(current int, masters map[int][]byte, opts ...Option) (*Keyring, 
 	if o.cacheSize <= 0 {
 		o.cacheSize = DefaultCacheSize
 	}
+	k.cacheSize = o.cacheSize
 	k.cache = newAEADCache(o.cacheSize)
+	k.wrap = make(map[int]cipher.AEAD, len(k.masters))
+	for v, master := range k.masters {
+		wk, err := hkdfKey(master, wrapKeyInfo)
+		if err != nil {
+			return nil, err
+		}
+		if k.wrap[v], err = newGCM(wk); err != nil {
+			return nil, err
+		}
+	}
 	return k, nil
 }
 
@@ -168,12 +187,17 @@ func (k *Keyring) String() string {
 func (k *Keyring) GoString() string { return k.String() }
 
 // Seal encrypts plaintext for a tenant and record with the current key version and returns
-// the sealed bytes (nonce || ciphertext || tag) and the version to store beside them.
-// recordID is the trace id for trace bodies, or "provider:NAME" for a provider API key; the
-// same tenantID and recordID are needed to open the result. Seal satisfies
-// tracing.Sealer.
+// the sealed bytes (nonce || ciphertext || tag) and the version to store beside them: the
+// current master version, or FirstDataKeyVersion for an enveloped keyring (WithDataKeys),
+// which creates the tenant's data key on its first seal. recordID is the trace id for
+// trace bodies, or "provider:NAME" for a provider API key; the same tenantID and recordID
+// are needed to open the result. Seal satisfies tracing.Sealer.
 func (k *Keyring) Seal(tenantID, recordID string, plaintext []byte) (sealed []byte, version int, err error) {
-	aead, err := k.aead(k.current, tenantID)
+	version = k.current
+	if k.dataKeys != nil {
+		version = FirstDataKeyVersion
+	}
+	aead, err := k.aead(version, tenantID, true)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -187,20 +211,23 @@ func (k *Keyring) Seal(tenantID, recordID string, plaintext []byte) (sealed []by
 		return nil, 0, fmt.Errorf("crypto: seal: nonce: %w", err)
 	}
 	out := aead.Seal(buf[:nonceSize:n], nonce, plaintext, aad)
-	return out, k.current, nil
+	return out, version, nil
 }
 
 // Open decrypts bytes sealed by Seal for the same tenant and record under key version
-// version. It returns an error wrapping ErrUnknownVersion if the keyring lacks that version,
-// and one wrapping ErrDecrypt if the bytes do not authenticate.
+// version. It returns an error wrapping ErrUnknownVersion if the keyring lacks that version
+// (or, for a data key version, the master version wrapping the key), one wrapping
+// ErrDataKeyDestroyed if the tenant's data key has been destroyed, and one wrapping
+// ErrDecrypt if the bytes do not authenticate.
 func (k *Keyring) Open(tenantID, recordID string, version int, sealed []byte) ([]byte, error) {
-	if _, ok := k.masters[version]; !ok {
+	// A master version the keyring lacks may still have its derived key in the store.
+	if _, held := k.masters[version]; version < 1 || !held && version <= DataKeyVersionBase && k.dataKeys == nil {
 		return nil, fmt.Errorf("%w: %d (have %v)", ErrUnknownVersion, version, k.Versions())
 	}
 	if len(sealed) < nonceSize+tagSize {
 		return nil, fmt.Errorf("%w: sealed data is %d bytes, shorter than nonce and tag", ErrDecrypt, len(sealed))
 	}
-	aead, err := k.aead(version, tenantID)
+	aead, err := k.aead(version, tenantID, false)
 	if err != nil {
 		return nil, err
 	}
@@ -214,14 +241,20 @@ func (k *Keyring) Open(tenantID, recordID string, version int, sealed []byte) ([
 	return plaintext, nil
 }
 
-// aead returns the cached cipher for (version, tenant), deriving it on a miss. Two
-// goroutines missing at once both derive it; the results are identical.
-func (k *Keyring) aead(version int, tenantID string) (cipher.AEAD, error) {
+// aead returns the cached cipher for (version, tenant), deriving it (or reading the data
+// key, creating it if create is set) on a miss. Two goroutines missing at once both derive
+// or read it; the results are identical.
+func (k *Keyring) aead(version int, tenantID string, create bool) (cipher.AEAD, error) {
 	ck := cacheKey{version: version, tenant: tenantID}
 	if a, ok := k.cache.get(ck); ok {
 		return a, nil
 	}
 	master, ok := k.masters[version]
+	if version > DataKeyVersionBase || !ok && k.dataKeys != nil {
+		// A data key, or a key derived from a master version since removed, kept wrapped
+		// in the store by AdoptDerivedKeys.
+		return k.dataKeyAEAD(version, tenantID, create && version > DataKeyVersionBase)
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownVersion, version)
 	}
@@ -229,13 +262,9 @@ func (k *Keyring) aead(version int, tenantID string) (cipher.AEAD, error) {
 	if err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(key)
+	a, err := newGCM(key)
 	if err != nil {
-		return nil, fmt.Errorf("crypto: aes: %w", err)
-	}
-	a, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("crypto: gcm: %w", err)
+		return nil, err
 	}
 	k.cache.add(ck, a)
 	return a, nil
@@ -244,10 +273,15 @@ func (k *Keyring) aead(version int, tenantID string) (cipher.AEAD, error) {
 // deriveTenantKey derives a tenant's 32-byte data key from a master key with HKDF-SHA256,
 // no salt and info = "loom/tenant-data-key/v1/" + tenantID.
 func deriveTenantKey(master []byte, tenantID string) ([]byte, error) {
-	r := hkdf.New(sha256.New, master, nil, []byte(tenantKeyInfo+tenantID))
+	return hkdfKey(master, tenantKeyInfo+tenantID)
+}
+
+// hkdfKey derives a 32-byte key from a master key with HKDF-SHA256, no salt and info.
+func hkdfKey(master []byte, info string) ([]byte, error) {
+	r := hkdf.New(sha256.New, master, nil, []byte(info))
 	key := make([]byte, 32)
 	if _, err := io.ReadFull(r, key); err != nil {
-		return nil, fmt.Errorf("crypto: derive tenant key: %w", err)
+		return nil, fmt.Errorf("crypto: derive key: %w", err)
 	}
 	return key, nil
 }

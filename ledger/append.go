@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/loom-gateway/loom/tracing"
 )
@@ -58,21 +59,30 @@ func groupBatch(stored []*tracing.Trace, id func(string) (string, error)) ([]*ba
 // extend appends the batch's leaves to the log whose head is (size, rangeHashes) and
 // returns the new head and root.
 func (b *batchLog) extend(size int64, rangeHashes []byte) (newRange, root []byte, err error) {
+	if newRange, root, err = extendRange(size, rangeHashes, b.hashes); err != nil {
+		return nil, nil, fmt.Errorf("ledger: log %s: %w", logName(b.tenant, b.month), err)
+	}
+	return newRange, root, nil
+}
+
+// extendRange appends leaf hashes to the log whose head is (size, rangeHashes: its compact
+// range, 32 bytes a hash) and returns the new compact range and root.
+func extendRange(size int64, rangeHashes []byte, leaves [][]byte) (newRange, root []byte, err error) {
 	hashes, err := splitHashes(rangeHashes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: log %s head: %w", logName(b.tenant, b.month), err)
+		return nil, nil, fmt.Errorf("head: %w", err)
 	}
 	r, err := rangeFactory.NewRange(0, uint64(size), hashes)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: log %s head: %w", logName(b.tenant, b.month), err)
+		return nil, nil, fmt.Errorf("head: %w", err)
 	}
-	for _, h := range b.hashes {
+	for _, h := range leaves {
 		if err := r.Append(h, nil); err != nil {
-			return nil, nil, fmt.Errorf("ledger: log %s: %w", logName(b.tenant, b.month), err)
+			return nil, nil, err
 		}
 	}
 	if root, err = rangeRoot(r); err != nil {
-		return nil, nil, fmt.Errorf("ledger: log %s: %w", logName(b.tenant, b.month), err)
+		return nil, nil, err
 	}
 	return bytes.Join(r.Hashes(), nil), root, nil
 }
@@ -159,7 +169,17 @@ func AppendPostgres(ctx context.Context, tx pgx.Tx, stored []*tracing.Trace) err
 		return fmt.Errorf("ledger: lock log heads: %w", err)
 	}
 
-	var leafRows [][]any
+	// One round trip stores the leaves and the heads. The leaves go as arrays (binary,
+	// typed: no per-value encoding plan) into one INSERT … SELECT FROM unnest, which costs
+	// PostgreSQL the same as a COPY but needs neither COPY's column lookup round trip nor
+	// one of its own.
+	n := len(stored)
+	var (
+		lt, lm       = make([]string, 0, n), make([]string, 0, n)
+		li           = make([]int64, 0, n)
+		lid          = make([]pgtype.UUID, 0, n)
+		lh, lrq, lrs = make([][]byte, 0, n), make([][]byte, 0, n), make([][]byte, 0, n)
+	)
 	sizes := make([]int64, len(logs))
 	ranges := make([][]byte, len(logs))
 	roots := make([][]byte, len(logs))
@@ -171,20 +191,36 @@ func AppendPostgres(ctx context.Context, tx pgx.Tx, stored []*tracing.Trace) err
 		if ranges[i], roots[i], err = l.extend(h.size, h.rng); err != nil {
 			return err
 		}
-		for j, lf := range l.leaves {
-			leafRows = append(leafRows, []any{l.tenant, l.month, h.size + int64(j), l.ids[j], l.hashes[j], lf.RequestHash[:], lf.ResponseHash[:]})
+		for j := range l.leaves {
+			lf := &l.leaves[j]
+			id, err := uuid.Parse(l.ids[j])
+			if err != nil {
+				return fmt.Errorf("ledger: trace %q: %w", l.ids[j], err)
+			}
+			lt, lm, li = append(lt, l.tenant), append(lm, l.month), append(li, h.size+int64(j))
+			lid = append(lid, pgtype.UUID{Bytes: id, Valid: true})
+			lh, lrq, lrs = append(lh, l.hashes[j]), append(lrq, lf.RequestHash[:]), append(lrs, lf.ResponseHash[:])
 		}
 		sizes[i] = h.size + int64(len(l.leaves))
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"ledger_leaves"},
-		[]string{"tenant_id", "month", "leaf_index", "trace_id", "leaf_hash", "request_hash", "response_hash"},
-		pgx.CopyFromRows(leafRows)); err != nil {
+	b = &pgx.Batch{}
+	b.Queue(`INSERT INTO ledger_leaves (tenant_id, month, leaf_index, trace_id, leaf_hash, request_hash, response_hash)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::uuid[], $5::bytea[], $6::bytea[], $7::bytea[])`,
+		lt, lm, li, lid, lh, lrq, lrs)
+	b.Queue(`UPDATE ledger_logs l SET size = u.s, range_hashes = u.r, root = u.root
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[]) AS u(t, m, s, r, root)
+		WHERE l.tenant_id = u.t AND l.month = u.m`, tenants, months, sizes, ranges, roots)
+	br = tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
 		return fmt.Errorf("ledger: store leaves: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE ledger_logs l SET size = u.s, range_hashes = u.r, root = u.root
-		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[]) AS u(t, m, s, r, root)
-		WHERE l.tenant_id = u.t AND l.month = u.m`, tenants, months, sizes, ranges, roots); err != nil {
+	if _, err := br.Exec(); err != nil {
+		br.Close()
 		return fmt.Errorf("ledger: store log heads: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("ledger: store leaves: %w", err)
 	}
 	return nil
 }

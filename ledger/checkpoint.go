@@ -50,7 +50,8 @@ func parseOrigin(prefix, origin string) (tenant, month string, err error) {
 	return tenant, rest[i+1:], nil
 }
 
-// Checkpoint is one signed statement of a log's size and root.
+// Checkpoint is one signed statement of a log's size and root: a tenant log's, or the
+// deployment-wide root log's (Origin RootOrigin, TenantID and Month empty).
 type Checkpoint struct {
 	Origin   string
 	TenantID string
@@ -228,7 +229,8 @@ func ReadDir(dir string) ([]CheckpointFile, error) {
 	return files, nil
 }
 
-// Checkpointer signs and exports a checkpoint for every log that grew, every Interval. On
+// Checkpointer signs and exports a checkpoint for every log that grew, every Interval, and
+// one for the root log after recording in it every tenant log's new size and root. On
 // PostgreSQL one replica at a time does it: the one holding a session advisory lock
 // (pg_try_advisory_lock); the others wait their turn. On SQLite the process is the writer.
 type Checkpointer struct {
@@ -242,6 +244,22 @@ type Checkpointer struct {
 	Interval time.Duration
 	// Logger reports failed rounds; if nil, they are not logged (Run retries each round).
 	Logger *slog.Logger
+	// Now stamps root log events; if nil, time.Now.
+	Now func() time.Time
+}
+
+func (c *Checkpointer) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Checkpointer) prefix() string {
+	if c.Prefix != "" {
+		return c.Prefix
+	}
+	return DefaultPrefix
 }
 
 // checkpointLock is the advisory lock key electing the PostgreSQL checkpoint writer.
@@ -303,20 +321,17 @@ func (c *Checkpointer) elect(ctx context.Context) (*sql.Conn, bool, error) {
 	return conn, true, nil
 }
 
-// Once signs and exports a checkpoint for every log that grew since its last export, and
+// Once records in the root log every tenant log that grew, then signs and exports a
+// checkpoint for every log that grew since its last export, the root log's last, and
 // returns them. Run calls it; a caller can too (before a backup, in tests). It does not
 // take the PostgreSQL election lock: run it where no Run is running, or accept that two
 // writers may export the same checkpoints (which exporters tolerate).
 func (c *Checkpointer) Once(ctx context.Context) ([]Checkpoint, error) {
-	prefix := c.Prefix
-	if prefix == "" {
-		prefix = DefaultPrefix
+	if err := recordLogs(ctx, c.DB, c.Dialect == Postgres, c.now()); err != nil {
+		return nil, fmt.Errorf("ledger: checkpoint: root log: %w", err)
 	}
-	if c.Dialect == SQLite {
-		// Make every committed transaction durable before anything is exported about it.
-		if _, err := c.DB.ExecContext(ctx, "PRAGMA wal_checkpoint(FULL)"); err != nil {
-			return nil, fmt.Errorf("ledger: checkpoint: %w", err)
-		}
+	if err := c.durable(ctx); err != nil {
+		return nil, err
 	}
 	rows, err := c.DB.QueryContext(ctx, "SELECT tenant_id, month, size, root FROM ledger_logs WHERE size > exported_size ORDER BY tenant_id, month")
 	if err != nil {
@@ -343,7 +358,7 @@ func (c *Checkpointer) Once(ctx context.Context) ([]Checkpoint, error) {
 	}
 	for i := range cps {
 		cp := &cps[i]
-		cp.Origin = Origin(prefix, cp.TenantID, cp.Month)
+		cp.Origin = Origin(c.prefix(), cp.TenantID, cp.Month)
 		if err := c.export(ctx, cp); err != nil {
 			return nil, err
 		}
@@ -351,7 +366,48 @@ func (c *Checkpointer) Once(ctx context.Context) ([]Checkpoint, error) {
 			return nil, fmt.Errorf("ledger: checkpoint: %w", err)
 		}
 	}
-	return cps, nil
+	root, err := c.exportRoot(ctx)
+	if err != nil || root == nil {
+		return cps, err
+	}
+	return append(cps, *root), nil
+}
+
+// durable makes every committed SQLite transaction durable (a FULL WAL checkpoint) before
+// anything is exported about it; PostgreSQL commits the ledger synchronously already.
+func (c *Checkpointer) durable(ctx context.Context) error {
+	if c.Dialect != SQLite {
+		return nil
+	}
+	if _, err := c.DB.ExecContext(ctx, "PRAGMA wal_checkpoint(FULL)"); err != nil {
+		return fmt.Errorf("ledger: checkpoint: %w", err)
+	}
+	return nil
+}
+
+// exportRoot signs and exports the root log's checkpoint if it grew since its last export
+// (nil if not).
+func (c *Checkpointer) exportRoot(ctx context.Context) (*Checkpoint, error) {
+	var size, exported int64
+	cp := &Checkpoint{Origin: RootOrigin(c.prefix())}
+	if err := c.DB.QueryRowContext(ctx, "SELECT size, root, exported_size FROM ledger_root WHERE id = 1").Scan(&size, &cp.Root, &exported); err != nil {
+		return nil, fmt.Errorf("ledger: checkpoint: root log: %w", err)
+	}
+	if size <= exported {
+		return nil, nil
+	}
+	cp.Size = uint64(size)
+	if err := c.export(ctx, cp); err != nil {
+		return nil, err
+	}
+	update := "UPDATE ledger_root SET exported_size = $1 WHERE id = 1 AND exported_size < $1"
+	if c.Dialect == SQLite {
+		update = "UPDATE ledger_root SET exported_size = ?1 WHERE id = 1 AND exported_size < ?1"
+	}
+	if _, err := c.DB.ExecContext(ctx, update, size); err != nil {
+		return nil, fmt.Errorf("ledger: checkpoint: root log: %w", err)
+	}
+	return cp, nil
 }
 
 func (c *Checkpointer) export(ctx context.Context, cp *Checkpoint) error {
@@ -363,47 +419,53 @@ func (c *Checkpointer) export(ctx context.Context, cp *Checkpoint) error {
 	return c.Exporter.Export(ctx, *cp)
 }
 
-// Tombstone signs and exports a tombstone, a final checkpoint marked "loom-tombstone", for
-// every log of tenant (all months if month is empty), or of month (all tenants if tenant is
-// empty): run it before dropping a month's partition or hard-deleting a tenant. Verify then
-// accepts the tombstoned logs' rows and leaves as removed, still checks whatever is left
-// against the signed roots, and reports a leaf appended after the tombstone. Removing
-// traces without a tombstone is reported as a deleted log.
+// Tombstone records and signs the removal of every log of tenant (all months if month is
+// empty), or of month (all tenants if tenant is empty): run it before dropping a month's
+// partition or removing a tenant's traces. In one transaction it appends to the root log a
+// seal of each such log (its final size and root) and the removal (a partition drop, a
+// tenant deletion, or one log's drop); then it signs and exports each log's final
+// checkpoint, marked "loom-tombstone", and the root log's checkpoint, and returns them
+// (the root log's last). Verify then accepts the removed logs' missing rows and leaves,
+// still checks whatever is left against the signed roots, and reports a leaf appended
+// after the tombstone. Removing traces without a tombstone is reported as deleted rows or
+// a deleted log.
 func (c *Checkpointer) Tombstone(ctx context.Context, tenant, month string) ([]Checkpoint, error) {
 	if tenant == "" && month == "" {
 		return nil, errors.New("ledger: tombstone: a tenant, a month or both")
 	}
-	prefix := c.Prefix
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	q := "SELECT tenant_id, month, size, root FROM ledger_logs WHERE ($1 = '' OR tenant_id = $1) AND ($2 = '' OR month = $2)"
-	if c.Dialect == SQLite {
-		q = "SELECT tenant_id, month, size, root FROM ledger_logs WHERE (?1 = '' OR tenant_id = ?1) AND (?2 = '' OR month = ?2)"
-	}
-	rows, err := c.DB.QueryContext(ctx, q, tenant, month)
+	tx, err := c.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: tombstone: %w", err)
 	}
-	var cps []Checkpoint
-	for rows.Next() {
-		cp := Checkpoint{Tombstone: true}
-		var size int64
-		if err := rows.Scan(&cp.TenantID, &cp.Month, &size, &cp.Root); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("ledger: tombstone: %w", err)
-		}
-		cp.Size, cp.Origin = uint64(size), Origin(prefix, cp.TenantID, cp.Month)
-		cps = append(cps, cp)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	defer tx.Rollback()
+	events, err := recordRemoval(ctx, sqlTx(tx, c.Dialect == Postgres), tenant, month, c.now())
+	if err != nil {
 		return nil, fmt.Errorf("ledger: tombstone: %w", err)
 	}
-	for i := range cps {
-		if err := c.export(ctx, &cps[i]); err != nil {
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("ledger: tombstone: %w", err)
+	}
+	if err := c.durable(ctx); err != nil {
+		return nil, err
+	}
+	var cps []Checkpoint
+	for _, e := range events {
+		if e.Kind != EventSeal {
+			continue
+		}
+		cp := Checkpoint{Origin: Origin(c.prefix(), e.TenantID, e.Month), TenantID: e.TenantID, Month: e.Month,
+			Size: e.Size, Root: e.Root, Tombstone: true}
+		if err := c.export(ctx, &cp); err != nil {
 			return nil, err
 		}
+		cps = append(cps, cp)
+	}
+	root, err := c.exportRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if root != nil {
+		cps = append(cps, *root)
 	}
 	return cps, nil
 }

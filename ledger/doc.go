@@ -8,9 +8,15 @@
 // the exported checkpoints and the pinned public key, naming each edit, deletion, reordering
 // or insertion it finds.
 //
-// Retention goes through the ledger too: Checkpointer.Tombstone signs a final checkpoint
-// before a month's partition is dropped or a tenant hard-deleted, and Verify accepts what it
-// says was removed.
+// A deployment-wide root log records, as signed events, every tenant log's size and root
+// (each checkpoint round), and every seal and removal: its checkpoints anchor all tenant
+// logs at once, so a withheld tenant checkpoint or a log removed without a trace is still
+// caught.
+//
+// Retention goes through the ledger too: Checkpointer.Tombstone seals the logs and records
+// the removal before a month's partition is dropped, and a tenant's hard delete records
+// itself in its own transaction (RecordTenantDeletionPostgres, RecordTenantDeletionSQLite);
+// Verify accepts what they say was removed.
 //
 // A leaf commits to the trace's metadata and to the SHA-256 of its sealed (encrypted)
 // bodies, never to plaintext: crypto-shredding a tenant leaves its logs verifiable.

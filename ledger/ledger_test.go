@@ -23,6 +23,7 @@ import (
 // testStore is one real database with the ledger plugged into its sink.
 type testStore struct {
 	dialect string
+	url     string // PostgreSQL: the test database
 	db      *sql.DB
 	sink    tracing.Sink // with the ledger
 	plain   tracing.Sink // without: writes rows outside the ledger
@@ -34,7 +35,8 @@ func newTestStore(t testing.TB, dialect string) *testStore {
 	s := &testStore{dialect: dialect}
 	switch dialect {
 	case Postgres:
-		pool, err := pgxpool.New(ctx, pgtest.New(t))
+		s.url = pgtest.New(t)
+		pool, err := pgxpool.New(ctx, s.url)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,9 +81,11 @@ func (s *testStore) unlock(t *testing.T) {
 	if s.dialect == Postgres {
 		s.exec(t, "ALTER TABLE traces DISABLE TRIGGER USER")
 		s.exec(t, "ALTER TABLE ledger_leaves DISABLE TRIGGER USER")
+		s.exec(t, "ALTER TABLE ledger_root_events DISABLE TRIGGER USER")
 		return
 	}
-	for _, tr := range []string{"traces_no_update", "traces_no_delete", "ledger_leaves_no_update", "ledger_leaves_no_delete"} {
+	for _, tr := range []string{"traces_no_update", "traces_no_delete", "ledger_leaves_no_update", "ledger_leaves_no_delete",
+		"ledger_root_events_no_update", "ledger_root_events_no_delete"} {
 		s.exec(t, "DROP TRIGGER "+tr)
 	}
 }
@@ -349,9 +353,21 @@ func TestTamperMatrix(t *testing.T) {
 				{RowDeleted, logB, 2, f.b[2].ID},
 			}
 		}},
+		{"root event rewritten with its hash", func(t *testing.T, f *fixture) []found {
+			f.unlock(t)
+			e := RootEvent{Kind: EventLog, TenantID: "acme", Month: "2026-11", Size: 9, Root: make([]byte, 32)}
+			q := "UPDATE ledger_root_events SET size = $1, root = $2, at_us = 0, leaf_hash = $3 WHERE event_index = 1"
+			if f.dialect == SQLite {
+				q = "UPDATE ledger_root_events SET size = ?, root = ?, at_us = 0, leaf_hash = ? WHERE event_index = 1"
+			}
+			if _, err := f.db.ExecContext(t.Context(), q, 9, e.Root, e.Hash()); err != nil {
+				t.Fatal(err)
+			}
+			return []found{{RootMismatch, RootLogName, -1, ""}, {BadHead, RootLogName, -1, ""}, {RootMismatch, logA, -1, ""}}
+		}},
 		{"whole database rewritten consistently", func(t *testing.T, f *fixture) []found {
 			f.rewrite(t)
-			return []found{{RootMismatch, logA, -1, ""}}
+			return []found{{RootMismatch, RootLogName, -1, ""}, {RootMismatch, logA, -1, ""}}
 		}},
 		{"whole database rewritten and re-signed", func(t *testing.T, f *fixture) []found {
 			f.rewrite(t)
@@ -365,7 +381,7 @@ func TestTamperMatrix(t *testing.T) {
 			}
 			f.dir = t.TempDir() // the exported checkpoints replaced by forged ones
 			f.checkpoint(t, forger)
-			return []found{{BadSignature, "", -1, ""}, {BadSignature, "", -1, ""}, {BadSignature, "", -1, ""}}
+			return []found{{BadSignature, "", -1, ""}, {BadSignature, "", -1, ""}, {BadSignature, "", -1, ""}, {BadSignature, "", -1, ""}}
 		}},
 	} {
 		for _, d := range dialects {
@@ -408,13 +424,21 @@ func (f *fixture) setHead(t *testing.T, tenant, month string, traces []*tracing.
 	}
 }
 
-// rewrite replaces every trace and the whole ledger with a consistent history in which one
-// trace of acme/2026-11 says something else.
+// rewrite replaces every trace and the whole ledger, root log included, with a consistent
+// history in which one trace of acme/2026-11 says something else.
 func (f *fixture) rewrite(t *testing.T) {
 	f.unlock(t)
 	f.exec(t, "DELETE FROM traces")
 	f.exec(t, "DELETE FROM ledger_leaves")
 	f.exec(t, "DELETE FROM ledger_logs")
+	f.exec(t, "DELETE FROM ledger_root_events")
+	f.exec(t, "DELETE FROM ledger_root")
+	f.exec(t, "INSERT INTO ledger_root (id) VALUES (1)")
+	defer func() { // the root log rebuilt as a checkpoint round would, without the key
+		if err := recordLogs(t.Context(), f.db, f.dialect == Postgres, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}()
 	forged := *f.a[2]
 	forged.CompletionTokens = 1
 	all := append(append(append([]*tracing.Trace{}, f.a[:2]...), &forged), f.a[3:]...)

@@ -58,7 +58,7 @@ func ProveTrace(ctx context.Context, o VerifyOptions, id string) (*Inclusion, er
 		return nil, fmt.Errorf("ledger: prove: %w", err)
 	}
 	prefix := cmp.Or(o.Prefix, DefaultPrefix)
-	cps, _ := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
+	cps, _, _ := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
 	var best *signedCheckpoint
 	for i, cp := range cps[[2]string{tenant, month}] {
 		if cp.size > uint64(index) && (best == nil || cp.size > best.size) {
@@ -81,16 +81,25 @@ func ProveTrace(ctx context.Context, o VerifyOptions, id string) (*Inclusion, er
 }
 
 // ProveConsistency is the consistency proof between the exported checkpoints of the log
-// origin at size1 and size2.
+// origin (a tenant log's, or RootOrigin for the root log) at size1 and size2.
 func ProveConsistency(ctx context.Context, o VerifyOptions, origin string, size1, size2 uint64) (*Consistency, error) {
 	prefix := cmp.Or(o.Prefix, DefaultPrefix)
-	tenant, month, err := parseOrigin(prefix, origin)
-	if err != nil {
-		return nil, fmt.Errorf("ledger: %w", err)
+	cps, rootCps, _ := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
+	var list []signedCheckpoint
+	var leaves func() ([][]byte, error)
+	if origin == RootOrigin(prefix) {
+		list = rootCps
+		leaves = func() ([][]byte, error) { return rootLeaves(ctx, o) }
+	} else {
+		tenant, month, err := parseOrigin(prefix, origin)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		list = cps[[2]string{tenant, month}]
+		leaves = func() ([][]byte, error) { return logLeaves(ctx, o, tenant, month) }
 	}
-	cps, _ := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
 	find := func(size uint64) (*signedCheckpoint, error) {
-		for _, cp := range cps[[2]string{tenant, month}] {
+		for _, cp := range list {
 			if cp.size == size {
 				return &cp, nil
 			}
@@ -105,11 +114,11 @@ func ProveConsistency(ctx context.Context, o VerifyOptions, origin string, size1
 	if err != nil {
 		return nil, err
 	}
-	leaves, err := logLeaves(ctx, o, tenant, month)
+	hashes, err := leaves()
 	if err != nil {
 		return nil, err
 	}
-	p, err := ConsistencyProof(leaves, size1, size2)
+	p, err := ConsistencyProof(hashes, size1, size2)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +133,24 @@ func logLeaves(ctx context.Context, o VerifyOptions, tenant, month string) ([][]
 		q = "SELECT leaf_hash FROM ledger_leaves WHERE tenant_id = $1 AND month = $2 ORDER BY leaf_index"
 	}
 	rows, err := o.DB.QueryContext(ctx, q, tenant, month)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: prove: %w", err)
+	}
+	defer rows.Close()
+	var leaves [][]byte
+	for rows.Next() {
+		var h []byte
+		if err := rows.Scan(&h); err != nil {
+			return nil, fmt.Errorf("ledger: prove: %w", err)
+		}
+		leaves = append(leaves, h)
+	}
+	return leaves, rows.Err()
+}
+
+// rootLeaves are the stored leaf hashes of the root log in index order.
+func rootLeaves(ctx context.Context, o VerifyOptions) ([][]byte, error) {
+	rows, err := o.DB.QueryContext(ctx, "SELECT leaf_hash FROM ledger_root_events ORDER BY event_index")
 	if err != nil {
 		return nil, fmt.Errorf("ledger: prove: %w", err)
 	}

@@ -86,7 +86,10 @@ type LogStatus struct {
 
 // Report is Verify's result; OK when Failures is empty.
 type Report struct {
-	Logs     []LogStatus
+	Logs []LogStatus
+	// Root is the deployment-wide root log (Log RootLogName): its events, and those under a
+	// signed root checkpoint.
+	Root     LogStatus
 	Failures []Failure
 	Traces   int // trace rows read
 }
@@ -112,6 +115,7 @@ type verifyLog struct {
 		root []byte
 	}
 	cps []signedCheckpoint
+	end *logEnd // set when a tombstone or the root log says the log ends
 }
 
 type signedCheckpoint struct {
@@ -120,13 +124,15 @@ type signedCheckpoint struct {
 	root      []byte
 	note      []byte
 	tombstone bool
+	// rootEvent: an EventLog of the root log rather than an exported file; anchored when a
+	// signed root checkpoint covers it (an exported file always is).
+	rootEvent, anchored bool
 }
 
-// openCheckpoints checks the files' signatures and sorts the good ones by log; the bad
-// ones are failures.
-func openCheckpoints(files []CheckpointFile, v note.Verifier, prefix string) (map[[2]string][]signedCheckpoint, []Failure) {
-	cps := map[[2]string][]signedCheckpoint{}
-	var bad []Failure
+// openCheckpoints checks the files' signatures and sorts the good ones by log, the root
+// log's apart; the bad ones are failures.
+func openCheckpoints(files []CheckpointFile, v note.Verifier, prefix string) (cps map[[2]string][]signedCheckpoint, root []signedCheckpoint, bad []Failure) {
+	cps = map[[2]string][]signedCheckpoint{}
 	for _, f := range files {
 		n, err := note.Open(f.Note, note.VerifierList(v))
 		if err != nil {
@@ -134,19 +140,24 @@ func openCheckpoints(files []CheckpointFile, v note.Verifier, prefix string) (ma
 				Problem: fmt.Sprintf("checkpoint signature does not verify with the pinned key: %v", err)})
 			continue
 		}
-		origin, size, root, tombstone, err := parseCheckpoint(n.Text)
+		origin, size, hash, tombstone, err := parseCheckpoint(n.Text)
 		if err == nil {
+			cp := signedCheckpoint{name: f.Name, size: size, root: hash, note: f.Note, tombstone: tombstone, anchored: true}
+			if origin == RootOrigin(prefix) {
+				root = append(root, cp)
+				continue
+			}
 			var tenant, month string
 			if tenant, month, err = parseOrigin(prefix, origin); err == nil {
 				k := [2]string{tenant, month}
-				cps[k] = append(cps[k], signedCheckpoint{name: f.Name, size: size, root: root, note: f.Note, tombstone: tombstone})
+				cps[k] = append(cps[k], cp)
 				continue
 			}
 		}
 		bad = append(bad, Failure{Kind: BadCheckpoint, Log: f.Name, LeafIndex: -1,
 			Problem: fmt.Sprintf("signed checkpoint unreadable: %v", err)})
 	}
-	return cps, bad
+	return cps, root, bad
 }
 
 // Verify checks the database's logs against the exported checkpoints: every checkpoint's
@@ -165,7 +176,7 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 		return logs[k]
 	}
 
-	cps, bad := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
+	cps, rootCps, bad := openCheckpoints(o.Checkpoints, o.Verifier, prefix)
 	rep.Failures = append(rep.Failures, bad...)
 	for k, list := range cps {
 		get(k[0], k[1]).cps = list
@@ -212,6 +223,13 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 		return nil, err
 	}
 
+	rootHead, events, err := readRoot(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRoot(rep, rootHead, events, rootCps, logs); err != nil {
+		return nil, err
+	}
 	keys := make([][2]string, 0, len(logs))
 	for k := range logs {
 		keys = append(keys, k)
@@ -228,13 +246,16 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 func checkLog(rep *Report, l *verifyLog) error {
 	name := logName(l.tenant, l.month)
 	st := LogStatus{Log: name, Leaves: uint64(len(l.leaves))}
-	var tomb *signedCheckpoint
-	for i, cp := range l.cps {
-		if cp.tombstone && (tomb == nil || cp.size > tomb.size) {
-			tomb = &l.cps[i]
+	end := l.end
+	if end == nil {
+		for _, cp := range l.cps {
+			if cp.tombstone && (end == nil || cp.size > end.size) {
+				end = &logEnd{size: cp.size, removed: true, what: "tombstone " + cp.name}
+			}
 		}
 	}
-	st.Tombstoned = tomb != nil
+	removed := func(index uint64) bool { return end != nil && end.removed && index < end.size }
+	st.Tombstoned = end != nil && end.removed
 	hashes := make([][]byte, 0, len(l.leaves))
 	next := int64(0)
 	for _, sl := range l.leaves {
@@ -242,28 +263,30 @@ func checkLog(rep *Report, l *verifyLog) error {
 			rep.fail(LeavesMissing, name, next, "", "leaves %d to %d are missing: deleted", next, sl.index-1)
 		}
 		next = sl.index + 1
-		if tomb != nil && uint64(sl.index) >= tomb.size {
-			rep.fail(AfterTombstone, name, sl.index, sl.traceID, "leaf appended after the log's tombstone %s at size %d", tomb.name, tomb.size)
+		if end != nil && uint64(sl.index) >= end.size {
+			rep.fail(AfterTombstone, name, sl.index, sl.traceID, "leaf appended after the log's end at size %d: %s", end.size, end.what)
 		}
-		if !sl.seen && (tomb == nil || uint64(sl.index) >= tomb.size) {
+		if !sl.seen && !removed(uint64(sl.index)) {
 			rep.fail(RowDeleted, name, sl.index, sl.traceID, "the leaf's trace row is missing: deleted")
 		}
 		hashes = append(hashes, sl.hash)
 	}
-	slices.SortFunc(l.cps, func(a, b signedCheckpoint) int { return cmp.Compare(a.size, b.size) })
+	// By size; at one size, an exported file before a root log event saying the same.
+	slices.SortStableFunc(l.cps, func(a, b signedCheckpoint) int { return cmp.Compare(a.size, b.size) })
 	r := rangeFactory.NewEmptyRange(0)
-	for _, cp := range l.cps {
-		st.Checkpointed = max(st.Checkpointed, cp.size)
+	var beyond *signedCheckpoint // the largest statement of more leaves than there are
+	for i, cp := range l.cps {
+		if cp.anchored {
+			st.Checkpointed = max(st.Checkpointed, cp.size)
+		}
+		if i > 0 && cp.size == l.cps[i-1].size && bytes.Equal(cp.root, l.cps[i-1].root) {
+			continue // the same statement, checked once
+		}
 		if cp.size > uint64(len(hashes)) {
-			if tomb != nil {
-				continue // removed after its tombstone, as it says
+			if !st.Tombstoned {
+				beyond = &l.cps[i]
 			}
-			if len(hashes) == 0 && l.head == nil {
-				rep.fail(LogDeleted, name, -1, "", "log checkpointed at size %d (%s) is missing from the database: deleted without a tombstone", cp.size, cp.name)
-			} else {
-				rep.fail(LogTruncated, name, int64(len(hashes)), "", "checkpoint %s has size %d but the log has %d leaves: leaves %d to %d deleted", cp.name, cp.size, len(hashes), len(hashes), cp.size-1)
-			}
-			continue
+			continue // a tombstoned log: removed as it says
 		}
 		for r.End() < cp.size {
 			if err := r.Append(hashes[r.End()], nil); err != nil {
@@ -275,15 +298,22 @@ func checkLog(rep *Report, l *verifyLog) error {
 			return err
 		}
 		if !bytes.Equal(root, cp.root) {
-			rep.fail(RootMismatch, name, -1, "", "root of the first %d leaves differs from checkpoint %s: leaves below %d were edited, reordered, removed or inserted", cp.size, cp.name, cp.size)
+			rep.fail(RootMismatch, name, -1, "", "root of the first %d leaves differs from %s: leaves below %d were edited, reordered, removed or inserted", cp.size, describe(cp), cp.size)
+		}
+	}
+	if beyond != nil {
+		if len(hashes) == 0 && l.head == nil {
+			rep.fail(LogDeleted, name, -1, "", "log of size %d (%s) is missing from the database: deleted without a tombstone", beyond.size, describe(*beyond))
+		} else {
+			rep.fail(LogTruncated, name, int64(len(hashes)), "", "%s has size %d but the log has %d leaves: leaves %d to %d deleted", describe(*beyond), beyond.size, len(hashes), len(hashes), beyond.size-1)
 		}
 	}
 	if st.Leaves > st.Checkpointed {
 		st.Unanchored = st.Leaves - st.Checkpointed
 	}
 	switch {
-	case tomb != nil && l.head == nil:
-		// what is left of a tombstoned log may have no head
+	case st.Tombstoned && l.head == nil:
+		// what is left of a removed log may have no head
 	case l.head == nil && len(hashes) > 0:
 		rep.fail(BadHead, name, -1, "", "log head is missing")
 	case l.head != nil:
@@ -298,6 +328,17 @@ func checkLog(rep *Report, l *verifyLog) error {
 	}
 	rep.Logs = append(rep.Logs, st)
 	return nil
+}
+
+// describe names a statement of a log's size in a report.
+func describe(cp signedCheckpoint) string {
+	if cp.rootEvent {
+		if cp.anchored {
+			return cp.name + " (under a signed root checkpoint)"
+		}
+		return cp.name + " (not yet under a signed root checkpoint)"
+	}
+	return "checkpoint " + cp.name
 }
 
 func readHeads(ctx context.Context, o VerifyOptions, get func(tenant, month string) *verifyLog) error {

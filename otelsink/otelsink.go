@@ -128,6 +128,9 @@ func (s *Sink) span(t *tracing.Trace) tracetest.SpanStub {
 	if t.ServedModel != "" {
 		attrs = append(attrs, attribute.String("gen_ai.response.model", t.ServedModel))
 	}
+	if len(t.FinishReasons) > 0 {
+		attrs = append(attrs, attribute.StringSlice("gen_ai.response.finish_reasons", t.FinishReasons))
+	}
 	if t.UsageSource != tracing.UsageMissing && t.UsageSource != "" {
 		attrs = append(attrs,
 			attribute.Int64("gen_ai.usage.input_tokens", t.PromptTokens),

@@ -152,7 +152,8 @@ func newGateway(t *testing.T, exp sdktrace.SpanExporter, modify ...func(*otelsin
 		g.upstream <- r.Header.Clone()
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06",`+
-			`"choices":[{"index":0,"message":{"role":"assistant","content":"`+answerText+`"},"finish_reason":"stop"}],`+
+			`"choices":[{"index":0,"message":{"role":"assistant","content":"`+answerText+`"},"finish_reason":"stop"},`+
+			`{"index":1,"message":{"role":"assistant","content":"cut"},"finish_reason":"length"}],`+
 			`"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}`)
 	}))
 	t.Cleanup(up.Close)
@@ -245,6 +246,17 @@ func attrs(kvs []*commonpb.KeyValue) map[string]any {
 			out[kv.GetKey()] = v.IntValue
 		case *commonpb.AnyValue_BoolValue:
 			out[kv.GetKey()] = v.BoolValue
+		case *commonpb.AnyValue_ArrayValue:
+			var ss []string
+			for _, e := range v.ArrayValue.GetValues() {
+				s, ok := e.GetValue().(*commonpb.AnyValue_StringValue)
+				if !ok {
+					ss = append(ss, "not a string: "+e.String())
+					continue
+				}
+				ss = append(ss, s.StringValue)
+			}
+			out[kv.GetKey()] = ss
 		default:
 			out[kv.GetKey()] = kv.GetValue().String()
 		}
@@ -296,11 +308,13 @@ func TestSpansOverOTLP(t *testing.T) {
 			}
 			delete(a, "loom.price_version")
 			want := map[string]any{
-				"gen_ai.operation.name":     "chat",
-				"gen_ai.provider.name":      "openai",
-				"gen_ai.request.model":      "openai/gpt-4o",
-				"gen_ai.response.model":     "gpt-4o-2024-08-06",
-				"gen_ai.usage.input_tokens": int64(12), "gen_ai.usage.output_tokens": int64(5),
+				"gen_ai.operation.name": "chat",
+				"gen_ai.provider.name":  "openai",
+				"gen_ai.request.model":  "openai/gpt-4o",
+				"gen_ai.response.model": "gpt-4o-2024-08-06",
+				// Two choices of the fake upstream's answer.
+				"gen_ai.response.finish_reasons": []string{"stop", "length"},
+				"gen_ai.usage.input_tokens":      int64(12), "gen_ai.usage.output_tokens": int64(5),
 				"http.response.status_code": int64(200),
 				"server.address":            "api.openai.com",
 				"loom.stream":               false,

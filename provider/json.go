@@ -8,7 +8,10 @@ import "errors"
 // upstream sent; instead, members walks the top level of a JSON object and reports where
 // each value lies, so callers decode only the values they need and splice bytes in place.
 
-var errNotObject = errors.New("not a JSON object")
+var (
+	errNotObject = errors.New("not a JSON object")
+	errNotArray  = errors.New("not a JSON array")
+)
 
 // members calls fn with each top-level member of the JSON object b: the key as written
 // between the quotes (escapes are not decoded) and the value's byte range b[start:end].
@@ -44,6 +47,36 @@ func members(b []byte, fn func(key []byte, start, end int) bool) error {
 		start := skipSpace(b, i+1)
 		end := skipValue(b, start)
 		if !fn(key, start, end) {
+			return nil
+		}
+		i = end
+	}
+}
+
+// elements calls fn with the byte range b[start:end] of each element of the JSON array b,
+// in order; fn returns false to stop early. Like members, it does not validate.
+func elements(b []byte, fn func(start, end int) bool) error {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return errNotArray
+	}
+	for i++; ; {
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return errNotArray
+		}
+		switch b[i] {
+		case ']':
+			return nil
+		case ',':
+			i++
+			continue
+		}
+		end := skipValue(b, i)
+		if end <= i { // a stray '}': not an element
+			return errNotArray
+		}
+		if !fn(i, end) {
 			return nil
 		}
 		i = end

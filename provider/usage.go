@@ -47,6 +47,9 @@ type Completion struct {
 	// HasContent is set when a stream chunk carries choices: a rough count of generated
 	// tokens when the usage never arrives.
 	HasContent bool
+	// Choices is the "choices" value as written (it aliases b), nil when absent: read
+	// its finish reasons with FinishReasons.
+	Choices []byte
 }
 
 // maxServiceTier bounds the service tier kept from an upstream answer: tier names are
@@ -75,6 +78,7 @@ func ReadCompletion(b []byte) Completion {
 		case "choices":
 			c.NoChoices = isEmptyArray(v)
 			c.HasContent = !c.NoChoices && v[0] == '['
+			c.Choices = v
 		case "error":
 			c.HasError = string(v) != "null"
 		case "service_tier":

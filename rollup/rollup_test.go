@@ -33,6 +33,8 @@ type store struct {
 	traces     func(t *testing.T) int         // how many traces are stored
 	maxAppends func(t *testing.T) int         // the most appends any row has had since compaction
 	rebuild    func(ctx context.Context, from, to time.Time) (rollup.RebuildStats, error)
+	// deleteTenant runs the tenant delete step in a transaction of its own.
+	deleteTenant func(ctx context.Context, tenantID string) error
 }
 
 var errCrash = errors.New("the batch dies after the rollup step")
@@ -68,6 +70,9 @@ var stores = []struct {
 			},
 			rebuild: func(ctx context.Context, from, to time.Time) (rollup.RebuildStats, error) {
 				return rollup.RebuildPostgres(ctx, pool, from, to)
+			},
+			deleteTenant: func(ctx context.Context, id string) error {
+				return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return rollup.DeleteTenantPostgres(ctx, tx, id) })
 			}}
 	}},
 	{"sqlite", func(t *testing.T) store {
@@ -89,6 +94,17 @@ var stores = []struct {
 			},
 			rebuild: func(ctx context.Context, from, to time.Time) (rollup.RebuildStats, error) {
 				return rollup.RebuildSQLite(ctx, db, from, to)
+			},
+			deleteTenant: func(ctx context.Context, id string) error {
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					return err
+				}
+				defer tx.Rollback()
+				if err := rollup.DeleteTenantSQLite(ctx, tx, id); err != nil {
+					return err
+				}
+				return tx.Commit()
 			}}
 	}},
 }
@@ -396,6 +412,34 @@ func TestRollupsCrash(t *testing.T) {
 			}
 			if diff := cmp.Diff(expected(append(first, second...)), s.rows(t)); diff != "" {
 				t.Errorf("rollups after the retry (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRollupsDeleteTenant: a tenant's hard delete takes its rollup rows, and only its.
+func TestRollupsDeleteTenant(t *testing.T) {
+	for _, tc := range stores {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.open(t)
+			all := traffic(rand.New(rand.NewPCG(13, 14)), 300, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+			if err := s.sink.WriteBatch(t.Context(), all); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.deleteTenant(t.Context(), "t-b"); err != nil {
+				t.Fatal(err)
+			}
+			var rest []*tracing.Trace
+			for _, tr := range all {
+				if tr.TenantID != "t-b" {
+					rest = append(rest, tr)
+				}
+			}
+			if len(rest) == len(all) || len(rest) == 0 {
+				t.Fatal("the traffic lacks tenant t-b or others")
+			}
+			if diff := cmp.Diff(expected(rest), s.rows(t)); diff != "" {
+				t.Errorf("rollups after deleting t-b (-want +got):\n%s", diff)
 			}
 		})
 	}

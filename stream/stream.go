@@ -34,6 +34,9 @@ type Result struct {
 	FirstEvent time.Time       // when the first event arrived from the upstream
 	End        time.Time       // when the upstream stream ended or was abandoned
 	Done       bool            // the upstream sent "data: [DONE]"
+	// FinishReasons are the choices' finish reasons, each once, in choice order (see
+	// provider.FinishReasons); nil when no choice finished.
+	FinishReasons []string
 	// UpstreamError is set when the upstream sent an error event mid-stream.
 	UpstreamError bool
 	// Captured holds the first Capture bytes of the stream as the upstream sent it.
@@ -50,8 +53,8 @@ type Result struct {
 
 // Relay copies the SSE stream src to w event by event and flushes whenever it has written
 // every event received so far, so every chunk reaches the client the moment it arrives
-// (events that arrived together leave together). It reads usage and the served model on
-// the way without re-encoding anything. The caller has written the response header.
+// (events that arrived together leave together). It reads usage, the served model and
+// the finish reasons on the way without re-encoding anything. The caller has written the response header.
 func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 	now := opts.Now
 	if now == nil {
@@ -60,6 +63,7 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 	rc := http.NewResponseController(w)
 	rd := sse.NewReader(src)
 	var res Result
+	var finish provider.FinishReasons
 	unflushed := false // written to w since the last flush
 	for {
 		ev, err := rd.Next()
@@ -92,6 +96,7 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 			}
 			if c.HasContent {
 				res.Chunks++
+				finish.Add(c.Choices)
 			}
 			if c.HasError {
 				res.UpstreamError = true
@@ -112,6 +117,7 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 				}
 				unflushed = false
 				res.End = now()
+				res.FinishReasons = finish.List()
 				if res.BeforeDoneErr = opts.BeforeDone(res); res.BeforeDoneErr != nil {
 					continue
 				}
@@ -138,6 +144,7 @@ func Relay(w http.ResponseWriter, src io.Reader, opts RelayOptions) Result {
 		rc.Flush() // whatever the loop wrote last, in case it ended on a read error
 	}
 	res.End = now()
+	res.FinishReasons = finish.List()
 	return res
 }
 

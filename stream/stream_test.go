@@ -92,3 +92,37 @@ func TestRelayCompleteBeforeReadError(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayFinishReasons: the choices' finish reasons in choice order, known to
+// BeforeDone already, and none from a stream that ends before any choice finished.
+func TestRelayFinishReasons(t *testing.T) {
+	finish := func(index int, reason string) string {
+		return `data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":` +
+			string(rune('0'+index)) + `,"delta":{},"logprobs":null,"finish_reason":"` + reason + `"}]}` + "\n\n"
+	}
+	tests := []struct {
+		name string
+		in   string
+		want []string
+	}{
+		{name: "one", in: chunk + finish(0, "stop") + usageChunk + "data: [DONE]\n\n", want: []string{"stop"}},
+		{name: "choices finish out of order", in: chunk + finish(1, "length") + finish(2, "stop") + finish(0, "stop") + "data: [DONE]\n\n",
+			want: []string{"stop", "length"}},
+		{name: "cut off", in: chunk + chunk},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var beforeDone []string
+			res := Relay(httptest.NewRecorder(), strings.NewReader(tt.in), RelayOptions{BeforeDone: func(r Result) error {
+				beforeDone = r.FinishReasons
+				return nil
+			}})
+			if diff := cmp.Diff(tt.want, res.FinishReasons); diff != "" {
+				t.Errorf("Result (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.want, beforeDone); res.Done && diff != "" {
+				t.Errorf("BeforeDone (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

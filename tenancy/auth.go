@@ -6,12 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/loom-gateway/loom/internal/ttlcache"
 )
 
 // Defaults of AuthOptions.
@@ -23,10 +23,6 @@ const (
 	// unnoticed by clients, short enough that an outage nobody attends to does not leave
 	// the data plane on an old view of its keys for good.
 	DefaultAuthStaleFor = time.Hour
-	// staleRetry is how often, at most, an answer served stale is checked with the store
-	// again: during an outage each known key costs the store one attempt per staleRetry
-	// (or per TTL if shorter), not one per request.
-	staleRetry = 5 * time.Second
 	// maxUnknownTTL caps how long an unknown key is remembered as unknown, so a key read
 	// too early (from a lagging read replica, say) is not refused for a whole TTL.
 	maxUnknownTTL = 5 * time.Second
@@ -38,8 +34,10 @@ type AuthOptions struct {
 	// If zero or negative, DefaultAuthCacheSize (10000) is used.
 	Size int
 	// TTL is how long an answer is cached. It bounds how long a revocation or tenant
-	// deactivation made on another replica takes to reach this one (on this replica,
-	// Service purges the cache at once). If zero or negative, DefaultAuthCacheTTL (30s) is used.
+	// deactivation made on another replica takes to reach this one when nothing announces
+	// it (on this replica, Service purges the cache at once; a Notifier's announcements,
+	// handed to Apply, do the same for other replicas' writes). If zero or negative,
+	// DefaultAuthCacheTTL (30s) is used.
 	TTL time.Duration
 	// StaleFor is how long past its TTL a cached answer (or the key set) still answers
 	// while the store cannot be reached (any store error but ErrNotFound): a key is
@@ -77,14 +75,9 @@ type AuthStats struct {
 // authEntry is one cached answer: an authenticated principal, or a refusal (ErrRevokedKey,
 // ErrTenantInactive) that still names its tenant and key so invalidation can find it.
 type authEntry struct {
-	p       Principal
-	err     error
-	expires time.Time // until then the answer is used without asking the store
-	stale   time.Time // until then it answers when the store cannot (read + TTL + StaleFor)
-	use     *keyUse   // nil for refusals
-	// degraded marks an answer served because the store failed; each use of it counts
-	// in AuthStats.ServedStale.
-	degraded bool
+	p   Principal
+	err error
+	use *keyUse // nil for refusals
 }
 
 // keyUse tracks when an accepted key was last used (unix nanoseconds), and up to when that
@@ -116,18 +109,16 @@ type Authenticator struct {
 	stale      atomic.Int64 // answers served stale
 	// hits, misses and storeErrors count cached answers, store lookups and failed lookups.
 	hits, misses, storeErrors atomic.Int64
+	lastRead                  atomic.Int64 // unix nanoseconds of the latest answer read, for StaleUntil
 
-	mu sync.Mutex // guards everything below
-	// gen counts invalidations. A lookup that began before an invalidation does not fill
-	// the cache, so an answer read just before a revocation cannot outlive it.
-	gen     uint64
-	known   *simplelru.LRU[[32]byte, authEntry]
-	unknown *simplelru.LRU[[32]byte, time.Time] // value: expiry
+	// known caches the answers for keys the store has; its generation also guards the
+	// key set. unknown remembers hashes the store did not have.
+	known   *ttlcache.Cache[[32]byte, authEntry]
+	unknown *ttlcache.Cache[[32]byte, struct{}]
 	// keySet holds every active key as last read by RefreshKeySet at keySetAt: the
-	// answer for keys not in known during an outage.
+	// answer for keys not in known during an outage. Guarded by known's lock.
 	keySet   map[[32]byte]Principal
 	keySetAt time.Time
-	lastRead time.Time // the latest answer read from the store, for StaleUntil
 }
 
 // NewAuthenticator returns an Authenticator over store, which must not be nil. Admin writes
@@ -146,17 +137,15 @@ func NewAuthenticator(store Store, opts AuthOptions) *Authenticator {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	// NewLRU fails only for a size below 1, excluded above.
-	known, _ := simplelru.NewLRU[[32]byte, authEntry](opts.Size, nil)
-	unknown, _ := simplelru.NewLRU[[32]byte, time.Time](max(opts.Size/10, 1), nil)
+	unknownTTL := min(opts.TTL, maxUnknownTTL)
 	return &Authenticator{
 		store:      store,
 		ttl:        opts.TTL,
 		staleFor:   opts.StaleFor,
-		unknownTTL: min(opts.TTL, maxUnknownTTL),
+		unknownTTL: unknownTTL,
 		now:        opts.Now,
-		known:      known,
-		unknown:    unknown,
+		known:      ttlcache.New[[32]byte, authEntry](ttlcache.Options{Size: opts.Size, TTL: opts.TTL, StaleFor: opts.StaleFor, Now: opts.Now}),
+		unknown:    ttlcache.New[[32]byte, struct{}](ttlcache.Options{Size: max(opts.Size/10, 1), TTL: unknownTTL, StaleFor: -1, Now: opts.Now}),
 	}
 }
 
@@ -174,27 +163,20 @@ func (a *Authenticator) Authenticate(ctx context.Context, rawKey string) (Princi
 	}
 	h := HashKey(rawKey)
 	now := a.now()
-	a.mu.Lock()
-	if e, ok := a.known.Get(h); ok {
-		// An expired answer stays cached (replaced by the lookup) for an outage.
-		if now.Before(e.expires) {
-			a.mu.Unlock()
-			a.hits.Add(1)
-			if e.degraded {
-				a.stale.Add(1)
-			}
-			return e.answer(now)
+	e, degraded, ok, gen := a.known.Get(h, now)
+	if ok {
+		a.hits.Add(1)
+		if degraded {
+			a.stale.Add(1)
 		}
-	} else if exp, ok := a.unknown.Get(h); ok {
-		if now.Before(exp) {
-			a.mu.Unlock()
-			a.hits.Add(1)
-			return Principal{}, ErrInvalidKey
-		}
-		a.unknown.Remove(h)
+		return e.answer(now)
 	}
-	gen := a.gen
-	a.mu.Unlock()
+	// An expired answer stays cached (replaced by the lookup) for an outage; a hash
+	// looked up lately and not found is refused without asking again.
+	if _, _, ok, _ := a.unknown.Get(h, now); ok {
+		a.hits.Add(1)
+		return Principal{}, ErrInvalidKey
+	}
 	a.misses.Add(1)
 	e, err := a.lookup(ctx, h, gen)
 	if err != nil {
@@ -220,32 +202,23 @@ func (e authEntry) answer(now time.Time) (Principal, error) {
 }
 
 // fallback is the answer for h when the store failed: the cached one or, for a key not
-// cached, the key set's, if read recently enough. It is cached until min(TTL, staleRetry)
-// from now, so the store is retried for this key at that pace rather than on every
-// request.
+// cached, the key set's, if read recently enough. It is served until min(TTL, 5s) from
+// now, so the store is retried for this key at that pace rather than on every request.
 func (a *Authenticator) fallback(h [32]byte, gen uint64) (authEntry, bool) {
-	if a.staleFor < 0 {
+	if e, ok := a.known.Stale(h, gen); ok {
+		return e, true
+	}
+	var (
+		p     Principal
+		inSet bool
+		at    time.Time
+	)
+	a.known.Locked(func() { p, inSet = a.keySet[h]; at = a.keySetAt })
+	if !inSet {
 		return authEntry{}, false
 	}
-	now := a.now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	e, ok := a.known.Peek(h)
-	if !ok {
-		p, inSet := a.keySet[h]
-		if !inSet {
-			return authEntry{}, false
-		}
-		e = authEntry{p: p, stale: a.keySetAt.Add(a.ttl + a.staleFor), use: &keyUse{}}
-	}
-	if !now.Before(e.stale) {
-		return authEntry{}, false
-	}
-	e.expires, e.degraded = now.Add(min(a.ttl, staleRetry)), true
-	if a.gen == gen {
-		a.known.Add(h, e)
-	}
-	return e, true
+	e := authEntry{p: p, use: &keyUse{}}
+	return e, a.known.PutStale(h, e, at, gen)
 }
 
 // lookup asks the store, sharing the call with concurrent misses for the same key that saw
@@ -281,10 +254,8 @@ func (a *Authenticator) lookup(ctx context.Context, h [32]byte, gen uint64) (aut
 func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (authEntry, error) {
 	k, t, err := a.store.LookupKey(ctx, h)
 	if errors.Is(err, ErrNotFound) {
-		a.mu.Lock()
 		a.known.Remove(h) // deleted since it was cached
-		a.unknown.Add(h, a.now().Add(a.unknownTTL))
-		a.mu.Unlock()
+		a.unknown.Put(h, struct{}{}, a.now(), a.unknown.Gen())
 		return authEntry{err: ErrInvalidKey}, nil
 	}
 	if err != nil {
@@ -296,11 +267,7 @@ func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (auth
 		return authEntry{err: ErrInvalidKey}, nil
 	}
 	read := a.now()
-	e := authEntry{
-		p:       Principal{TenantID: t.ID, TenantName: t.Name, KeyID: k.ID},
-		expires: read.Add(a.ttl),
-		stale:   read.Add(a.ttl + a.staleFor),
-	}
+	e := authEntry{p: Principal{TenantID: t.ID, TenantName: t.Name, KeyID: k.ID}}
 	switch {
 	case k.Status != KeyActive:
 		e.err = ErrRevokedKey
@@ -309,12 +276,9 @@ func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (auth
 	default:
 		e.use = &keyUse{}
 	}
-	a.mu.Lock()
-	if a.gen == gen {
-		a.known.Add(h, e)
-		a.lastRead = read
+	if a.known.Put(h, e, read, gen) {
+		a.lastRead.Store(read.UnixNano())
 	}
-	a.mu.Unlock()
 	return e, nil
 }
 
@@ -324,9 +288,7 @@ func (a *Authenticator) fetch(ctx context.Context, h [32]byte, gen uint64) (auth
 // first. Call it periodically (the gateway does, every Config.KeySetRefresh); an error
 // keeps the previous set.
 func (a *Authenticator) RefreshKeySet(ctx context.Context, store Snapshotter) error {
-	a.mu.Lock()
-	gen := a.gen
-	a.mu.Unlock()
+	gen := a.known.Gen()
 	read := a.now()
 	keys, err := store.ListActiveKeys(ctx)
 	if err != nil {
@@ -338,25 +300,20 @@ func (a *Authenticator) RefreshKeySet(ctx context.Context, store Snapshotter) er
 			set[k.Key.Hash] = Principal{TenantID: k.Tenant.ID, TenantName: k.Tenant.Name, KeyID: k.Key.ID}
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.gen != gen {
-		// An invalidation happened while reading: the set may predate it. The next
-		// refresh replaces the old set.
-		return nil
+	// After an invalidation during the read, the set may predate it: it is dropped, and
+	// the next refresh replaces the old set.
+	if a.known.IfCurrent(gen, func() { a.keySet, a.keySetAt = set, read }) {
+		a.lastRead.Store(read.UnixNano())
 	}
-	a.keySet, a.keySetAt, a.lastRead = set, read, read
 	return nil
 }
 
 // Stats reports how the Authenticator has fared with its store.
 func (a *Authenticator) Stats() AuthStats {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	st := AuthStats{ServedStale: a.stale.Load(), KeySetKeys: len(a.keySet), KeySetAt: a.keySetAt,
-		CacheHits: a.hits.Load(), CacheMisses: a.misses.Load(), StoreErrors: a.storeErrors.Load()}
-	if !a.lastRead.IsZero() && a.staleFor >= 0 {
-		st.StaleUntil = a.lastRead.Add(a.ttl + a.staleFor)
+	st := AuthStats{ServedStale: a.stale.Load(), CacheHits: a.hits.Load(), CacheMisses: a.misses.Load(), StoreErrors: a.storeErrors.Load()}
+	a.known.Locked(func() { st.KeySetKeys, st.KeySetAt = len(a.keySet), a.keySetAt })
+	if last := a.lastRead.Load(); last != 0 && a.staleFor >= 0 {
+		st.StaleUntil = a.known.StaleUntil(time.Unix(0, last))
 	}
 	return st
 }
@@ -372,18 +329,15 @@ func (a *Authenticator) FlushUsage(ctx context.Context, touch func(ctx context.C
 	}
 	var ids []string
 	var seen []pending
-	a.mu.Lock()
-	for _, h := range a.known.Keys() {
-		e, ok := a.known.Peek(h)
-		if !ok || e.use == nil {
-			continue
+	a.known.Each(func(_ [32]byte, e authEntry) {
+		if e.use == nil {
+			return
 		}
 		if last := e.use.last.Load(); last > e.use.flushed.Load() {
 			ids = append(ids, e.p.KeyID)
 			seen = append(seen, pending{e.use, last})
 		}
-	}
-	a.mu.Unlock()
+	})
 	if len(ids) == 0 {
 		return nil
 	}
@@ -411,35 +365,21 @@ func (a *Authenticator) InvalidateTenant(tenantID string) {
 
 // Purge drops every cached answer, known and unknown, and the key set.
 func (a *Authenticator) Purge() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.gen++
-	a.known.Purge()
-	a.unknown.Purge()
-	a.keySet = nil
+	a.known.Invalidate(nil, func() { a.keySet = nil })
+	a.unknown.Invalidate(nil, nil)
 }
 
 // forgetUnknown drops a hash from the unknown-key cache, for a key just created.
-func (a *Authenticator) forgetUnknown(h [32]byte) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.unknown.Remove(h)
-}
+func (a *Authenticator) forgetUnknown(h [32]byte) { a.unknown.Remove(h) }
 
 // invalidate drops the matching answers from the cache and the key set, so neither can
 // answer for them in a later outage.
 func (a *Authenticator) invalidate(match func(authEntry) bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.gen++
-	for _, h := range a.known.Keys() {
-		if e, ok := a.known.Peek(h); ok && match(e) {
-			a.known.Remove(h)
+	a.known.Invalidate(func(_ [32]byte, e authEntry) bool { return match(e) }, func() {
+		for h, p := range a.keySet {
+			if match(authEntry{p: p}) {
+				delete(a.keySet, h)
+			}
 		}
-	}
-	for h, p := range a.keySet {
-		if match(authEntry{p: p}) {
-			delete(a.keySet, h)
-		}
-	}
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/loom-gateway/loom/internal/pgtest"
+	"github.com/loom-gateway/loom/internal/ttlcache"
 	"github.com/loom-gateway/loom/migrations"
 )
 
@@ -532,7 +533,7 @@ func TestAuthenticateThroughOutage(t *testing.T) {
 			f.clock.Advance(time.Second)
 			check(f.acmeRaw, acme, nil) // cannot know yet: the store is unreachable
 			proxy.Restore()
-			f.clock.Advance(staleRetry)
+			f.clock.Advance(ttlcache.MaxRetry)
 			check(f.acmeRaw, acme, ErrRevokedKey)
 		})
 	}
@@ -555,7 +556,7 @@ func TestAuthenticateStaleWindowEnds(t *testing.T) {
 	if _, err := auth.Authenticate(f.ctx, f.acmeRaw); err != nil {
 		t.Fatalf("just inside the window: %v", err)
 	}
-	f.clock.Advance(staleRetry)
+	f.clock.Advance(ttlcache.MaxRetry)
 	if _, err := auth.Authenticate(f.ctx, f.acmeRaw); err == nil || errors.Is(err, ErrInvalidKey) {
 		t.Fatalf("past the window: error %v, want the store's error", err)
 	}

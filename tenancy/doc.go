@@ -11,7 +11,15 @@
 // cache and goes to the Store only on a miss. Admin writes go through Service, which purges
 // the affected cache entries of its Authenticator at once, so a revoked key or a deactivated
 // tenant is refused by this process from the next request on. Other replicas learn of the
-// change when their cache entry expires (AuthOptions.TTL, 30s by default).
+// change when the Store announces it (a Notifier: PostgresStore, through LISTEN/NOTIFY,
+// whoever wrote the change; hand each Change to Authenticator.Apply) or, without
+// announcements or while their connection is down, when their cache entry expires
+// (AuthOptions.TTL, 30s by default). SQLiteStore announces nothing: an SQLite database
+// serves one process.
+//
+// Provider configurations are written only through Service.PutProviderConfig, which seals
+// the upstream API key with the Service's Sealer (WithSealer; crypto.Keyring is one) and
+// keeps its last four characters; ProviderConfig.OpenAPIKey opens it again.
 //
 // Wiring, one Authenticator per process that serves traffic:
 //

@@ -13,7 +13,8 @@ import (
 
 // PostgresStore is a Store in PostgreSQL, through pgx.
 type PostgresStore struct {
-	pool *pgxpool.Pool
+	pool        *pgxpool.Pool
+	deleteSteps []PostgresDeleteStep // run inside DeleteTenantRows (delete.go)
 }
 
 var (
@@ -86,6 +87,40 @@ func (s *PostgresStore) SetTenantStatus(ctx context.Context, id, status string) 
 		return fmt.Errorf("tenancy: set tenant status %s: %w", id, ErrNotFound)
 	}
 	return nil
+}
+
+// RenameTenant sets the tenant's name.
+func (s *PostgresStore) RenameTenant(ctx context.Context, id, name string) error {
+	if err := checkName("tenant name", name); err != nil {
+		return fmt.Errorf("tenancy: rename tenant: %w", err)
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE tenants SET name = $1 WHERE id = $2`, name, id)
+	if err != nil {
+		return fmt.Errorf("tenancy: rename tenant %s: %w", id, pgErr(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("tenancy: rename tenant %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// ListTenantSummaries returns every tenant, oldest first, with counts of its keys.
+func (s *PostgresStore) ListTenantSummaries(ctx context.Context) ([]TenantSummary, error) {
+	rows, _ := s.pool.Query(ctx,
+		`SELECT t.id, t.name, t.status, t.created_at,
+		        count(k.id), count(k.id) FILTER (WHERE k.status = 'active'), max(k.last_used_at)
+		 FROM tenants t LEFT JOIN api_keys k ON k.tenant_id = t.id
+		 GROUP BY t.id ORDER BY t.created_at, t.id`)
+	ts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (TenantSummary, error) {
+		var t TenantSummary
+		err := row.Scan(&t.ID, &t.Name, &t.Status, &t.CreatedAt, &t.Keys, &t.ActiveKeys, &t.LastUsedAt)
+		t.CreatedAt, t.LastUsedAt = t.CreatedAt.UTC(), utcPtr(t.LastUsedAt)
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tenancy: list tenant summaries: %w", pgErr(err))
+	}
+	return ts, nil
 }
 
 // CreateKey inserts k; a zero CreatedAt is stamped with the current time.
@@ -215,16 +250,28 @@ func (s *PostgresStore) PutProviderConfig(ctx context.Context, c ProviderConfig)
 		models = []string{} // "[]", not JSON null
 	}
 	_, err := s.pool.Exec(ctx,
-		`INSERT INTO provider_configs (tenant_id, name, kind, base_url, sealed_api_key, key_version, api_version, models, updated_at)
-		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		`INSERT INTO provider_configs (tenant_id, name, kind, base_url, sealed_api_key, key_version, key_last4, api_version, models, updated_at)
+		 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 		 ON CONFLICT (tenant_id, name) DO UPDATE SET
 		   kind = excluded.kind, base_url = excluded.base_url, sealed_api_key = excluded.sealed_api_key,
-		   key_version = excluded.key_version, api_version = excluded.api_version,
+		   key_version = excluded.key_version, key_last4 = excluded.key_last4, api_version = excluded.api_version,
 		   models = excluded.models, updated_at = excluded.updated_at`,
-		c.TenantID, c.Name, c.Kind, c.BaseURL, emptyNil(c.SealedAPIKey), c.KeyVersion, c.APIVersion,
+		c.TenantID, c.Name, c.Kind, c.BaseURL, emptyNil(c.SealedAPIKey), c.KeyVersion, c.KeyLast4, c.APIVersion,
 		models, stamp(c.UpdatedAt))
 	if err != nil {
 		return fmt.Errorf("tenancy: put provider config %s/%s: %w", c.TenantID, c.Name, pgErr(err))
+	}
+	return nil
+}
+
+// DeleteProviderConfig removes the tenant's config of that name (ErrNotFound if none).
+func (s *PostgresStore) DeleteProviderConfig(ctx context.Context, tenantID, name string) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM provider_configs WHERE tenant_id = $1 AND name = $2`, tenantID, name)
+	if err != nil {
+		return fmt.Errorf("tenancy: delete provider config %s/%s: %w", tenantID, name, pgErr(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("tenancy: delete provider config %s/%s: %w", tenantID, name, ErrNotFound)
 	}
 	return nil
 }
@@ -242,12 +289,12 @@ func (s *PostgresStore) ListAllProviderConfigs(ctx context.Context) ([]ProviderC
 
 func (s *PostgresStore) listProviderConfigs(ctx context.Context, where string, args ...any) ([]ProviderConfig, error) {
 	rows, _ := s.pool.Query(ctx,
-		`SELECT tenant_id, name, kind, base_url, sealed_api_key, key_version, api_version, models, updated_at
+		`SELECT tenant_id, name, kind, base_url, sealed_api_key, key_version, key_last4, api_version, models, updated_at
 		 FROM provider_configs `+where, args...)
 	cs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ProviderConfig, error) {
 		var c ProviderConfig
 		err := row.Scan(&c.TenantID, &c.Name, &c.Kind, &c.BaseURL, &c.SealedAPIKey, &c.KeyVersion,
-			&c.APIVersion, &c.Models, &c.UpdatedAt)
+			&c.KeyLast4, &c.APIVersion, &c.Models, &c.UpdatedAt)
 		c.SealedAPIKey = emptyNil(c.SealedAPIKey)
 		c.Models = emptyNil(c.Models)
 		c.UpdatedAt = c.UpdatedAt.UTC()

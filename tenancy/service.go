@@ -16,6 +16,12 @@ type Service struct {
 	store Store
 	auth  *Authenticator
 	now   func() time.Time
+	// sealer seals provider API keys, kinds lists the provider kinds a config may name
+	// (nil: any), providersChanged is told a tenant's configs changed; see ServiceOption.
+	sealer           Sealer
+	kinds            []string
+	providersChanged func(tenantID string)
+	gone             deleteHooks // OnTenantDeleted (delete.go)
 }
 
 // NewService returns a Service over store, which must not be nil. auth is the Authenticator
@@ -23,21 +29,22 @@ type Service struct {
 // change, and its clock (AuthOptions.Now) stamps created_at and revoked_at. If auth is nil
 // (a process that serves no traffic, such as a CLI), no cache is purged and time.Now is
 // used.
-func NewService(store Store, auth *Authenticator) *Service {
+func NewService(store Store, auth *Authenticator, opts ...ServiceOption) *Service {
 	s := &Service{store: store, auth: auth, now: time.Now}
 	if auth != nil {
 		s.now = auth.now
 	}
+	for _, o := range opts {
+		o(s)
+	}
 	return s
 }
 
-// Store returns the store the Service writes to, for reads the Service does not wrap.
-func (s *Service) Store() Store { return s.store }
-
-// CreateTenant creates an active tenant with a new id.
+// CreateTenant creates an active tenant with a new id. The name must be non-empty valid
+// UTF-8 of at most MaxNameLen bytes without control characters (ErrInvalidInput).
 func (s *Service) CreateTenant(ctx context.Context, name string) (Tenant, error) {
-	if name == "" {
-		return Tenant{}, fmt.Errorf("tenancy: create tenant: empty name: %w", ErrInvalidInput)
+	if err := checkName("tenant name", name); err != nil {
+		return Tenant{}, fmt.Errorf("tenancy: create tenant: %w", err)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -60,6 +67,24 @@ func (s *Service) ListTenants(ctx context.Context) ([]Tenant, error) {
 	return s.store.ListTenants(ctx)
 }
 
+// ListTenantSummaries returns every tenant, oldest first, with how many keys it has, how
+// many are active, and when one was last used.
+func (s *Service) ListTenantSummaries(ctx context.Context) ([]TenantSummary, error) {
+	return s.store.ListTenantSummaries(ctx)
+}
+
+// RenameTenant sets the tenant's name (ErrNotFound if there is no such tenant; the name is
+// checked as in CreateTenant). Its keys' cached answers, which carry the name, are dropped.
+func (s *Service) RenameTenant(ctx context.Context, id, name string) error {
+	if err := s.store.RenameTenant(ctx, id, name); err != nil {
+		return err
+	}
+	if s.auth != nil {
+		s.auth.InvalidateTenant(id)
+	}
+	return nil
+}
+
 // SetTenantStatus activates or deactivates the tenant and drops its keys from the cache,
 // so the change applies to the next request on this process.
 func (s *Service) SetTenantStatus(ctx context.Context, id, status string) error {
@@ -72,8 +97,8 @@ func (s *Service) SetTenantStatus(ctx context.Context, id, status string) error 
 	return nil
 }
 
-// CreateKey creates an active key for the tenant (ErrNotFound if there is no such tenant).
-// raw is the key itself: it is returned here once and cannot be recovered later.
+// CreateKey creates an active key for the tenant (ErrNotFound if there is no such tenant),
+// named as a tenant is (ErrInvalidInput otherwise). raw is the key itself: it is returned here once and cannot be recovered later.
 func (s *Service) CreateKey(ctx context.Context, tenantID, name string) (raw string, key APIKey, err error) {
 	raw, _, _, err = GenerateKey()
 	if err != nil {
@@ -141,16 +166,4 @@ func (s *Service) RevokeKey(ctx context.Context, tenantID, keyID string) error {
 		s.auth.InvalidateKey(keyID)
 	}
 	return nil
-}
-
-// PutProviderConfig inserts or replaces the tenant's provider config of that name, stamping
-// UpdatedAt.
-func (s *Service) PutProviderConfig(ctx context.Context, c ProviderConfig) error {
-	c.UpdatedAt = s.now()
-	return s.store.PutProviderConfig(ctx, c)
-}
-
-// ListProviderConfigs returns the tenant's provider configs by name.
-func (s *Service) ListProviderConfigs(ctx context.Context, tenantID string) ([]ProviderConfig, error) {
-	return s.store.ListProviderConfigs(ctx, tenantID)
 }

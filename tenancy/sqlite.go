@@ -14,7 +14,8 @@ import (
 // SQLiteStore is a Store in an SQLite database, the embedded default. Times are stored as
 // INTEGER unix microseconds (UTC), the models list as JSON text.
 type SQLiteStore struct {
-	db *sqlx.DB
+	db          *sqlx.DB
+	deleteSteps []SQLiteDeleteStep // run inside DeleteTenantRows (delete.go)
 }
 
 var (
@@ -81,6 +82,7 @@ type sqliteProviderConfig struct {
 	BaseURL      string `db:"base_url"`
 	SealedAPIKey []byte `db:"sealed_api_key"`
 	KeyVersion   int    `db:"key_version"`
+	KeyLast4     string `db:"key_last4"`
 	APIVersion   string `db:"api_version"`
 	Models       string `db:"models"`
 	UpdatedAt    int64  `db:"updated_at"`
@@ -134,6 +136,42 @@ func (s *SQLiteStore) SetTenantStatus(ctx context.Context, id, status string) er
 		return fmt.Errorf("tenancy: set tenant status %s: %w", id, sqliteErr(err))
 	}
 	return requireRow(res, "tenancy: set tenant status "+id)
+}
+
+// RenameTenant sets the tenant's name.
+func (s *SQLiteStore) RenameTenant(ctx context.Context, id, name string) error {
+	if err := checkName("tenant name", name); err != nil {
+		return fmt.Errorf("tenancy: rename tenant: %w", err)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE tenants SET name = ? WHERE id = ?`, name, id)
+	if err != nil {
+		return fmt.Errorf("tenancy: rename tenant %s: %w", id, sqliteErr(err))
+	}
+	return requireRow(res, "tenancy: rename tenant "+id)
+}
+
+// ListTenantSummaries returns every tenant, oldest first, with counts of its keys.
+func (s *SQLiteStore) ListTenantSummaries(ctx context.Context) ([]TenantSummary, error) {
+	var rows []struct {
+		sqliteTenant
+		Keys       int           `db:"keys"`
+		ActiveKeys int           `db:"active_keys"`
+		LastUsedAt sql.NullInt64 `db:"last_used_at"`
+	}
+	err := s.db.SelectContext(ctx, &rows,
+		`SELECT t.id, t.name, t.status, t.created_at,
+		        count(k.id) AS keys, count(CASE WHEN k.status = 'active' THEN 1 END) AS active_keys,
+		        max(k.last_used_at) AS last_used_at
+		 FROM tenants t LEFT JOIN api_keys k ON k.tenant_id = t.id
+		 GROUP BY t.id ORDER BY t.created_at, t.id`)
+	if err != nil {
+		return nil, fmt.Errorf("tenancy: list tenant summaries: %w", sqliteErr(err))
+	}
+	ts := make([]TenantSummary, len(rows))
+	for i, r := range rows {
+		ts[i] = TenantSummary{Tenant: r.tenant(), Keys: r.Keys, ActiveKeys: r.ActiveKeys, LastUsedAt: fromNullMicros(r.LastUsedAt)}
+	}
+	return ts, nil
 }
 
 // CreateKey inserts k; a zero CreatedAt is stamped with the current time.
@@ -262,18 +300,27 @@ func (s *SQLiteStore) PutProviderConfig(ctx context.Context, c ProviderConfig) e
 		}
 	}
 	_, err := s.db.ExecContext(ctx,
-		`INSERT INTO provider_configs (tenant_id, name, kind, base_url, sealed_api_key, key_version, api_version, models, updated_at)
-		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		`INSERT INTO provider_configs (tenant_id, name, kind, base_url, sealed_api_key, key_version, key_last4, api_version, models, updated_at)
+		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		 ON CONFLICT (tenant_id, name) DO UPDATE SET
 		   kind = excluded.kind, base_url = excluded.base_url, sealed_api_key = excluded.sealed_api_key,
-		   key_version = excluded.key_version, api_version = excluded.api_version,
+		   key_version = excluded.key_version, key_last4 = excluded.key_last4, api_version = excluded.api_version,
 		   models = excluded.models, updated_at = excluded.updated_at`,
-		c.TenantID, c.Name, c.Kind, c.BaseURL, emptyNil(c.SealedAPIKey), c.KeyVersion, c.APIVersion,
+		c.TenantID, c.Name, c.Kind, c.BaseURL, emptyNil(c.SealedAPIKey), c.KeyVersion, c.KeyLast4, c.APIVersion,
 		string(models), stamp(c.UpdatedAt).UnixMicro())
 	if err != nil {
 		return fmt.Errorf("tenancy: put provider config %s/%s: %w", c.TenantID, c.Name, sqliteErr(err))
 	}
 	return nil
+}
+
+// DeleteProviderConfig removes the tenant's config of that name (ErrNotFound if none).
+func (s *SQLiteStore) DeleteProviderConfig(ctx context.Context, tenantID, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM provider_configs WHERE tenant_id = ? AND name = ?`, tenantID, name)
+	if err != nil {
+		return fmt.Errorf("tenancy: delete provider config %s/%s: %w", tenantID, name, sqliteErr(err))
+	}
+	return requireRow(res, "tenancy: delete provider config "+tenantID+"/"+name)
 }
 
 // ListProviderConfigs returns the tenant's provider configs by name; none for an unknown
@@ -290,7 +337,7 @@ func (s *SQLiteStore) ListAllProviderConfigs(ctx context.Context) ([]ProviderCon
 func (s *SQLiteStore) listProviderConfigs(ctx context.Context, where string, args ...any) ([]ProviderConfig, error) {
 	var rows []sqliteProviderConfig
 	err := s.db.SelectContext(ctx, &rows,
-		`SELECT tenant_id, name, kind, base_url, sealed_api_key, key_version, api_version, models, updated_at
+		`SELECT tenant_id, name, kind, base_url, sealed_api_key, key_version, key_last4, api_version, models, updated_at
 		 FROM provider_configs `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("tenancy: list provider configs: %w", sqliteErr(err))
@@ -308,6 +355,7 @@ func (s *SQLiteStore) listProviderConfigs(ctx context.Context, where string, arg
 			BaseURL:      r.BaseURL,
 			SealedAPIKey: emptyNil(r.SealedAPIKey),
 			KeyVersion:   r.KeyVersion,
+			KeyLast4:     r.KeyLast4,
 			APIVersion:   r.APIVersion,
 			Models:       emptyNil(models),
 			UpdatedAt:    fromMicros(r.UpdatedAt),

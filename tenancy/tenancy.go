@@ -63,9 +63,21 @@ type ProviderConfig struct {
 	// store keeps it as opaque bytes.
 	SealedAPIKey []byte
 	KeyVersion   int
-	APIVersion   string   // Azure api-version; empty for the /openai/v1/ path
-	Models       []string // models this tenant may use through this provider; empty: any
-	UpdatedAt    time.Time
+	// KeyLast4 is the last four characters of the upstream API key, for display (empty
+	// without a key, or for a key under eight characters, which four would half reveal).
+	KeyLast4   string
+	APIVersion string   // Azure api-version; empty for the /openai/v1/ path
+	Models     []string // models this tenant may use through this provider; empty: any
+	UpdatedAt  time.Time
+}
+
+// TenantSummary is a tenant with what an operator scans a list of tenants for.
+type TenantSummary struct {
+	Tenant
+	Keys       int // every key, revoked ones included
+	ActiveKeys int
+	// LastUsedAt is the latest LastUsedAt of the tenant's keys; nil if none was recorded.
+	LastUsedAt *time.Time
 }
 
 // Principal is who a request is from: the result of authenticating an API key.
@@ -92,6 +104,10 @@ type Store interface {
 	GetTenant(ctx context.Context, id string) (Tenant, error)
 	ListTenants(ctx context.Context) ([]Tenant, error)
 	SetTenantStatus(ctx context.Context, id, status string) error
+	// RenameTenant sets the tenant's name.
+	RenameTenant(ctx context.Context, id, name string) error
+	// ListTenantSummaries returns every tenant, oldest first, with counts of its keys.
+	ListTenantSummaries(ctx context.Context) ([]TenantSummary, error)
 
 	CreateKey(ctx context.Context, k APIKey) error
 	ListKeys(ctx context.Context, tenantID string) ([]APIKey, error)
@@ -101,9 +117,13 @@ type Store interface {
 	// them is the Authenticator's job.
 	LookupKey(ctx context.Context, hash [32]byte) (APIKey, Tenant, error)
 
-	// PutProviderConfig inserts or replaces the tenant's config of that Name.
+	// PutProviderConfig inserts or replaces the tenant's config of that Name, as given:
+	// the store seals nothing. Write configs through Service.PutProviderConfig, which
+	// seals the upstream key and purges the gateway's routes.
 	PutProviderConfig(ctx context.Context, c ProviderConfig) error
 	ListProviderConfigs(ctx context.Context, tenantID string) ([]ProviderConfig, error)
+	// DeleteProviderConfig removes the tenant's config of that name (ErrNotFound if none).
+	DeleteProviderConfig(ctx context.Context, tenantID, name string) error
 
 	// Close releases what the store itself holds. It does not close the database handle or
 	// pool the store was built on: whoever opened it closes it.

@@ -92,6 +92,7 @@ var traceTableColumns = []string{
 	"upstream_retries",
 	"usage_method", "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_prompt_tokens",
 	"audio_completion_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens", "service_tier",
+	"finish_reasons",
 }
 
 const (
@@ -430,10 +431,20 @@ func (c *pgCopySource) Values() ([]any, error) {
 	v[33] = t.AcceptedPredictionTokens
 	v[34] = t.RejectedPredictionTokens
 	v[35] = t.ServiceTier
+	v[36] = finishReasonsColumn(t.FinishReasons)
 	return v, nil
 }
 
 func (c *pgCopySource) Err() error { return nil }
+
+// finishReasonsColumn stores no finish reasons as an empty array: the column is NOT NULL,
+// and pgx writes a nil slice as NULL.
+func finishReasonsColumn(r []string) []string {
+	if r == nil {
+		return []string{}
+	}
+	return r
+}
 
 // sealedColumn stores an empty body as NULL, like a missing one.
 func sealedColumn(b []byte) []byte {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -534,15 +535,16 @@ const sinkTestColumns = `id, created_at, tenant_id, api_key_id, request_id,
 	model, served_model, provider, stream, status, error_type, client_aborted,
 	prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, usage_source,
 	cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us,
-	response_truncated, request_sealed, response_sealed, key_version, fields_cut`
+	response_truncated, request_sealed, response_sealed, key_version, fields_cut, finish_reasons`
 
-// sinkTestScan returns the scan targets for sinkTestColumns; created receives created_at.
-func sinkTestScan(t *Trace, created any, usage *string) []any {
+// sinkTestScan returns the scan targets for sinkTestColumns; created receives created_at,
+// finish finish_reasons.
+func sinkTestScan(t *Trace, created any, usage *string, finish any) []any {
 	return []any{&t.ID, created, &t.TenantID, &t.APIKeyID, &t.RequestID,
 		&t.Model, &t.ServedModel, &t.Provider, &t.Stream, &t.Status, &t.ErrorType, &t.ClientAborted,
 		&t.PromptTokens, &t.CompletionTokens, &t.CachedTokens, &t.ReasoningTokens, usage,
 		&t.CostMicroUSD, &t.PriceVersion, &t.LatencyUS, &t.TTFBUS, &t.OverheadUS,
-		&t.ResponseTruncated, &t.SealedRequest, &t.SealedResponse, &t.KeyVersion, &t.FieldsCut}
+		&t.ResponseTruncated, &t.SealedRequest, &t.SealedResponse, &t.KeyVersion, &t.FieldsCut, finish}
 }
 
 func postgresSinkStore(sink *PostgresSink, pool *pgxpool.Pool) sinkStore {
@@ -559,8 +561,14 @@ func postgresSinkStore(sink *PostgresSink, pool *pgxpool.Pool) sinkStore {
 			for rows.Next() {
 				t := new(Trace)
 				var usage string
-				if err := rows.Scan(sinkTestScan(t, &t.CreatedAt, &usage)...); err != nil {
+				if err := rows.Scan(sinkTestScan(t, &t.CreatedAt, &usage, &t.FinishReasons)...); err != nil {
 					tb.Fatal(err)
+				}
+				if t.FinishReasons == nil {
+					tb.Fatal("finish_reasons read as NULL")
+				}
+				if len(t.FinishReasons) == 0 {
+					t.FinishReasons = nil
 				}
 				t.CreatedAt = t.CreatedAt.UTC()
 				t.UsageSource = UsageSource(usage)
@@ -592,9 +600,15 @@ func sqliteSinkStore(sink *SQLiteSink, db *sql.DB) sinkStore {
 			for rows.Next() {
 				t := new(Trace)
 				var created int64
-				var usage string
-				if err := rows.Scan(sinkTestScan(t, &created, &usage)...); err != nil {
+				var usage, finish string
+				if err := rows.Scan(sinkTestScan(t, &created, &usage, &finish)...); err != nil {
 					tb.Fatal(err)
+				}
+				if err := json.Unmarshal([]byte(finish), &t.FinishReasons); err != nil || t.FinishReasons == nil {
+					tb.Fatalf("finish_reasons %q: not a JSON array (%v)", finish, err)
+				}
+				if len(t.FinishReasons) == 0 {
+					t.FinishReasons = nil
 				}
 				t.CreatedAt = time.UnixMicro(created).UTC()
 				t.UsageSource = UsageSource(usage)
@@ -644,6 +658,7 @@ func sinkTestTraces(n int, at time.Time) []*Trace {
 			ResponseTruncated: i%4 == 1,
 			KeyVersion:        1 + i%2,
 			FieldsCut:         i%6 == 5,
+			FinishReasons:     [][]string{nil, {"stop"}, {"length", "tool_calls"}, {`<b>"x"</b>\u2028`, "Ω"}, {"content_filter"}}[i%5],
 		}
 		if i%3 != 2 {
 			c := int64(-5 + i*1_000_003) // any int64, even a negative correction

@@ -23,7 +23,6 @@ package tracing
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -64,6 +63,9 @@ const (
 	flagFieldsCut
 	flagRetries // an upstream_retries varint follows the bodies
 	flagW3C     // the W3C trace context fields follow (after upstream_retries, if any)
+	// flagFinish: the finish reasons follow (a count, then each; last). The flag byte is
+	// now full: a further optional field needs a new record format version.
+	flagFinish
 )
 
 // appendTrace appends the version-2 encoding of t, tagged with its spool sequence number, to
@@ -95,6 +97,9 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	w3c := [...]string{t.W3CTraceID, t.W3CSpanID, t.W3CParentSpanID, t.W3CTraceState}
 	if w3c != [4]string{} {
 		flags |= flagW3C
+	}
+	if len(t.FinishReasons) > 0 {
+		flags |= flagFinish
 	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, t.CreatedAt.Unix())
@@ -128,6 +133,13 @@ func appendTrace(b []byte, seq uint64, t *Trace) []byte {
 	}
 	if flags&flagW3C != 0 {
 		for _, s := range w3c {
+			b = binary.AppendUvarint(b, uint64(len(s)))
+			b = append(b, s...)
+		}
+	}
+	if flags&flagFinish != 0 {
+		b = binary.AppendUvarint(b, uint64(len(t.FinishReasons)))
+		for _, s := range t.FinishReasons {
 			b = binary.AppendUvarint(b, uint64(len(s)))
 			b = append(b, s...)
 		}
@@ -201,80 +213,25 @@ func decodeTrace(p []byte) (*Trace, error) {
 		t.UsageMethod = d.string()
 		t.ServiceTier = d.string()
 	}
-	if flags&flagW3C != 0 { // last: after the version-2 usage
+	if flags&flagW3C != 0 { // after the version-2 usage
 		t.W3CTraceID = d.string()
 		t.W3CSpanID = d.string()
 		t.W3CParentSpanID = d.string()
 		t.W3CTraceState = d.string()
 	}
+	if flags&flagFinish != 0 { // after the W3C fields, if any
+		n := d.uvarint()
+		if n == 0 || n > uint64(len(d.b)) { // each takes a byte at least
+			d.err = true
+		}
+		for ; n > 0 && !d.err; n-- {
+			t.FinishReasons = append(t.FinishReasons, d.string())
+		}
+	}
 	if d.err {
 		return nil, errors.New("tracing: spool: malformed record")
 	}
 	return t, nil
-}
-
-type decoder struct {
-	b   []byte
-	err bool
-}
-
-func (d *decoder) byte() byte {
-	if len(d.b) == 0 {
-		d.err = true
-		return 0
-	}
-	c := d.b[0]
-	d.b = d.b[1:]
-	return c
-}
-
-func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err = true
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) string() string {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.err = true
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
-}
-
-func (d *decoder) bytes() []byte {
-	n := d.uvarint()
-	if n == 0 {
-		return nil
-	}
-	n--
-	if n > uint64(len(d.b)) {
-		d.err = true
-		return nil
-	}
-	v := bytes.Clone(d.b[:n:n])
-	if v == nil {
-		v = []byte{}
-	}
-	d.b = d.b[n:]
-	return v
 }
 
 // putRecordHeader fills in the 8-byte header in front of a payload appended to rec.

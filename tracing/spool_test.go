@@ -43,8 +43,10 @@ func TestSpoolEncoding(t *testing.T) {
 			Stream:           true, ClientAborted: true, ResponseTruncated: true,
 			W3CTraceID: "4bf92f3577b34da6a3ce929d0e0e4736", W3CSpanID: "00f067aa0ba902b7",
 			W3CParentSpanID: "b7ad6b7169203331", W3CTraceState: "vendor=abc",
+			FinishReasons: []string{"stop", "", "ünï\x00"},
 		}},
 		{name: "trace state only", t: &Trace{ID: "x", W3CTraceState: "k=v"}},
+		{name: "finish reasons only", t: &Trace{ID: "x", FinishReasons: []string{"length"}}},
 		{name: "cost max", t: &Trace{ID: "x", CostMicroUSD: &big, UsageSource: UsageEstimated}},
 	}
 	for _, tt := range tests {

@@ -3,6 +3,7 @@ package tracing
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -77,7 +78,8 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 			t.ResponseTruncated, sealedColumn(t.SealedRequest), sealedColumn(t.SealedResponse), t.KeyVersion, t.FieldsCut,
 			t.UpstreamRetries,
 			t.UsageMethod, t.CacheWrite5mTokens, t.CacheWrite1hTokens, t.AudioPromptTokens,
-			t.AudioCompletionTokens, t.AcceptedPredictionTokens, t.RejectedPredictionTokens, t.ServiceTier)
+			t.AudioCompletionTokens, t.AcceptedPredictionTokens, t.RejectedPredictionTokens, t.ServiceTier,
+			finishReasonsJSON(t.FinishReasons))
 		if err != nil {
 			return sqliteClassify(fmt.Errorf("tracing: sqlite: insert trace %q: %w", t.ID, err))
 		}
@@ -98,6 +100,16 @@ func (s *SQLiteSink) WriteBatch(ctx context.Context, batch []*Trace) error {
 		return sqliteClassify(fmt.Errorf("tracing: sqlite: commit: %w", err))
 	}
 	return nil
+}
+
+// finishReasonsJSON is the finish_reasons column of migrations/sqlite: a JSON array of
+// strings, "[]" for none.
+func finishReasonsJSON(r []string) string {
+	if len(r) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(r) // strings, store-safe: cannot fail
+	return string(b)
 }
 
 // Shutdown makes later WriteBatch calls fail. It does not close the database, which the

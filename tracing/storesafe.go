@@ -9,6 +9,7 @@ package tracing
 // same guarantee. Bodies are sealed bytes and are never touched.
 
 import (
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -27,6 +28,8 @@ const (
 	MaxUsageSourceBytes  = 32  // Trace.UsageSource
 	MaxPriceVersionBytes = 128 // Trace.PriceVersion
 	MaxW3CBytes          = 512 // each W3C* field (ids are 32 and 16; a tracestate beyond 512 need not be propagated)
+	MaxFinishReasonBytes = 64  // each of Trace.FinishReasons (the longest known, "content_filter", is 14)
+	MaxFinishReasons     = 8   // how many Trace.FinishReasons are kept (OpenAI knows 5), the first ones
 )
 
 // makeStoreSafe makes every text field of t valid UTF-8 (each run of invalid bytes becomes
@@ -54,9 +57,35 @@ func makeStoreSafe(t *Trace) {
 	for _, w := range [...]*string{&t.W3CTraceID, &t.W3CSpanID, &t.W3CParentSpanID, &t.W3CTraceState} {
 		fix(w, MaxW3CBytes)
 	}
+	if fr, ok := storeSafeList(t.FinishReasons, MaxFinishReasons, MaxFinishReasonBytes); !ok {
+		t.FinishReasons, changed = fr, true
+	}
 	if changed {
 		t.FieldsCut = true
 	}
+}
+
+// storeSafeList returns list with each element made store-safe and cut to limit bytes, at
+// most n elements and each once (making two store-safe can make them equal), and whether
+// list already was all that. A changed list is a new slice: list may be shared.
+func storeSafeList(list []string, n, limit int) ([]string, bool) {
+	ok := len(list) <= n
+	for i, s := range list {
+		if _, safe := storeSafe(s, limit); !safe || s == "" || slices.Contains(list[:i], s) {
+			ok = false
+		}
+	}
+	if ok {
+		return list, true
+	}
+	var out []string
+	for _, s := range list {
+		s, _ = storeSafe(s, limit)
+		if s != "" && len(out) < n && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, false
 }
 
 // storeSafe returns s made store-safe and cut to limit bytes, and whether s already was.

@@ -39,6 +39,41 @@ func TestStoreSafe(t *testing.T) {
 	}
 }
 
+func TestStoreSafeFinishReasons(t *testing.T) {
+	many := make([]string, 20)
+	for i := range many {
+		many[i] = string(rune('a' + i))
+	}
+	long := strings.Repeat("x", MaxFinishReasonBytes)
+	tests := []struct {
+		name   string
+		in     []string
+		want   []string
+		wantOK bool
+	}{
+		{name: "none", in: nil, want: nil, wantOK: true},
+		{name: "clean", in: []string{"stop", "length"}, want: []string{"stop", "length"}, wantOK: true},
+		{name: "NUL and invalid UTF-8", in: []string{"st\x00op", "\xffl"}, want: []string{"st\uFFFDop", "\uFFFDl"}},
+		{name: "cut", in: []string{long + "yz"}, want: []string{long}},
+		{name: "equal once cut", in: []string{long + "1", "stop", long + "2"}, want: []string{long, "stop"}},
+		{name: "empty dropped", in: []string{"", "stop"}, want: []string{"stop"}},
+		{name: "duplicates", in: []string{"stop", "stop"}, want: []string{"stop"}},
+		{name: "too many: the first", in: many, want: many[:MaxFinishReasons]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := &Trace{FinishReasons: tt.in}
+			makeStoreSafe(tr)
+			if diff := cmp.Diff(tt.want, tr.FinishReasons); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if tr.FieldsCut == tt.wantOK {
+				t.Errorf("FieldsCut = %v, want %v", tr.FieldsCut, !tt.wantOK)
+			}
+		})
+	}
+}
+
 // TestPipelineStoreSafe: the pipeline hands every sink, custom ones included, text fields
 // that are valid UTF-8, NUL-free and within their maximum, marked when changed; the bodies
 // stay exact.
@@ -51,6 +86,7 @@ func TestPipelineStoreSafe(t *testing.T) {
 	hostile.ServedModel = "served\xc3"
 	hostile.ErrorType = strings.Repeat("e", MaxErrorTypeBytes+1)
 	hostile.Provider = "p\x00"
+	hostile.FinishReasons = []string{"stop\xff", strings.Repeat("f", 1<<20)}
 	hostile.RequestBody = []byte("body\x00\xff kept exactly")
 	clean := pipeTrace(2)
 	for _, tr := range []*Trace{hostile, clean} {
@@ -67,6 +103,7 @@ func TestPipelineStoreSafe(t *testing.T) {
 	wantHostile.ServedModel = "served\uFFFD"
 	wantHostile.ErrorType = strings.Repeat("e", MaxErrorTypeBytes)
 	wantHostile.Provider = "p\uFFFD"
+	wantHostile.FinishReasons = []string{"stop\uFFFD", strings.Repeat("f", MaxFinishReasonBytes)}
 	wantHostile.FieldsCut = true
 	wantHostile.SealedRequest, wantHostile.KeyVersion, _ = pipeSealer{}.Seal(wantHostile.TenantID, BodyRecordID(wantHostile.ID, BodyRequest), []byte("body\x00\xff kept exactly"))
 	wantHostile.SealedResponse, _, _ = pipeSealer{}.Seal(wantHostile.TenantID, BodyRecordID(wantHostile.ID, BodyResponse), wantHostile.ResponseBody)
@@ -98,7 +135,13 @@ func FuzzStoreSafe(f *testing.F) {
 		tr := sinkTestTraces(1, time.Now())[0]
 		tr.TenantID, tr.APIKeyID, tr.RequestID, tr.Model, tr.ServedModel = s, s, s, s, s
 		tr.Provider, tr.ErrorType, tr.UsageSource, tr.PriceVersion = s, s, UsageSource(s), s
+		tr.FinishReasons = []string{s, "stop", s + s}
 		makeStoreSafe(tr)
+		for _, r := range tr.FinishReasons {
+			if len(r) > MaxFinishReasonBytes || !utf8.ValidString(r) || strings.ContainsRune(r, 0) || r == "" {
+				t.Fatalf("store-safe finish reason %q from %q", r, s)
+			}
+		}
 		for _, v := range []struct {
 			v     string
 			limit int

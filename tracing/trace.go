@@ -42,6 +42,11 @@ type Trace struct {
 	Status        int    // HTTP status sent to the client
 	ErrorType     string // OpenAI error type, empty on success
 	ClientAborted bool   // the client left before the answer was complete
+	// FinishReasons are why the upstream stopped generating, as the OpenAI format says it
+	// ("stop", "length", "tool_calls", "content_filter"; Anthropic's stop_reason mapped
+	// onto these): each reason once, in the order of the choices that finished with it.
+	// Empty when no choice finished (an error, a stream cut short).
+	FinishReasons []string
 
 	PromptTokens     int64
 	CompletionTokens int64

@@ -29,6 +29,8 @@ type config struct {
 	DataDir         string
 	DatabaseURL     string
 	BootstrapKey    string
+	AdminUsername   string              // LOOM_ADMIN_USERNAME: the first admin user, default "admin"
+	AdminPassword   string              // LOOM_ADMIN_PASSWORD: its password; default generated and printed once
 	MasterKey       *loomcrypto.Keyring // nil: the key file in the data directory
 	LedgerKey       string              // LOOM_LEDGER_KEY: the checkpoint signing key (see ledger.go)
 	CheckpointDir   string              // LOOM_LEDGER_CHECKPOINTS: where signed checkpoints are exported
@@ -80,6 +82,7 @@ var envVars = [][2]string{
 	{"LOOM_LEDGER_KEY", "the audit ledger's checkpoint signing key; default: ledger.key in the data directory (SQLite only)"},
 	{"LOOM_LEDGER_CHECKPOINTS", "directory signed checkpoints are exported to, default <data>/checkpoints"},
 	{"LOOM_BOOTSTRAP_KEY", "the first tenant's API key (loom_…) on first start; default: generated and printed once"},
+	{"LOOM_ADMIN_USERNAME, LOOM_ADMIN_PASSWORD", "the first admin user on first start (default admin, password generated and printed once)"},
 	{"OPENAI_API_KEY, OPENAI_BASE_URL", "the openai route (base URL ending in /v1)"},
 	{"LOOM_OPENAI_MODELS", "models of the openai route, comma-separated; * passes any openai/… model"},
 	{"AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, AZURE_OPENAI_API_VERSION", "the azure route"},
@@ -201,6 +204,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		if _, err := note.NewSigner(c.LedgerKey); err != nil {
 			bad("LOOM_LEDGER_KEY: not a checkpoint signing key (PRIVATE+KEY+…, from ledger.GenerateKey)")
 		}
+	} else if env("DATABASE_URL") == "" {
+		if _, err := readLedgerKeyFile(c.DataDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			bad("ledger key file: %v", err)
+		}
 	}
 	if st, err := os.Stat(c.DataDir); err == nil && !st.IsDir() {
 		bad("-data (LOOM_DATA_DIR): %s is not a directory", c.DataDir)
@@ -232,6 +239,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if c.BootstrapKey = env("LOOM_BOOTSTRAP_KEY"); c.BootstrapKey != "" &&
 		(!strings.HasPrefix(c.BootstrapKey, tenancy.KeyPrefix) || len(c.BootstrapKey) < tenancy.MinImportedKeyLen || len(c.BootstrapKey) > 256) {
 		bad("LOOM_BOOTSTRAP_KEY must start with %q and be %d to 256 characters", tenancy.KeyPrefix, tenancy.MinImportedKeyLen)
+	}
+	c.AdminUsername, c.AdminPassword = or(env("LOOM_ADMIN_USERNAME"), "admin"), env("LOOM_ADMIN_PASSWORD")
+	if err := checkAdminUser(c.AdminUsername, c.AdminPassword); err != nil {
+		bad("%v", err)
 	}
 	c.PricesFile = env("LOOM_PRICES_FILE")
 	if c.Prices, err = loadPrices(c.PricesFile); err != nil {

@@ -29,8 +29,8 @@ func ledgerSigningKey(cfg config, log *slog.Logger) (string, error) {
 	if cfg.DatabaseURL != "" {
 		return "", nil
 	}
-	path := filepath.Join(cfg.DataDir, "ledger.key")
-	b, err := os.ReadFile(path)
+	path := filepath.Join(cfg.DataDir, ledgerKeyFile)
+	skey, err := readLedgerKeyFile(cfg.DataDir)
 	if errors.Is(err, os.ErrNotExist) {
 		skey, vkey, err := ledger.GenerateKey(ledgerKeyName)
 		if err != nil {
@@ -44,7 +44,25 @@ func ledgerSigningKey(cfg config, log *slog.Logger) (string, error) {
 	} else if err != nil {
 		return "", fmt.Errorf("ledger key file: %w", err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return skey, nil
+}
+
+// ledgerKeyFile is the embedded default's signing key file in the data directory.
+const ledgerKeyFile = "ledger.key"
+
+// readLedgerKeyFile reads and checks the data directory's signing key file: one that other
+// users can read is refused (with the chmod to fix it), as a master key file is.
+func readLedgerKeyFile(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, ledgerKeyFile)
+	b, err := readSecretFile(path)
+	if err != nil {
+		return "", err
+	}
+	skey := strings.TrimSpace(string(b))
+	if _, err := note.NewSigner(skey); err != nil {
+		return "", fmt.Errorf("%s: not a checkpoint signing key (PRIVATE+KEY+…)", path)
+	}
+	return skey, nil
 }
 
 // startLedger runs the checkpointer until the server closes; closing it writes a last

@@ -25,12 +25,13 @@ import (
 func main() {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	os.Exit(cli(os.Args[1:], stdio{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr, signals: sigs}))
+	os.Exit(cli(os.Args[1:], stdio{getenv: os.Getenv, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, signals: sigs}))
 }
 
 // stdio is what a command may use of its process.
 type stdio struct {
 	getenv         func(string) string
+	stdin          io.Reader // nil: nothing to read
 	stdout, stderr io.Writer
 	signals        <-chan os.Signal // SIGINT and SIGTERM
 	// forced is closed by a second signal: serve stops waiting for in-flight requests.
@@ -52,6 +53,9 @@ func commands() map[string]command {
 		"verify":     {"check the audit ledger against the stored traces and signed checkpoints", runVerifyCommand},
 		"rollups":    {"recompute the trace rollups from the traces (rollups rebuild -from -to)", runRollups},
 		"deadletter": {"list the traces the spool set aside, or replay them (deadletter replay)", runDeadLetterCommand},
+		"admin":      {"manage tenants, keys and admin users in the store, without a running server", runAdminCommand},
+		"rewrap":     {"after a master key rotation: wrap every tenant data key with the current version", runRewrap},
+		"tombstone":  {"seal and sign a month's or a tenant's removal in the audit ledger, before removing the traces", runTombstone},
 	}
 }
 

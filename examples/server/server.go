@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/loom-gateway/loom"
+	"github.com/loom-gateway/loom/admin"
 	"github.com/loom-gateway/loom/analytics"
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/ledger"
@@ -56,6 +57,8 @@ type Server struct {
 	// The trace database, for the ledger's checkpointer.
 	db      *sql.DB
 	dialect string
+	// adminStore keeps admin users, sessions and the admin audit log (adminboot.go).
+	adminStore admin.Store
 }
 
 // Start locks the data directory, listens, opens the stores, builds the gateway and starts
@@ -115,6 +118,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	if dk, ok := store.(loomcrypto.DataKeyStore); ok {
+		keyring = keyring.WithDataKeys(dk) // per-tenant data keys, in tenant_data_keys
+	}
 	log.Info("store: "+storeKind, "at", storeAt)
 	log.Info("data directory", "path", cfg.DataDir)
 	if err := s.startLedger(cfg, log); err != nil {
@@ -157,9 +163,16 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 			gcfg.Propagator = propagation.TraceContext{}
 			log.Info("tracing: exporting spans over OTLP", "protocol", cfg.OTLPProtocol)
 		}
-		log.Info("tracing: on", "strict", cfg.StrictTraces, "bodies", "sealed with the master key", "spool", gcfg.Tracing.SpoolDir)
+		bodies := "sealed with the master key"
+		if keyring.Enveloped() {
+			bodies = "sealed with per-tenant data keys wrapped by the master key"
+		}
+		log.Info("tracing: on", "strict", cfg.StrictTraces, "bodies", bodies, "spool", gcfg.Tracing.SpoolDir)
 	} else {
 		log.Warn("tracing: off (LOOM_TRACING): no traces are recorded")
+	}
+	if gcfg.Admin, err = s.adminConfig(reads, log); err != nil {
+		return nil, err
 	}
 	gw, err := loom.New(gcfg)
 	if err != nil {
@@ -169,6 +182,9 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 
 	if s.BootstrapKey, err = bootstrap(ctx, gw.Admin(), cfg.BootstrapKey, stdout, log); err != nil {
 		return nil, fmt.Errorf("bootstrap tenant: %w", err)
+	}
+	if err := bootstrapAdmin(ctx, gcfg.Admin.Users, cfg, stdout, log); err != nil {
+		return nil, fmt.Errorf("bootstrap admin user: %w", err)
 	}
 
 	mux := http.NewServeMux()
@@ -198,6 +214,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 		mux.HandleFunc(path, methodNotAllowed)
 	}
 	mux.Handle("/v1/", gw)
+	mux.Handle("/admin/", gw)
 	mux.Handle("/", analytics.Dashboard())
 
 	s.Addr = ln.Addr().String()
@@ -313,7 +330,9 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	}
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
-	return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite, rollup.SQLite), analytics.NewSQLiteStore(db), nil
+	s.adminStore = admin.NewSQLiteStore(db)
+	store := tenancy.NewSQLiteStore(db).WithDeleteSteps(recordDeletionSQLite, tracing.DeleteTenantTracesSQLite, rollup.DeleteTenantSQLite)
+	return store, tracing.NewSQLiteSink(db, ledger.AppendSQLite, rollup.SQLite), analytics.NewSQLiteStore(db), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
@@ -336,7 +355,9 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	}
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
-	return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), nil
+	s.adminStore = admin.NewPostgresStore(pool)
+	store := tenancy.NewPostgresStore(pool).WithDeleteSteps(recordDeletionPostgres, tracing.DeleteTenantTracesPostgres, rollup.DeleteTenantPostgres)
+	return store, sink, analytics.NewPostgresStore(pool), nil
 }
 
 // openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated

@@ -211,6 +211,7 @@ func checkSQLiteTraces(t *testing.T, path string, keyring *loomcrypto.Keyring, i
 		t.Fatal(err)
 	}
 	defer db.Close()
+	keyring = keyring.WithDataKeys(tenancy.NewSQLiteStore(db)) // the server seals with data keys
 	rows, err := db.Query("SELECT id, tenant_id, status, key_version, request_sealed FROM traces")
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +230,9 @@ func checkSQLiteTraces(t *testing.T, path string, keyring *loomcrypto.Keyring, i
 		got[id] = true
 		if status != http.StatusOK {
 			t.Errorf("trace %s: status %d", id, status)
+		}
+		if version != loomcrypto.FirstDataKeyVersion {
+			t.Errorf("trace %s: key version %d, want the tenant's data key (%d)", id, version, loomcrypto.FirstDataKeyVersion)
 		}
 		if _, err := keyring.Open(tenant, tracing.BodyRecordID(id, tracing.BodyRequest), version, sealed); err != nil {
 			t.Errorf("trace %s: request body does not open with the key file: %v", id, err)

@@ -36,7 +36,7 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 	pub := fs.String("key", getenv("LOOM_LEDGER_PUBLIC_KEY"), "pinned public key of the checkpoint signer (LOOM_LEDGER_PUBLIC_KEY; default: derived from LOOM_LEDGER_KEY or <data>/ledger.key)")
 	deep := fs.Bool("deep", false, "re-hash every stored ciphertext")
 	trace := fs.String("trace", "", "print the inclusion proof of this trace id as JSON")
-	origin := fs.String("origin", "", "with -from and -to: print a consistency proof of this log as JSON")
+	origin := fs.String("origin", "", "with -from and -to: print a consistency proof of this log (loom/root: the root log) as JSON")
 	from := fs.Uint64("from", 0, "first checkpoint size for -origin")
 	to := fs.Uint64("to", 0, "second checkpoint size for -origin")
 	if err := fs.Parse(args); err != nil {
@@ -85,6 +85,10 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		fmt.Fprintf(stdout, "log %s: %d leaves, %d under a signed checkpoint%s\n", l.Log, l.Leaves, l.Checkpointed, extra)
 	}
+	fmt.Fprintf(stdout, "root log: %d events, %d under a signed root checkpoint\n", rep.Root.Leaves, rep.Root.Checkpointed)
+	if rep.Root.Unanchored > 0 {
+		fmt.Fprintf(stdout, "unanchored: root log: the last %d events are after its last exported checkpoint (consistent, not yet provable)\n", rep.Root.Unanchored)
+	}
 	for _, l := range rep.Logs {
 		if l.Unanchored > 0 {
 			fmt.Fprintf(stdout, "unanchored: log %s: the last %d leaves are after its last exported checkpoint (consistent, not yet provable)\n", l.Log, l.Unanchored)
@@ -105,11 +109,10 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 func pinnedVerifier(vkey, skey, dataDir string) (note.Verifier, error) {
 	if vkey == "" {
 		if skey == "" {
-			b, err := os.ReadFile(filepath.Join(dataDir, "ledger.key"))
-			if err != nil {
+			var err error
+			if skey, err = readLedgerKeyFile(dataDir); err != nil {
 				return nil, fmt.Errorf("verify: no -key, LOOM_LEDGER_PUBLIC_KEY, LOOM_LEDGER_KEY or ledger key file: %w", err)
 			}
-			skey = string(b)
 		}
 		var err error
 		if vkey, err = ledger.VerifierKey(strings.TrimSpace(skey)); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,5 +89,59 @@ func TestVerifyCommand(t *testing.T) {
 	}
 	if want := "row-edited leaf 2 trace " + ids[2]; !strings.Contains(vout.String(), want) {
 		t.Errorf("verify output does not name %q:\n%s", want, vout.String())
+	}
+}
+
+// TestLedgerKeyFileIsPrivate: the embedded default's signing key file is created 0600 in one
+// atomic step (no temporary file left), and one other users can read is refused, at start
+// and by verify, with the chmod that fixes it; a corrupt one is refused too.
+func TestLedgerKeyFileIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	cfg, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", dir}, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_, _, closeServer := startServer(t, cfg, &out)
+	if err := closeServer(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "ledger.key")
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("ledger key file: %v %v, want mode 0600", fi, err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(dir, ".ledger.key.tmp*")); len(leftovers) != 0 {
+		t.Errorf("temporary key files left: %v", leftovers)
+	}
+	skey, _ := os.ReadFile(path)
+	if strings.Contains(out.String(), strings.TrimSpace(string(skey))) {
+		t.Errorf("the signing key was logged:\n%s", out.String())
+	}
+
+	for _, mode := range []os.FileMode{0o640, 0o604} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", dir}, noEnv)
+		if err == nil || !strings.Contains(err.Error(), "chmod 600 "+path) {
+			t.Errorf("mode %04o: start accepted a ledger key readable by others (err %v)", mode, err)
+		}
+		err = runVerify(context.Background(), []string{"-data", dir}, noEnv, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "chmod 600 "+path) {
+			t.Errorf("mode %04o: verify used a ledger key readable by others (err %v)", mode, err)
+		}
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := runVerify(context.Background(), []string{"-data", dir}, noEnv, io.Discard); err != nil {
+		t.Errorf("verify with the key back at 0600: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseConfig([]string{"-addr", "127.0.0.1:0", "-data", dir}, noEnv); err == nil || strings.Contains(err.Error(), "not a key") {
+		t.Errorf("a corrupt ledger key file: err %v, want refused without echoing it", err)
 	}
 }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	loomcrypto "github.com/loom-gateway/loom/crypto"
+	"github.com/loom-gateway/loom/migrations"
+	"github.com/loom-gateway/loom/sqlitedb"
+	"github.com/loom-gateway/loom/tenancy"
+)
+
+// rewrapStore is what the rewrap command needs of a tenancy store.
+type rewrapStore interface {
+	tenancy.Store
+	loomcrypto.DataKeyRewrapper
+}
+
+// runRewrap is the rewrap command, the second step of a master-key rotation: with the new
+// master version first in LOOM_MASTER_KEY (or the data directory's master.key) and the old
+// ones still after it, it stores every tenant's keys derived from the master versions
+// (so rows sealed before envelope encryption open without them) and wraps every data key
+// with the current version. Trace rows are not touched. It is safe beside a running server.
+// Afterwards the old versions can be removed from the key setting.
+func runRewrap(ctx context.Context, args []string, io stdio) error {
+	fs := newFlagSet("rewrap")
+	dataDir := fs.String("data", or(io.getenv("LOOM_DATA_DIR"), "./loom-data"), "data directory of the SQLite store and master.key (LOOM_DATA_DIR)")
+	if err := parseFlags(fs, args, io.stdout, "[flags]",
+		"Wrap every tenant data key with the current master key version (the first in LOOM_MASTER_KEY), for DATABASE_URL or the SQLite store in the data directory."); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageError{errors.New("rewrap takes no arguments")}
+	}
+	spec := io.getenv("LOOM_MASTER_KEY")
+	if spec == "" {
+		b, err := readSecretFile(filepath.Join(*dataDir, "master.key"))
+		if err != nil {
+			return fmt.Errorf("LOOM_MASTER_KEY is not set and the master key file cannot be read: %w", err)
+		}
+		spec = strings.TrimSpace(string(b))
+	}
+	keyring, err := loomcrypto.ParseKeyring(spec)
+	if err != nil {
+		return fmt.Errorf("LOOM_MASTER_KEY: %w", err)
+	}
+	var store rewrapStore
+	if url := io.getenv("DATABASE_URL"); url != "" {
+		pool, err := pgxpool.New(ctx, url)
+		if err != nil {
+			return fmt.Errorf("DATABASE_URL: %w", err)
+		}
+		defer pool.Close()
+		if err := pool.Ping(ctx); err != nil {
+			return fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", describeDatabase(url), err)
+		}
+		store = tenancy.NewPostgresStore(pool)
+	} else {
+		path := filepath.Join(*dataDir, "loom.db")
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("no store at %s: %w", path, err)
+		}
+		db, err := sqlitedb.Open(ctx, path)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		// The server applies the migrations at start; one that has not run since the
+		// upgrade has no key table yet.
+		if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
+			return err
+		}
+		store = tenancy.NewSQLiteStore(db)
+	}
+	tenants, err := store.ListTenants(ctx)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(tenants))
+	for i, t := range tenants {
+		ids[i] = t.ID
+	}
+	adopted, err := keyring.AdoptDerivedKeys(ctx, store, ids)
+	if err != nil {
+		return err
+	}
+	st, err := keyring.RewrapDataKeys(ctx, store)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(io.stdout, "master key version %d: %d tenants, %d derived keys stored, %d data keys rewrapped, %d already current, %d changed meanwhile\n",
+		keyring.CurrentVersion(), len(ids), adopted, st.Rewrapped, st.Current, st.Changed)
+	fmt.Fprintln(io.stdout, "every data key is wrapped by the current version; older versions may now be removed from LOOM_MASTER_KEY")
+	return nil
+}
