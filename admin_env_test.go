@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +27,7 @@ import (
 	"github.com/loom-gateway/loom/provider"
 	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
+	"github.com/loom-gateway/loom/tracing"
 )
 
 // adminEnv is a gateway with the admin API on, over a real store of one dialect, served
@@ -69,7 +69,7 @@ func openStores(t *testing.T, dialect string) (tenancy.Store, admin.Store, *sql.
 		if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
 			t.Fatal(err)
 		}
-		return tenancy.NewSQLiteStore(db), admin.NewSQLiteStore(db), db
+		return tenancy.NewSQLiteStore(db).WithDeleteSteps(tracing.DeleteTenantTracesSQLite), admin.NewSQLiteStore(db), db
 	}
 	pool, err := pgxpool.New(ctx, pgtest.New(t))
 	if err != nil {
@@ -81,20 +81,13 @@ func openStores(t *testing.T, dialect string) (tenancy.Store, admin.Store, *sql.
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 		t.Fatal(err)
 	}
-	return tenancy.NewPostgresStore(pool), admin.NewPostgresStore(pool), db
+	return tenancy.NewPostgresStore(pool).WithDeleteSteps(tracing.DeleteTenantTracesPostgres), admin.NewPostgresStore(pool), db
 }
 
 // fastParams keep tests quick; the benchmark and the rehash test use real ones.
 var fastParams = admin.Params{Memory: 64, Time: 1, Threads: 1}
 
 func newAdminEnv(t *testing.T, dialect string, modify ...func(*admin.UsersOptions)) *adminEnv {
-	t.Helper()
-	return newAdminEnvWith(t, dialect, true, modify...)
-}
-
-// newAdminEnvWith is newAdminEnv; with testAdapter false the admin API uses the gateway's
-// own Service as it is in this tree.
-func newAdminEnvWith(t *testing.T, dialect string, testAdapter bool, modify ...func(*admin.UsersOptions)) *adminEnv {
 	t.Helper()
 	ctx := context.Background()
 	store, astore, db := openStores(t, dialect)
@@ -112,9 +105,6 @@ func newAdminEnvWith(t *testing.T, dialect string, testAdapter bool, modify ...f
 		t.Fatal(err)
 	}
 	ac := &loom.AdminConfig{Users: e.users, Spend: e.spend}
-	if testAdapter {
-		loom.SetAdminTenancy(ac, func(g *loom.Gateway) admin.Tenancy { return newTestTenancy(g, db, dialect) })
-	}
 	e.gw, err = loom.New(loom.Config{
 		Store:   store,
 		Keyring: keyring,
@@ -224,128 +214,6 @@ func (e *adminEnv) errCode(t *testing.T, method, path, token string, body any, s
 		param = *eb.Error.Param
 	}
 	return code, param
-}
-
-// testTenancy is the admin API's Tenancy over the gateway's Service. The methods the
-// Service does not offer in this tree are done here with SQL on the same database:
-// RenameTenant, DeleteProviderConfig, DeleteTenant; KeyLast4 is kept in memory.
-type testTenancy struct {
-	g       *loom.Gateway
-	db      *sql.DB
-	dialect string
-	mu      sync.Mutex
-	last4   map[string]string
-}
-
-func newTestTenancy(g *loom.Gateway, db *sql.DB, dialect string) *testTenancy {
-	return &testTenancy{g: g, db: db, dialect: dialect, last4: map[string]string{}}
-}
-
-func (t *testTenancy) q(query string) string {
-	if t.dialect == migrations.SQLite {
-		for i := 1; i <= 3; i++ {
-			query = strings.ReplaceAll(query, fmt.Sprintf("$%d", i), "?")
-		}
-	}
-	return query
-}
-
-func (t *testTenancy) CreateTenant(ctx context.Context, name string) (tenancy.Tenant, error) {
-	return t.g.Admin().CreateTenant(ctx, name)
-}
-func (t *testTenancy) GetTenant(ctx context.Context, id string) (tenancy.Tenant, error) {
-	return t.g.Admin().GetTenant(ctx, id)
-}
-func (t *testTenancy) ListTenantSummaries(ctx context.Context) ([]tenancy.TenantSummary, error) {
-	ts, err := t.g.Admin().ListTenants(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []tenancy.TenantSummary
-	for _, x := range ts {
-		keys, err := t.g.Admin().ListKeys(ctx, x.ID)
-		if err != nil {
-			return nil, err
-		}
-		s := tenancy.TenantSummary{Tenant: x, Keys: len(keys)}
-		for _, k := range keys {
-			if k.Status == tenancy.KeyActive {
-				s.ActiveKeys++
-			}
-			if k.LastUsedAt != nil && (s.LastUsedAt == nil || k.LastUsedAt.After(*s.LastUsedAt)) {
-				s.LastUsedAt = k.LastUsedAt
-			}
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-func (t *testTenancy) RenameTenant(ctx context.Context, id, name string) error {
-	return t.exec(ctx, `UPDATE tenants SET name = $1 WHERE id = $2`, name, id)
-}
-func (t *testTenancy) SetTenantStatus(ctx context.Context, id, status string) error {
-	return t.g.Admin().SetTenantStatus(ctx, id, status)
-}
-func (t *testTenancy) DeleteTenant(ctx context.Context, id string) error {
-	if err := t.g.Admin().SetTenantStatus(ctx, id, tenancy.TenantInactive); err != nil { // purges the auth cache
-		return err
-	}
-	return t.exec(ctx, `DELETE FROM tenants WHERE id = $1`, id)
-}
-func (t *testTenancy) CreateKey(ctx context.Context, tenantID, name string) (string, tenancy.APIKey, error) {
-	return t.g.Admin().CreateKey(ctx, tenantID, name)
-}
-func (t *testTenancy) ListKeys(ctx context.Context, tenantID string) ([]tenancy.APIKey, error) {
-	return t.g.Admin().ListKeys(ctx, tenantID)
-}
-func (t *testTenancy) RevokeKey(ctx context.Context, tenantID, keyID string) error {
-	return t.g.Admin().RevokeKey(ctx, tenantID, keyID)
-}
-func (t *testTenancy) PutProviderConfig(ctx context.Context, c tenancy.ProviderConfig, apiKey string) error {
-	if _, err := t.g.Admin().GetTenant(ctx, c.TenantID); err != nil {
-		return err
-	}
-	var err error
-	switch s := any(t.g.Admin()).(type) {
-	case interface {
-		PutProviderConfig(context.Context, tenancy.ProviderConfig, string) error
-	}:
-		err = s.PutProviderConfig(ctx, c, apiKey)
-	default:
-		err = any(t.g).(interface {
-			SetTenantProvider(context.Context, tenancy.ProviderConfig, string) error
-		}).SetTenantProvider(ctx, c, apiKey)
-	}
-	if err != nil {
-		return err
-	}
-	t.mu.Lock()
-	t.last4[c.TenantID+"/"+c.Name] = apiKey[max(0, len(apiKey)-4):]
-	t.mu.Unlock()
-	return nil
-}
-func (t *testTenancy) ListProviderConfigs(ctx context.Context, tenantID string) ([]tenancy.ProviderConfig, error) {
-	cs, err := t.g.Admin().ListProviderConfigs(ctx, tenantID)
-	t.mu.Lock()
-	for i := range cs {
-		cs[i].KeyLast4 = t.last4[tenantID+"/"+cs[i].Name]
-	}
-	t.mu.Unlock()
-	return cs, err
-}
-func (t *testTenancy) DeleteProviderConfig(ctx context.Context, tenantID, name string) error {
-	return t.exec(ctx, `DELETE FROM provider_configs WHERE tenant_id = $1 AND name = $2`, tenantID, name)
-}
-
-func (t *testTenancy) exec(ctx context.Context, query string, args ...any) error {
-	res, err := t.db.ExecContext(ctx, t.q(query), args...)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return tenancy.ErrNotFound
-	}
-	return nil
 }
 
 // fakeSpender stands in for the analytics rollups: it returns its rows and keeps the

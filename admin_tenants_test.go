@@ -164,7 +164,7 @@ func containsAny(b []byte, subs ...string) bool {
 func TestAdminGatewayService(t *testing.T) {
 	for _, dialect := range adminDialects {
 		t.Run(dialect, func(t *testing.T) {
-			e := newAdminEnvWith(t, dialect, false)
+			e := newAdminEnv(t, dialect)
 			var ten tenantOut
 			e.expect(t, "POST", "/admin/tenants", e.token, map[string]string{"name": "own"}, http.StatusCreated, &ten)
 			var k keyOut

@@ -12,7 +12,7 @@ import (
 // web holds the dashboard: plain ES modules and CSS, with uPlot vendored under vendor/
 // (see web/vendor.sh). No build step: what is embedded is what the browser runs.
 //
-//go:embed web/index.html web/*.js web/*.css web/vendor/uPlot.esm.js web/vendor/uPlot.min.css web/vendor/uPlot.LICENSE
+//go:embed web/index.html web/admin.html web/*.js web/*.css web/vendor/uPlot.esm.js web/vendor/uPlot.min.css web/vendor/uPlot.LICENSE
 var web embed.FS
 
 // dashboardCSP allows the dashboard's own files and its calls to the API on the same
@@ -24,7 +24,9 @@ const dashboardCSP = "default-src 'self'; script-src 'self'; style-src 'self'; i
 // Dashboard returns the handler of the web dashboard, for GET and HEAD of "/" and its
 // files. It reads the analytics API (see Paths) at /v1/ on the same origin with the
 // tenant key the user signs in with, so mount it next to a Gateway serving that API,
-// at "/" or under a prefix with http.StripPrefix.
+// at "/" or under a prefix with http.StripPrefix. Its admin pages (admin.html) sign in as
+// an admin user and call the admin API at /admin/ on the same origin (see package admin),
+// under the same Content-Security-Policy.
 func Dashboard() http.Handler {
 	files, err := fs.Sub(web, "web")
 	if err != nil {

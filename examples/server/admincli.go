@@ -75,7 +75,7 @@ func openAdminStores(ctx context.Context, getenv func(string) string, dataDir st
 			closeAll()
 			return nil, err
 		}
-		ts, as = tenancy.NewPostgresStore(pool), admin.NewPostgresStore(pool)
+		ts, as = postgresTenancy(pool), admin.NewPostgresStore(pool)
 	} else {
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("-data (LOOM_DATA_DIR): %w", err)
@@ -95,7 +95,7 @@ func openAdminStores(ctx context.Context, getenv func(string) string, dataDir st
 			closeAll()
 			return nil, err
 		}
-		ts, as = tenancy.NewSQLiteStore(db), admin.NewSQLiteStore(db)
+		ts, as = sqliteTenancy(db), admin.NewSQLiteStore(db)
 	}
 	users, err := admin.NewUsers(admin.UsersOptions{Store: as})
 	if err != nil {
@@ -308,13 +308,7 @@ func (a adminRun) deleteTenant(ctx context.Context, id string, yes bool) error {
 			return errors.New("not confirmed: nothing deleted")
 		}
 	}
-	d, ok := any(a.st.tenants).(interface {
-		DeleteTenant(context.Context, string) error
-	})
-	if !ok {
-		return errors.New("this build cannot hard-delete tenants")
-	}
-	if err := d.DeleteTenant(ctx, id); err != nil {
+	if err := a.st.tenants.DeleteTenant(ctx, id); err != nil {
 		return err
 	}
 	a.audit(ctx, "tenant.delete", id, "hard delete")

@@ -94,16 +94,12 @@ func TestAdminCLI(t *testing.T) {
 				t.Fatal("an unconfirmed delete removed the tenant")
 			}
 
-			// The typed id (or -yes) deletes, where this build's tenancy can hard-delete.
+			// The typed id deletes.
 			t2 := uuidRE.FindString(must(t, "tenants", "create", "-name", "doomed"))
-			code, out, errs := run(t, t2+"\n", "tenants", "delete", "-tenant", t2)
-			switch {
-			case code == exitOK:
-				if list := must(t, "tenants", "list"); strings.Contains(list, t2) || !strings.Contains(out, "deleted tenant") {
-					t.Fatalf("confirmed delete: %s / %s", out, list)
-				}
-			case !strings.Contains(errs, "cannot hard-delete"):
+			if code, out, errs := run(t, t2+"\n", "tenants", "delete", "-tenant", t2); code != exitOK {
 				t.Fatalf("confirmed delete: exit %d: %s%s", code, out, errs)
+			} else if list := must(t, "tenants", "list"); strings.Contains(list, t2) || !strings.Contains(out, "deleted tenant") {
+				t.Fatalf("confirmed delete: %s / %s", out, list)
 			}
 
 			// What the commands left in the store.
@@ -139,10 +135,7 @@ func TestAdminCLI(t *testing.T) {
 				}
 				all.WriteString(actor + action + target + addr + detail)
 			}
-			want := "tenant.create key.create key.revoke user.create user.create user.password user.delete tenant.create"
-			if code == exitOK {
-				want += " tenant.delete"
-			}
+			want := "tenant.create key.create key.revoke user.create user.create user.password user.delete tenant.create tenant.delete"
 			if got := strings.Join(actions, " "); got != want {
 				t.Errorf("cli audit actions %q, want %q", got, want)
 			}

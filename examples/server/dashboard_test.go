@@ -23,6 +23,9 @@ func TestServesDashboard(t *testing.T) {
 	}{
 		{"dashboard", "/", "", "200 text/html; charset=utf-8 csp"},
 		{"dashboard module", "/app.js", "", "200 text/javascript; charset=utf-8 csp"},
+		{"admin pages", "/admin.html", "", "200 text/html; charset=utf-8 csp"},
+		{"admin pages module", "/admin.js", "", "200 text/javascript; charset=utf-8 csp"},
+		{"admin API beside them", "/admin/tenants", "", "401 application/json"},
 		{"API beside it", "/v1/models", s.BootstrapKey, "200 application/json"},
 		{"API without a key", "/v1/traces", "", "401 application/json"},
 	}
@@ -47,7 +50,9 @@ func TestServesDashboard(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(logs.String(), "dashboard http://") {
-		t.Errorf("the server does not log the dashboard URL:\n%s", logs)
+	for _, want := range []string{"dashboard http://", "/admin.html"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the server does not log %q:\n%s", want, logs)
+		}
 	}
 }

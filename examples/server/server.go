@@ -225,7 +225,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if reads != nil {
 		log.Info("analytics API on http://" + displayAddr(s.Addr) + "/v1/traces and /v1/analytics/… (same API keys)")
 	}
-	log.Info("listening on http://"+s.Addr+" (dashboard http://"+displayAddr(s.Addr)+"/, OpenAI base URL http://"+displayAddr(s.Addr)+"/v1)", "version", versionString())
+	log.Info("listening on http://"+s.Addr+" (dashboard http://"+displayAddr(s.Addr)+"/, admin pages http://"+displayAddr(s.Addr)+"/admin.html, OpenAI base URL http://"+displayAddr(s.Addr)+"/v1)", "version", versionString())
 	return s, nil
 }
 
@@ -331,8 +331,7 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
 	s.adminStore = admin.NewSQLiteStore(db)
-	store := tenancy.NewSQLiteStore(db).WithDeleteSteps(recordDeletionSQLite, tracing.DeleteTenantTracesSQLite, rollup.DeleteTenantSQLite)
-	return store, tracing.NewSQLiteSink(db, ledger.AppendSQLite, rollup.SQLite), analytics.NewSQLiteStore(db), nil
+	return sqliteTenancy(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite, rollup.SQLite), analytics.NewSQLiteStore(db), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
@@ -356,8 +355,7 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
 	s.adminStore = admin.NewPostgresStore(pool)
-	store := tenancy.NewPostgresStore(pool).WithDeleteSteps(recordDeletionPostgres, tracing.DeleteTenantTracesPostgres, rollup.DeleteTenantPostgres)
-	return store, sink, analytics.NewPostgresStore(pool), nil
+	return postgresTenancy(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 
 // openKeyring reads LOOM_MASTER_KEY. Without it, the embedded default keeps a generated
