@@ -149,10 +149,14 @@ type Sums struct {
 	TTFBUS           int64 // over the traces that received a first byte (ttfb_us > 0)
 	TTFBCount        int64
 	OverheadUS       int64
-	// LatencyP95US and TTFBP95US are the 95th percentiles (the smallest value at or above
-	// which 95 % of the values lie: percentile_disc), nil without values.
-	LatencyP95US *int64
-	TTFBP95US    *int64
+	// LatencyP95US, TTFBP95US and OverheadP95US are the 95th percentiles (the smallest
+	// value at or above which 95 % of the values lie: percentile_disc), nil without values.
+	LatencyP95US  *int64
+	TTFBP95US     *int64
+	OverheadP95US *int64
+	// Approximate is set when the percentiles come from the rollups' histograms: within
+	// rollup.RelativeError (4.33 %, plus a microsecond of rounding) of the exact value.
+	Approximate bool
 }
 
 // Metrics are the figures the API reports for a set of traces. Averages, rates and
@@ -172,6 +176,10 @@ type Metrics struct {
 	TTFBAvgUS        *float64 `json:"ttfb_avg_us"` // over requests that received a first byte
 	TTFBP95US        *int64   `json:"ttfb_p95_us"`
 	OverheadAvgUS    *float64 `json:"overhead_avg_us"`
+	OverheadP95US    *int64   `json:"overhead_p95_us"`
+	// PercentilesApproximate is set when the percentiles are estimates, within 4.33 % (plus
+	// a microsecond) of the exact values: those answered from the rollups.
+	PercentilesApproximate bool `json:"percentiles_approximate"`
 }
 
 // Metrics derives the reported figures.
@@ -181,7 +189,8 @@ func (s Sums) Metrics() Metrics {
 		PromptTokens: s.PromptTokens, CompletionTokens: s.CompletionTokens,
 		CachedTokens: s.CachedTokens, ReasoningTokens: s.ReasoningTokens,
 		CostMicroUSD: s.CostMicroUSD, UnpricedRequests: s.Unpriced,
-		LatencyP95US: s.LatencyP95US, TTFBP95US: s.TTFBP95US,
+		LatencyP95US: s.LatencyP95US, TTFBP95US: s.TTFBP95US, OverheadP95US: s.OverheadP95US,
+		PercentilesApproximate: s.Approximate && s.LatencyP95US != nil,
 	}
 	m.ErrorRate = ratio(s.Errors, s.Requests)
 	m.LatencyAvgUS = ratio(s.LatencyUS, s.Requests)

@@ -39,6 +39,7 @@ func TestAPI(t *testing.T) {
 		{"Filters", testFilters},
 		{"Summary", testSummary},
 		{"SummaryWindow", testSummaryWindow},
+		{"SummaryEdges", testSummaryEdges},
 		{"Timeseries", testTimeseries},
 		{"Values", testValues},
 		{"Export", testExport},
@@ -405,6 +406,41 @@ func testSummary(t *testing.T, e *apiEnv) {
 	}
 }
 
+// testSummaryEdges: a range whose ends are not on minute boundaries is answered from the
+// rollups in the middle and the traces at its ends, exactly for every count and sum; traces
+// crowd both ends, on both sides of each.
+func testSummaryEdges(t *testing.T, e *apiEnv) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	from := time.Date(2026, 7, 1, 10, 7, 31, 123456000, time.UTC)
+	to := time.Date(2026, 7, 2, 16, 52, 10, 654321000, time.UTC)
+	prevFrom := from.Add(-to.Sub(from))
+	var all []*tracing.Trace
+	for _, at := range []time.Time{prevFrom, from, to} {
+		all = append(all, randomTraces(rnd, e.a, at.Add(-90*time.Second), at.Add(90*time.Second), 120)...)
+		all = append(all, newTrace(e.a, at), newTrace(e.a, at.Add(-time.Microsecond)))
+	}
+	all = append(all, randomTraces(rnd, e.a, prevFrom, to, 300)...)
+	e.insert(t, append(all, randomTraces(rnd, e.b, prevFrom, to, 100)...)...)
+	in := func(lo, hi time.Time) []*tracing.Trace {
+		var out []*tracing.Trace
+		for _, tr := range all {
+			if !tr.CreatedAt.Before(lo) && tr.CreatedAt.Before(hi) {
+				out = append(out, tr)
+			}
+		}
+		return out
+	}
+	var got analytics.Summary
+	e.getJSON(t, e.a.key, "/v1/analytics/summary?from="+from.Format(time.RFC3339Nano)+"&to="+to.Format(time.RFC3339Nano), &got)
+	want := analytics.Summary{
+		Current:  analytics.Period{From: from, To: to, Metrics: expect(in(from, to))},
+		Previous: analytics.Period{From: prevFrom, To: from, Metrics: expect(in(prevFrom, from))},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("summary (-want +got):\n%s", diff)
+	}
+}
+
 // testSummaryWindow checks window=, which ends now.
 func testSummaryWindow(t *testing.T, e *apiEnv) {
 	now := time.Now()
@@ -437,7 +473,11 @@ func points(traces []*tracing.Trace, from, to time.Time, bucket time.Duration, k
 				in = append(in, t)
 			}
 		}
-		out = append(out, analytics.Point{Start: start, Metrics: expect(in)})
+		m := expect(in)
+		if bucket%time.Minute != 0 {
+			m = expectExact(in) // buckets off minute boundaries: answered from the traces alone
+		}
+		out = append(out, analytics.Point{Start: start, Metrics: m})
 	}
 	return out
 }
@@ -455,7 +495,7 @@ func testTimeseries(t *testing.T, e *apiEnv) {
 	e.insert(t, append(mine, randomTraces(rnd, e.b, t0, to, 50)...)...)
 
 	q := "from=" + from.Format(time.RFC3339) + "&to=" + to.Format(time.RFC3339)
-	for _, bucket := range []time.Duration{time.Hour, 25 * time.Minute, 24 * time.Hour} {
+	for _, bucket := range []time.Duration{time.Hour, 25 * time.Minute, 24 * time.Hour, 90 * time.Second, time.Minute} {
 		var got analytics.Series
 		e.getJSON(t, e.a.key, "/v1/analytics/timeseries?"+q+"&bucket="+bucket.String(), &got)
 		want := analytics.Series{From: from, To: to, BucketSeconds: int64(bucket / time.Second), Points: points(mine, from, to, bucket, nil)}

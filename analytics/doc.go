@@ -5,10 +5,13 @@
 //
 // The Store interface is what the handler needs of a database; PostgresStore and
 // SQLiteStore implement it with plain SQL over the traces table, every query bound to one
-// tenant (WHERE tenant_id = $1). Metrics are computed from the raw rows: sums and counts
-// exactly, percentiles exactly (PostgreSQL's percentile_disc, SQLite by ordered position).
-// Rollups can later take over Store.Metrics and Store.Values without changing the handler
-// or the API.
+// tenant (WHERE tenant_id = $1). Metrics and Values read the rollups the sinks keep in
+// their batch transactions (package rollup; see rollups.go for how a range is cut into
+// rollup spans and trace edges): counts and sums exactly, percentiles from log-scale
+// histograms within rollup.RelativeError, marked percentiles_approximate. A query the
+// rollups cannot answer (buckets off minute boundaries, values of the status field) reads
+// the traces, with exact percentiles. Both stores are also a Spender: spend across tenants
+// for operators.
 //
 // The package never imports the root package loom. The gateway mounts the Handler behind
 // its own API-key authentication and gives it three hooks: Tenant (who is asking), Open

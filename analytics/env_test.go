@@ -24,6 +24,7 @@ import (
 	"github.com/loom-gateway/loom/internal/pgtest"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/rollup"
 	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
 	"github.com/loom-gateway/loom/tracing"
@@ -48,7 +49,7 @@ var backends = []backend{
 		if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 			t.Fatal(err)
 		}
-		sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{})
+		sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{rollup.Postgres}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +65,7 @@ var backends = []backend{
 		if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
 			t.Fatal(err)
 		}
-		return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db), analytics.NewSQLiteStore(db)
+		return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, rollup.SQLite), analytics.NewSQLiteStore(db)
 	}},
 }
 
@@ -253,11 +254,27 @@ func ids(rows []analytics.Trace) []string {
 	return out
 }
 
-// expect computes the metrics of traces the way the API defines them.
+// expect computes the metrics of traces the way the API defines them, answered from the
+// rollups: the percentiles are the histogram estimates of the exact ones (each within
+// rollup.RelativeError, see rollup's tests).
 func expect(traces []*tracing.Trace) analytics.Metrics {
+	m := expectExact(traces)
+	for _, p := range []**int64{&m.LatencyP95US, &m.TTFBP95US, &m.OverheadP95US} {
+		if *p != nil {
+			e := rollup.Estimate(**p)
+			*p = &e
+		}
+	}
+	m.PercentilesApproximate = len(traces) > 0
+	return m
+}
+
+// expectExact computes the metrics of traces with exact percentiles, as the API answers
+// from the traces alone.
+func expectExact(traces []*tracing.Trace) analytics.Metrics {
 	var (
 		m                    analytics.Metrics
-		lat, ttfb            []int64
+		lat, ttfb, ovrs      []int64
 		latSum, ttfbSum, ovr int64
 	)
 	for _, t := range traces {
@@ -281,6 +298,7 @@ func expect(traces []*tracing.Trace) analytics.Metrics {
 			ttfbSum += t.TTFBUS
 		}
 		ovr += t.OverheadUS
+		ovrs = append(ovrs, t.OverheadUS)
 	}
 	div := func(a int64, b int) *float64 {
 		if b == 0 {
@@ -293,7 +311,7 @@ func expect(traces []*tracing.Trace) analytics.Metrics {
 	m.LatencyAvgUS = div(latSum, len(traces))
 	m.OverheadAvgUS = div(ovr, len(traces))
 	m.TTFBAvgUS = div(ttfbSum, len(ttfb))
-	m.LatencyP95US, m.TTFBP95US = p95(lat), p95(ttfb)
+	m.LatencyP95US, m.TTFBP95US, m.OverheadP95US = p95(lat), p95(ttfb), p95(ovrs)
 	return m
 }
 

@@ -1,18 +1,27 @@
 package analytics
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"slices"
 	"time"
 )
 
-// SpendQuery asks for spend over [From, To), for one tenant or, with TenantID empty, all.
+var (
+	_ Spender = (*PostgresStore)(nil)
+	_ Spender = (*SQLiteStore)(nil)
+)
+
+// SpendQuery asks for the spend in [From, To) (zero times: unbounded), of one tenant or,
+// with TenantID empty, of every tenant.
 type SpendQuery struct {
 	TenantID string // empty: all tenants
 	From, To time.Time
 }
 
-// SpendRow is the spend of one tenant's key on one model over a SpendQuery's range.
-// Unpriced counts requests whose model had no price (their cost is not in CostMicroUSD).
+// SpendRow is the spend of one tenant's API key on one model. CostMicroUSD sums the priced
+// requests only; Unpriced counts the requests whose cost is unknown.
 type SpendRow struct {
 	TenantID, APIKeyID, Model      string
 	Requests                       int64
@@ -21,8 +30,71 @@ type SpendRow struct {
 	Unpriced                       int64
 }
 
-// Spender answers spend across tenants, for the admin's view: unlike Store, it is not
-// scoped to one tenant, so only the admin API may hold one.
+// Spender reports spend across tenants, for operators (the admin API); it is not scoped to
+// one tenant, so it must never be reachable with a tenant's key.
 type Spender interface {
+	// Spend returns the rows of q's range by tenant, API key and model, in that order,
+	// exact (from the rollups, and the traces at the ends of the range).
 	Spend(ctx context.Context, q SpendQuery) ([]SpendRow, error)
+}
+
+// Spend implements Spender.
+func (s *sqlStore) Spend(ctx context.Context, sq SpendQuery) ([]SpendRow, error) {
+	from, to := sq.From, sq.To
+	if from.IsZero() {
+		from = minTime
+	}
+	if to.IsZero() {
+		to = maxTime
+	}
+	if to.Before(from) {
+		return nil, fmt.Errorf("analytics: spend: to %v is before from %v", to, from)
+	}
+	spans := plan(from, to, rollupGrains())
+	byKey := map[[3]string]*SpendRow{}
+	scan := func(r rows) error {
+		var x SpendRow
+		if err := r.Scan(&x.TenantID, &x.APIKeyID, &x.Model, &x.Requests, &x.PromptTokens, &x.CompletionTokens,
+			&x.CostMicroUSD, &x.Unpriced); err != nil {
+			return err
+		}
+		k := [3]string{x.TenantID, x.APIKeyID, x.Model}
+		if y := byKey[k]; y != nil {
+			y.Requests += x.Requests
+			y.PromptTokens += x.PromptTokens
+			y.CompletionTokens += x.CompletionTokens
+			y.CostMicroUSD += x.CostMicroUSD
+			y.Unpriced += x.Unpriced
+		} else {
+			byKey[k] = &x
+		}
+		return nil
+	}
+	for _, sp := range spans {
+		rollups := sp.grain != 0
+		q := s.stmt()
+		if rollups {
+			q.sql("SELECT tenant_id, api_key_id, model, ", s.sum("requests"), ", ", s.sum("prompt_tokens"), ", ",
+				s.sum("completion_tokens"), ", ", s.sum("cost_micro_usd"), ", ", s.sum("unpriced"), " FROM trace_rollups WHERE true")
+		} else {
+			q.sql("SELECT tenant_id, api_key_id, model, count(*), ", s.sum("prompt_tokens"), ", ", s.sum("completion_tokens"), ", ",
+				s.sum("cost_micro_usd"), ", count(*) FILTER (WHERE cost_micro_usd IS NULL) FROM traces WHERE true")
+		}
+		if sq.TenantID != "" {
+			q.sql(" AND tenant_id = ", q.arg(sq.TenantID))
+		}
+		q.span(sp)
+		q.sql(" GROUP BY 1, 2, 3")
+		if err := s.each(ctx, q, scan); err != nil {
+			return nil, fmt.Errorf("analytics: spend: %w", err)
+		}
+	}
+	out := make([]SpendRow, 0, len(byKey))
+	for _, x := range byKey {
+		out = append(out, *x)
+	}
+	slices.SortFunc(out, func(a, b SpendRow) int {
+		return cmp.Or(cmp.Compare(a.TenantID, b.TenantID), cmp.Compare(a.APIKeyID, b.APIKeyID), cmp.Compare(a.Model, b.Model))
+	})
+	return out, nil
 }

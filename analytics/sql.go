@@ -1,6 +1,7 @@
 package analytics
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -223,12 +224,25 @@ func (s *sqlStore) Values(ctx context.Context, tenantID string, field Field, fro
 	if !ok {
 		return nil, fmt.Errorf("analytics: values: unknown field %q", field)
 	}
+	vals, ok, err := s.valuesFromRollups(ctx, tenantID, field, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("analytics: values of %s: %w", field, err)
+	}
+	if ok {
+		slices.SortFunc(vals, func(a, b Value) int {
+			if a.Requests != b.Requests {
+				return cmp.Compare(b.Requests, a.Requests)
+			}
+			return strings.Compare(a.Value, b.Value)
+		})
+		return vals[:min(len(vals), limit)], nil
+	}
 	q := s.stmt()
 	q.sql("SELECT ", col, ", count(*) FROM traces")
 	q.where(tenantID, Filter{From: from, To: to})
 	q.sql(" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ", q.arg(limit))
 	out := []Value{}
-	err := s.each(ctx, q, func(r rows) error {
+	err = s.each(ctx, q, func(r rows) error {
 		var v Value
 		err := r.Scan(&v.Value, &v.Requests)
 		out = append(out, v)
@@ -251,6 +265,23 @@ func (s *sqlStore) Metrics(ctx context.Context, tenantID string, mq MetricsQuery
 	if mq.Bucket <= 0 || mq.Origin.After(mq.From) {
 		return nil, fmt.Errorf("analytics: metrics: bucket %v from origin %v does not cover %v", mq.Bucket, mq.Origin, mq.From)
 	}
+	accs, ok, err := s.metricsFromRollups(ctx, tenantID, mq, false)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return s.metricsFromTraces(ctx, tenantID, mq)
+	}
+	out := make([]Bucket, 0, len(accs))
+	for _, a := range accs {
+		out = append(out, a.Bucket)
+	}
+	sortBuckets(out)
+	return out, nil
+}
+
+// metricsFromTraces is Metrics from the traces, with exact percentiles.
+func (s *sqlStore) metricsFromTraces(ctx context.Context, tenantID string, mq MetricsQuery) ([]Bucket, error) {
 	byKey := map[bucketKey]*Bucket{}
 	// bucketOf scans a row's bucket and group and returns its Bucket.
 	bucketOf := func(r rows, dest ...any) (*Bucket, error) {
@@ -288,7 +319,8 @@ func (s *sqlStore) Metrics(ctx context.Context, tenantID string, mq MetricsQuery
 		s.sum("ttfb_us"), ", count(*) FILTER (WHERE ttfb_us > 0), ", s.sum("overhead_us"))
 	if s.pg {
 		q.sql(", percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_us)",
-			", percentile_disc(0.95) WITHIN GROUP (ORDER BY ttfb_us) FILTER (WHERE ttfb_us > 0)")
+			", percentile_disc(0.95) WITHIN GROUP (ORDER BY ttfb_us) FILTER (WHERE ttfb_us > 0)",
+			", percentile_disc(0.95) WITHIN GROUP (ORDER BY overhead_us)")
 	}
 	q.sql(" FROM traces")
 	q.where(tenantID, Filter{From: mq.From, To: mq.To})
@@ -298,7 +330,7 @@ func (s *sqlStore) Metrics(ctx context.Context, tenantID string, mq MetricsQuery
 		dest := []any{&x.Requests, &x.Errors, &x.PromptTokens, &x.CompletionTokens, &x.CachedTokens, &x.ReasoningTokens,
 			&x.CostMicroUSD, &x.Unpriced, &x.LatencyUS, &x.TTFBUS, &x.TTFBCount, &x.OverheadUS}
 		if s.pg {
-			dest = append(dest, &x.LatencyP95US, &x.TTFBP95US)
+			dest = append(dest, &x.LatencyP95US, &x.TTFBP95US, &x.OverheadP95US)
 		}
 		b, err := bucketOf(r, dest...)
 		if err == nil {
@@ -318,6 +350,7 @@ func (s *sqlStore) Metrics(ctx context.Context, tenantID string, mq MetricsQuery
 		}{
 			{"latency_us", "", func(s *Sums, v int64) { s.LatencyP95US = &v }},
 			{"ttfb_us", " AND ttfb_us > 0", func(s *Sums, v int64) { s.TTFBP95US = &v }},
+			{"overhead_us", "", func(s *Sums, v int64) { s.OverheadP95US = &v }},
 		} {
 			q := s.stmt()
 			q.sql("SELECT b, g, v FROM (SELECT b, g, v, row_number() OVER (PARTITION BY b, g ORDER BY v) AS rn, ",
@@ -342,6 +375,12 @@ func (s *sqlStore) Metrics(ctx context.Context, tenantID string, mq MetricsQuery
 	for _, b := range byKey {
 		out = append(out, *b)
 	}
+	sortBuckets(out)
+	return out, nil
+}
+
+// sortBuckets orders buckets by start, then group, Other last.
+func sortBuckets(out []Bucket) {
 	slices.SortFunc(out, func(a, b Bucket) int {
 		if c := a.Start.Compare(b.Start); c != 0 {
 			return c
@@ -354,7 +393,6 @@ func (s *sqlStore) Metrics(ctx context.Context, tenantID string, mq MetricsQuery
 		}
 		return strings.Compare(a.Group, b.Group)
 	})
-	return out, nil
 }
 
 // sum is a column's sum as a bigint, 0 over no rows.

@@ -17,6 +17,7 @@ import (
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/rollup"
 	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
 	"github.com/loom-gateway/loom/tracing"
@@ -49,7 +50,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Store:   tenancy.NewSQLiteStore(db),
 		Keyring: keyring,
 		Routes:  []loom.Route{{Name: "openai", Provider: openai, Models: []string{"gpt-4o-mini"}}},
-		Tracing: tracing.PipelineConfig{Sinks: []tracing.Sink{tracing.NewSQLiteSink(db)}, SpoolDir: "spool"},
+		Tracing: tracing.PipelineConfig{Sinks: []tracing.Sink{tracing.NewSQLiteSink(db, rollup.SQLite)}, SpoolDir: "spool"},
 		// Optional: the tenant-scoped read API, GET /v1/traces and /v1/analytics/….
 		Analytics: analytics.NewSQLiteStore(db),
 	})

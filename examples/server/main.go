@@ -51,6 +51,7 @@ func commands() map[string]command {
 		"migrate":    {"apply (up) or list (status) the store's schema migrations", runMigrate},
 		"prices":     {"the price table, models traced without a price, the usage export (CSV)", runPricesCommand},
 		"verify":     {"check the audit ledger against the stored traces and signed checkpoints", runVerifyCommand},
+		"rollups":    {"recompute the trace rollups from the traces (rollups rebuild -from -to)", runRollups},
 		"deadletter": {"list the traces the spool set aside, or replay them (deadletter replay)", runDeadLetterCommand},
 		"admin":      {"manage tenants, keys and admin users in the store, without a running server", runAdminCommand},
 		"rewrap":     {"after a master key rotation: wrap every tenant data key with the current version", runRewrap},

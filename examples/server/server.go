@@ -30,6 +30,7 @@ import (
 	"github.com/loom-gateway/loom/ledger"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/rollup"
 	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
 	"github.com/loom-gateway/loom/tracing"
@@ -330,7 +331,7 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
 	s.adminStore = admin.NewSQLiteStore(db)
-	return sqliteTenancy(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite), analytics.NewSQLiteStore(db), nil
+	return sqliteTenancy(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite, rollup.SQLite), analytics.NewSQLiteStore(db), nil
 }
 
 func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, tracing.Sink, analytics.Store, error) {
@@ -347,7 +348,7 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 		return nil, nil, nil, err
 	}
-	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{ledger.AppendPostgres}})
+	sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{ledger.AppendPostgres, rollup.Postgres}})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -321,6 +321,33 @@ func TestCrashLosesNoTrace(t *testing.T) {
 			t.Errorf("request %s was answered but its trace is not stored", id)
 		}
 	}
+	// The rollups count every stored trace once, in every grain of both tables, however
+	// the crash and the replay split the batches.
+	r, err := direct.Query(ctx, `SELECT 'full', grain_s, sum(requests)::int FROM trace_rollups GROUP BY 2
+		UNION ALL SELECT 'total', grain_s, sum(requests)::int FROM trace_rollup_totals GROUP BY 2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grains := 0
+	for r.Next() {
+		var (
+			table       string
+			grain, reqs int
+		)
+		if err := r.Scan(&table, &grain, &reqs); err != nil {
+			t.Fatal(err)
+		}
+		grains++
+		if reqs != n {
+			t.Errorf("%s rollups of grain %ds count %d requests, want %d", table, grain, reqs, n)
+		}
+	}
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if grains != 8 {
+		t.Errorf("rollups of %d (table, grain) pairs, want 8", grains)
+	}
 }
 
 func waitFor(t *testing.T, limit time.Duration, cond func() bool) {

@@ -1,0 +1,72 @@
+-- Trace rollups: the traces aggregated per tenant, time bucket, provider, model, API key and
+-- status class, which the analytics summary, time series and spend queries read instead of
+-- the traces themselves.
+--
+-- Rows are derived data, written by the rollup step (rollup.Postgres) inside the same
+-- transaction as the batch of traces they count, so they are never ahead of or behind the
+-- traces; `examples/server rollups rebuild` recomputes them from the traces. Each trace
+-- counts in four rows of each table: its UTC minute (grain_s 60), quarter hour (900), hour (3600) and
+-- quarter day (21600).
+--
+-- The *_hist columns are histograms over rollup's fixed log-scale bins (eight per doubling),
+-- encoded as (bin, count) uvarint pairs. A batch appends its pairs (merging is
+-- concatenation), and every 16th append the row is compacted (appends counts since then).
+
+-- +goose Up
+CREATE TABLE trace_rollups (
+    tenant_id         text        NOT NULL,
+    grain_s           integer     NOT NULL, -- 60, 900, 3600 or 21600
+    bucket_start      timestamptz NOT NULL, -- a multiple of grain_s since the epoch
+    provider          text        NOT NULL,
+    model             text        NOT NULL,
+    api_key_id        text        NOT NULL,
+    status_class      smallint    NOT NULL, -- status / 100: 2 ok, 4 and 5 errors
+    requests          bigint      NOT NULL,
+    prompt_tokens     bigint      NOT NULL,
+    completion_tokens bigint      NOT NULL,
+    cached_tokens     bigint      NOT NULL,
+    reasoning_tokens  bigint      NOT NULL,
+    cost_micro_usd    bigint      NOT NULL, -- over the priced traces
+    unpriced          bigint      NOT NULL, -- traces without a cost
+    latency_us        bigint      NOT NULL,
+    ttfb_us           bigint      NOT NULL, -- over the traces with ttfb_us > 0
+    ttfb_count        bigint      NOT NULL,
+    overhead_us       bigint      NOT NULL,
+    latency_hist      bytea       NOT NULL,
+    ttfb_hist         bytea       NOT NULL, -- traces with ttfb_us > 0 only
+    overhead_hist     bytea       NOT NULL,
+    appends           integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, grain_s, bucket_start, provider, model, api_key_id, status_class)
+);
+
+-- The same per tenant, bucket and status class only: what the ungrouped summary and time
+-- series read, a few rows per bucket however many providers, models and keys there are.
+CREATE TABLE trace_rollup_totals (
+    tenant_id         text        NOT NULL,
+    grain_s           integer     NOT NULL, -- 60, 900, 3600 or 21600
+    bucket_start      timestamptz NOT NULL, -- a multiple of grain_s since the epoch
+    status_class      smallint    NOT NULL, -- status / 100: 2 ok, 4 and 5 errors
+    requests          bigint      NOT NULL,
+    prompt_tokens     bigint      NOT NULL,
+    completion_tokens bigint      NOT NULL,
+    cached_tokens     bigint      NOT NULL,
+    reasoning_tokens  bigint      NOT NULL,
+    cost_micro_usd    bigint      NOT NULL, -- over the priced traces
+    unpriced          bigint      NOT NULL, -- traces without a cost
+    latency_us        bigint      NOT NULL,
+    ttfb_us           bigint      NOT NULL, -- over the traces with ttfb_us > 0
+    ttfb_count        bigint      NOT NULL,
+    overhead_us       bigint      NOT NULL,
+    latency_hist      bytea       NOT NULL,
+    ttfb_hist         bytea       NOT NULL, -- traces with ttfb_us > 0 only
+    overhead_hist     bytea       NOT NULL,
+    appends           integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, grain_s, bucket_start, status_class)
+);
+
+-- Spend across all tenants reads a time range of every tenant.
+CREATE INDEX trace_rollups_grain_bucket ON trace_rollups (grain_s, bucket_start);
+
+-- +goose Down
+DROP TABLE trace_rollup_totals;
+DROP TABLE trace_rollups;
