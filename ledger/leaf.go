@@ -113,7 +113,7 @@ func (l *Leaf) EncodeVersion(v byte) []byte {
 	if v != LeafVersion1 {
 		v = LeafVersion2
 	}
-	b := make([]byte, 0, 320)
+	b := make([]byte, 0, l.encodedSize(v))
 	b = append(b, v)
 	str := func(s string) {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
@@ -174,6 +174,23 @@ func (l *Leaf) EncodeVersion(v byte) []byte {
 	b = append(b, l.RequestHash[:]...)
 	b = append(b, l.ResponseHash[:]...)
 	return b
+}
+
+// encodedSize is the length of EncodeVersion(v), so it is built in one allocation.
+func (l *Leaf) encodedSize(v byte) int {
+	n := 1 + 11*4 + 11*8 + 4 + 1 + 2*32 // version, string lengths, integers, bools, cost presence, body hashes
+	n += len(l.TenantID) + len(l.Month) + len(l.TraceID) + len(l.APIKeyID) + len(l.RequestID) + len(l.Model) +
+		len(l.ServedModel) + len(l.Provider) + len(l.ErrorType) + len(l.UsageSource) + len(l.PriceVersion)
+	if l.CostMicroUSD != nil {
+		n += 8
+	}
+	if v != LeafVersion1 {
+		n += 2*4 + 6*8 + 4 + len(l.UsageMethod) + len(l.ServiceTier) // two strings, six integers, the list's count
+		for _, r := range l.FinishReasons {
+			n += 4 + len(r)
+		}
+	}
+	return n
 }
 
 // Hash is the leaf's RFC 6962 leaf hash in the current version, SHA-256(0x00 || Encode()).

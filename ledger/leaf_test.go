@@ -197,3 +197,15 @@ func (f *fixture) storedLeafHash(t *testing.T, id string) []byte {
 	}
 	return h
 }
+
+// TestLeafEncodedSize: the encoding is built in one allocation of its exact size.
+func TestLeafEncodedSize(t *testing.T) {
+	for _, tr := range testTraces("we ird\n", monthA, 6) {
+		l := LeafOf(tr, tr.ID)
+		for _, v := range []byte{LeafVersion1, LeafVersion2} {
+			if b := l.EncodeVersion(v); len(b) != cap(b) || len(b) != l.encodedSize(v) {
+				t.Errorf("version %d: %d bytes in %d, size says %d", v, len(b), cap(b), l.encodedSize(v))
+			}
+		}
+	}
+}
