@@ -209,3 +209,44 @@ func TestLeafEncodedSize(t *testing.T) {
 		}
 	}
 }
+
+// TestParseFinishReasons: the column reads as encoding/json reads it, fast path or not, and
+// what no sink writes is refused.
+func TestParseFinishReasons(t *testing.T) {
+	for _, tt := range []struct {
+		col  string
+		want []string // nil with ok false: refused
+		ok   bool
+	}{
+		{`[]`, nil, true},
+		{`[ ]`, []string{}, true},
+		{`["stop"]`, []string{"stop"}, true},
+		{`["stop","length"]`, []string{"stop", "length"}, true},
+		{`[""]`, []string{""}, true},
+		{`["a","","b"]`, []string{"a", "", "b"}, true},
+		{`["st\u006fp"]`, []string{"stop"}, true},
+		{`["a\"b"]`, []string{`a"b`}, true},
+		{`["a" , "b"]`, []string{"a", "b"}, true},
+		{`["Ω","\ufffd"]`, []string{"Ω", "\ufffd"}, true},
+		{`["a","b`, nil, false},
+		{`["a"b"]`, nil, false},
+		{"[\"a\x01\"]", nil, false},
+		{"[\"\xff\"]", nil, false},
+		{`[null]`, nil, false},
+		{`["a",null]`, nil, false},
+		{`[["stop"]]`, nil, false},
+		{`null`, nil, false},
+		{`{}`, nil, false},
+		{`"stop"`, nil, false},
+		{``, nil, false},
+	} {
+		got, err := parseFinishReasons(tt.col)
+		if (err == nil) != tt.ok {
+			t.Errorf("%q: error %v, want ok %v", tt.col, err, tt.ok)
+			continue
+		}
+		if tt.ok && (len(got) != len(tt.want) || !cmp.Equal(append([]string{}, got...), append([]string{}, tt.want...))) {
+			t.Errorf("%q: got %q, want %q", tt.col, got, tt.want)
+		}
+	}
+}

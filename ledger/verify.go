@@ -479,8 +479,14 @@ func readTraces(ctx context.Context, o VerifyOptions, each func(l *Leaf, req, re
 // (null elements, nested arrays, invalid UTF-8 that decoding would quietly replace) is an
 // error rather than a value that might hash like the original.
 func parseFinishReasons(col string) ([]string, error) {
+	if !utf8.ValidString(col) {
+		return nil, fmt.Errorf("finish_reasons %.64q is not valid UTF-8", col)
+	}
+	if rs, ok := plainFinishReasons(col); ok {
+		return rs, nil
+	}
 	var rs []*string
-	if !utf8.ValidString(col) || json.Unmarshal([]byte(col), &rs) != nil || rs == nil {
+	if json.Unmarshal([]byte(col), &rs) != nil || rs == nil {
 		return nil, fmt.Errorf("finish_reasons %.64q is not a JSON array of strings", col)
 	}
 	out := make([]string, len(rs))
@@ -491,4 +497,29 @@ func parseFinishReasons(col string) ([]string, error) {
 		out[i] = *r
 	}
 	return out, nil
+}
+
+// plainFinishReasons is parseFinishReasons' fast path for what the sinks write: "[]", or
+// strings without escapes, `["stop","length"]`. ok is false for anything else, which
+// encoding/json then reads (or refuses).
+func plainFinishReasons(col string) (rs []string, ok bool) {
+	if col == "[]" {
+		return nil, true
+	}
+	if len(col) < 4 || col[:2] != `["` || col[len(col)-2:] != `"]` {
+		return nil, false
+	}
+	inner := col[2 : len(col)-2]
+	for i := 0; i < len(inner); i++ {
+		if c := inner[i]; c < 0x20 || c == '\\' {
+			return nil, false
+		}
+	}
+	rs = strings.Split(inner, `","`)
+	for _, r := range rs {
+		if strings.IndexByte(r, '"') >= 0 {
+			return nil, false
+		}
+	}
+	return rs, true
 }
