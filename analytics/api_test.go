@@ -783,3 +783,23 @@ func testAuthentication(t *testing.T, e *apiEnv) {
 		t.Errorf("DELETE a trace: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 }
+
+// TestSummaryWithoutRollupStep: a sink that does not run the rollup step (an embedder who
+// left it out) still gets right summaries, answered from the traces with exact
+// percentiles, rather than empty ones.
+func TestSummaryWithoutRollupStep(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			e := newAPIEnvRollups(t, be, false)
+			to := time.Date(2026, 6, 10, 0, 0, 0, 0, time.UTC)
+			from := to.Add(-24 * time.Hour)
+			cur := randomTraces(rand.New(rand.NewPCG(3, 4)), e.a, from, to, 200)
+			e.insert(t, cur...)
+			var got analytics.Summary
+			e.getJSON(t, e.a.key, "/v1/analytics/summary?from="+from.Format(time.RFC3339)+"&to="+to.Format(time.RFC3339), &got)
+			if diff := cmp.Diff(expectExact(cur), got.Current.Metrics); diff != "" {
+				t.Errorf("summary without rollups (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -30,14 +30,15 @@ import (
 	"github.com/loom-gateway/loom/tracing"
 )
 
-// backend is one database the API suite runs against, fresh for each test.
+// backend is one database the API suite runs against, fresh for each test; its sink runs
+// the rollup step unless rollups is false.
 type backend struct {
 	name string
-	open func(t *testing.T) (tenancy.Store, tracing.Sink, analytics.Store)
+	open func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store)
 }
 
 var backends = []backend{
-	{"postgres", func(t *testing.T) (tenancy.Store, tracing.Sink, analytics.Store) {
+	{"postgres", func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store) {
 		ctx := context.Background()
 		pool, err := pgxpool.New(ctx, pgtest.New(t))
 		if err != nil {
@@ -49,13 +50,17 @@ var backends = []backend{
 		if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 			t.Fatal(err)
 		}
-		sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{rollup.Postgres}})
+		var opts tracing.PostgresSinkOptions
+		if rollups {
+			opts.TxSteps = []tracing.PostgresTxStep{rollup.Postgres}
+		}
+		sink, err := tracing.NewPostgresSink(ctx, pool, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool)
 	}},
-	{"sqlite", func(t *testing.T) (tenancy.Store, tracing.Sink, analytics.Store) {
+	{"sqlite", func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store) {
 		ctx := context.Background()
 		db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "loom.db"))
 		if err != nil {
@@ -65,7 +70,11 @@ var backends = []backend{
 		if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
 			t.Fatal(err)
 		}
-		return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, rollup.SQLite), analytics.NewSQLiteStore(db)
+		var steps []tracing.SQLiteTxStep
+		if rollups {
+			steps = append(steps, rollup.SQLite)
+		}
+		return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, steps...), analytics.NewSQLiteStore(db)
 	}},
 }
 
@@ -81,10 +90,12 @@ type apiEnv struct {
 	a, b tenantKey
 }
 
-func newAPIEnv(t *testing.T, be backend) *apiEnv {
+func newAPIEnv(t *testing.T, be backend) *apiEnv { return newAPIEnvRollups(t, be, true) }
+
+func newAPIEnvRollups(t *testing.T, be backend, rollups bool) *apiEnv {
 	t.Helper()
 	ctx := context.Background()
-	store, sink, reads := be.open(t)
+	store, sink, reads := be.open(t, rollups)
 	keyring, err := loomcrypto.NewKeyring(1, map[int][]byte{1: bytes.Repeat([]byte{9}, 32)})
 	if err != nil {
 		t.Fatal(err)

@@ -141,8 +141,20 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 		}
 		return q.group(mq)
 	}
+	rolled := false // whether any rollup row was read
 	for _, sp := range spans {
-		if err := s.spanMetrics(ctx, tenantID, mq, sp, get, group); err != nil {
+		g := get
+		if sp.grain != 0 {
+			g = func(r rows, dest ...any) (*acc, error) { rolled = true; return get(r, dest...) }
+		}
+		if err := s.spanMetrics(ctx, tenantID, mq, sp, g, group); err != nil {
+			return nil, false, err
+		}
+	}
+	if !rolled {
+		// No rollup row where traces exist: the sink does not run the rollup step (or
+		// they were never rebuilt), so the traces answer, slower but right.
+		if missing, err := s.unrolled(ctx, tenantID, spans); err != nil || missing {
 			return nil, false, err
 		}
 	}
@@ -153,6 +165,26 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 		a.Sums.Approximate = true
 	}
 	return byKey, true, nil
+}
+
+// unrolled reports whether the tenant has traces in a span that rollup rows should cover.
+func (s *sqlStore) unrolled(ctx context.Context, tenantID string, spans []span) (bool, error) {
+	for _, sp := range spans {
+		if sp.grain == 0 {
+			continue
+		}
+		q := s.stmt()
+		q.sql("SELECT 1 FROM traces WHERE tenant_id = ", q.arg(tenantID), " AND created_at >= ", q.at(sp.from),
+			" AND created_at < ", q.at(sp.to), " LIMIT 1")
+		found := false
+		if err := s.each(ctx, q, func(rows) error { found = true; return nil }); err != nil {
+			return false, fmt.Errorf("analytics: traces without rollups: %w", err)
+		}
+		if found {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // spanMetrics adds one span's rows to the buckets get returns.

@@ -19,7 +19,7 @@ import (
 func TestSpend(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			_, sink, store := be.open(t)
+			_, sink, store := be.open(t, true)
 			spender, ok := store.(analytics.Spender)
 			if !ok {
 				t.Fatalf("%T is not an analytics.Spender", store)

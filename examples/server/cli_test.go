@@ -179,6 +179,9 @@ func TestCommandLine(t *testing.T) {
 		{"serve argument", []string{"serve", "extra"}, exitUsage, nil, []string{`serve takes no arguments, got "extra"`}},
 		{"version argument", []string{"version", "extra"}, exitUsage, nil, []string{"version takes no arguments"}},
 		{"migrate without a direction", []string{"migrate"}, exitUsage, nil, []string{"want up or status"}},
+		{"prices unknown", []string{"prices", "frob"}, exitUsage, nil, []string{`unknown command "frob"`}},
+		{"prices bad flag", []string{"prices", "check", "-frob"}, exitUsage, nil, []string{"flag provided but not defined: -frob"}},
+		{"deadletter argument", []string{"deadletter", "extra"}, exitUsage, nil, []string{`bad arguments ["extra"]`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

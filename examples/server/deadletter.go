@@ -28,7 +28,7 @@ func runDeadLetter(ctx context.Context, args []string, getenv func(string) strin
 	fs.SetOutput(io.Discard)
 	dataDir := fs.String("data", cmpOr(getenv("LOOM_DATA_DIR"), "./loom-data"), "data directory")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return fmt.Errorf("deadletter: bad arguments %q\n%s", args, deadLetterUsage)
+		return usageError{fmt.Errorf("bad arguments %q\n%s", args, deadLetterUsage)}
 	}
 	dir := filepath.Join(*dataDir, "spool")
 	if !replay {

@@ -47,7 +47,7 @@ func runPrices(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	sub := args[0]
 	if sub != "check" && sub != "export" {
-		return fmt.Errorf("prices: unknown command %q\n%s", sub, pricesUsage)
+		return usageError{fmt.Errorf("unknown command %q\n%s", sub, pricesUsage)}
 	}
 	fs := flag.NewFlagSet("prices "+sub, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -55,7 +55,7 @@ func runPrices(ctx context.Context, args []string, getenv func(string) string, s
 	fromText := fs.String("from", "", "start of the window (inclusive)")
 	toText := fs.String("to", "", "end of the window (exclusive)")
 	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("prices %s: %w\n%s", sub, err, pricesUsage)
+		return usageError{fmt.Errorf("%s: %w\n%s", sub, err, pricesUsage)}
 	}
 	to, from := time.Now().UTC(), time.Time{}
 	if *toText != "" {
