@@ -29,8 +29,10 @@ type batchLog struct {
 }
 
 // groupBatch splits the stored traces by log, ordered by (tenant, month) bytewise: the
-// order heads are locked in. id gives a trace's id as its store keeps it.
-func groupBatch(stored []*tracing.Trace, id func(string) (string, error)) ([]*batchLog, error) {
+// order heads are locked in. id gives a trace's id as its store keeps it. The leaves are
+// hashed in encoding version: LeafVersion, or an older one where a test writes a log as an
+// earlier Loom did.
+func groupBatch(stored []*tracing.Trace, id func(string) (string, error), version byte) ([]*batchLog, error) {
 	byKey := map[[2]string]*batchLog{}
 	var logs []*batchLog
 	for _, t := range stored {
@@ -48,7 +50,7 @@ func groupBatch(stored []*tracing.Trace, id func(string) (string, error)) ([]*ba
 		}
 		b.ids = append(b.ids, sid)
 		b.leaves = append(b.leaves, l)
-		b.hashes = append(b.hashes, l.Hash())
+		b.hashes = append(b.hashes, l.HashVersion(version))
 	}
 	slices.SortFunc(logs, func(a, b *batchLog) int {
 		return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.month, b.month))
@@ -116,7 +118,12 @@ func sqliteID(id string) (string, error) { return id, nil }
 // ever exported for a log state a crash could take back. Plug it in with
 // tracing.PostgresSinkOptions.TxSteps.
 func AppendPostgres(ctx context.Context, tx pgx.Tx, stored []*tracing.Trace) error {
-	logs, err := groupBatch(stored, pgID)
+	return appendPostgres(ctx, tx, stored, LeafVersion)
+}
+
+// appendPostgres is AppendPostgres with leaves of encoding version.
+func appendPostgres(ctx context.Context, tx pgx.Tx, stored []*tracing.Trace, version byte) error {
+	logs, err := groupBatch(stored, pgID, version)
 	if err != nil || len(logs) == 0 {
 		return err
 	}
@@ -231,7 +238,12 @@ func AppendPostgres(ctx context.Context, tx pgx.Tx, stored []*tracing.Trace) err
 // Checkpointer makes the write-ahead log durable (a FULL wal_checkpoint) before it exports,
 // so an exported checkpoint never runs ahead of what a power cut leaves on disk.
 func AppendSQLite(ctx context.Context, tx *sql.Tx, stored []*tracing.Trace) error {
-	logs, err := groupBatch(stored, sqliteID)
+	return appendSQLite(ctx, tx, stored, LeafVersion)
+}
+
+// appendSQLite is AppendSQLite with leaves of encoding version.
+func appendSQLite(ctx context.Context, tx *sql.Tx, stored []*tracing.Trace, version byte) error {
+	logs, err := groupBatch(stored, sqliteID, version)
 	if err != nil || len(logs) == 0 {
 		return err
 	}

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"context"
 	"crypto/rand"
 	"database/sql"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"golang.org/x/mod/sumdb/note"
@@ -23,7 +25,8 @@ import (
 // testStore is one real database with the ledger plugged into its sink.
 type testStore struct {
 	dialect string
-	url     string // PostgreSQL: the test database
+	url     string        // PostgreSQL: the test database
+	pool    *pgxpool.Pool // PostgreSQL
 	db      *sql.DB
 	sink    tracing.Sink // with the ledger
 	plain   tracing.Sink // without: writes rows outside the ledger
@@ -41,6 +44,7 @@ func newTestStore(t testing.TB, dialect string) *testStore {
 			t.Fatal(err)
 		}
 		t.Cleanup(pool.Close)
+		s.pool = pool
 		s.db = stdlib.OpenDBFromPool(pool)
 		t.Cleanup(func() { s.db.Close() })
 		if err := migrations.Up(ctx, s.db, migrations.Postgres); err != nil {
@@ -67,6 +71,25 @@ func newTestStore(t testing.TB, dialect string) *testStore {
 		s.sink, s.plain = tracing.NewSQLiteSink(db, AppendSQLite), tracing.NewSQLiteSink(db)
 	}
 	return s
+}
+
+// v1Sink writes traces with the ledger as Loom did before leaf version 2: the same append
+// step, its leaves of LeafVersion1.
+func (s *testStore) v1Sink(t testing.TB) tracing.Sink {
+	if s.dialect == SQLite {
+		return tracing.NewSQLiteSink(s.db, func(ctx context.Context, tx *sql.Tx, stored []*tracing.Trace) error {
+			return appendSQLite(ctx, tx, stored, LeafVersion1)
+		})
+	}
+	sink, err := tracing.NewPostgresSink(t.Context(), s.pool, tracing.PostgresSinkOptions{TxSteps: []tracing.PostgresTxStep{
+		func(ctx context.Context, tx pgx.Tx, stored []*tracing.Trace) error {
+			return appendPostgres(ctx, tx, stored, LeafVersion1)
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sink
 }
 
 func (s *testStore) exec(t testing.TB, q string) {
@@ -113,6 +136,11 @@ func testTraces(tenant string, at time.Time, n int) []*tracing.Trace {
 			CompletionTokens: int64(200 + i), UsageSource: tracing.UsageReported, CostMicroUSD: []*int64{&cost, nil}[i%2],
 			PriceVersion: "2026-01", LatencyUS: int64(1_500_000 + i), KeyVersion: 1, UpstreamRetries: i % 2,
 			SealedRequest: req, SealedResponse: resp,
+			// The columns of leaf version 2 only.
+			FinishReasons: [][]string{{"stop"}, {"length", "tool_calls"}, nil}[i%3], UsageMethod: []string{"", "tiktoken/o200k_base"}[i%2],
+			CacheWrite5mTokens: int64(10 * i), CacheWrite1hTokens: int64(20 + i), AudioPromptTokens: int64(i % 4),
+			AudioCompletionTokens: int64(i % 5), AcceptedPredictionTokens: int64(i % 3), RejectedPredictionTokens: int64(i % 2),
+			ServiceTier: []string{"default", "flex"}[i%2],
 		}
 		if i == 0 {
 			out[i].SealedRequest = nil // no body: hashed as empty
@@ -139,10 +167,17 @@ var (
 )
 
 func newFixture(t *testing.T, dialect string) *fixture {
-	f := &fixture{testStore: newTestStore(t, dialect), dir: t.TempDir()}
+	f := emptyFixture(t, dialect)
 	f.a, f.b, f.w = testTraces("acme", monthA, 10), testTraces("acme", monthB, 3), testTraces("we ird\n", monthA, 2)
 	f.write(t, f.sink, append(append(append([]*tracing.Trace{}, f.a[:6]...), f.b...), f.w[0]))
 	f.write(t, f.sink, append(append([]*tracing.Trace{}, f.w[1]), f.a[6:]...))
+	f.checkpoint(t, f.signer)
+	return f
+}
+
+// emptyFixture is a fixture with no traces and no checkpoint yet.
+func emptyFixture(t *testing.T, dialect string) *fixture {
+	f := &fixture{testStore: newTestStore(t, dialect), dir: t.TempDir()}
 	skey, vkey, err := GenerateKey("loom-test")
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +188,6 @@ func newFixture(t *testing.T, dialect string) *fixture {
 	if f.verifier, err = note.NewVerifier(vkey); err != nil {
 		t.Fatal(err)
 	}
-	f.checkpoint(t, f.signer)
 	return f
 }
 
@@ -262,6 +296,29 @@ func TestTamperMatrix(t *testing.T) {
 			f.unlock(t)
 			f.exec(t, fmt.Sprintf("UPDATE traces SET upstream_retries = 0 WHERE id = '%s'", f.a[1].ID))
 			return []found{{RowEdited, logA, 1, f.a[1].ID}}
+		}},
+		{"finish reasons edited", func(t *testing.T, f *fixture) []found {
+			f.unlock(t)
+			v := `'{stop}'`
+			if f.dialect == SQLite {
+				v = `'["stop"]'`
+			}
+			f.exec(t, fmt.Sprintf("UPDATE traces SET finish_reasons = %s WHERE id = '%s'", v, f.a[1].ID)) // was length, tool_calls
+			return []found{{RowEdited, logA, 1, f.a[1].ID}}
+		}},
+		{"finish reasons made unreadable", func(t *testing.T, f *fixture) []found {
+			f.unlock(t)
+			v := `'{NULL}'`
+			if f.dialect == SQLite {
+				v = `'[null]'`
+			}
+			f.exec(t, fmt.Sprintf("UPDATE traces SET finish_reasons = %s WHERE id = '%s'", v, f.a[2].ID)) // was none
+			return []found{{RowEdited, logA, 2, f.a[2].ID}}
+		}},
+		{"cache write tokens edited", func(t *testing.T, f *fixture) []found {
+			f.unlock(t)
+			f.exec(t, fmt.Sprintf("UPDATE traces SET cache_write_1h_tokens = 0 WHERE id = '%s'", f.w[1].ID))
+			return []found{{RowEdited, logW, 1, f.w[1].ID}}
 		}},
 		{"tenant moved", func(t *testing.T, f *fixture) []found {
 			f.unlock(t)
@@ -407,7 +464,7 @@ func (f *fixture) setHead(t *testing.T, tenant, month string, traces []*tracing.
 	if f.dialect == Postgres {
 		idf = pgID
 	}
-	logs, err := groupBatch(traces, idf)
+	logs, err := groupBatch(traces, idf, LeafVersion)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,8 @@ import (
 // Inclusion proves that one trace's leaf is in a log at an exported checkpoint. A third
 // party checks it with transparency-dev/merkle alone: note.Open the Checkpoint with the
 // pinned key, then proof.VerifyInclusion(rfc6962.DefaultHasher, LeafIndex, TreeSize,
-// LeafHash, Proof, Root) (and LeafHash is rfc6962 HashLeaf of the trace's Leaf.Encode).
+// LeafHash, Proof, Root) (and LeafHash is rfc6962 HashLeaf of the trace's Leaf encoding:
+// Leaf.Encode for a trace appended since leaf version 2, EncodeVersion(LeafVersion1) before).
 // Byte fields are base64 in JSON.
 type Inclusion struct {
 	Origin     string   `json:"origin"`

@@ -6,10 +6,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/note"
 )
@@ -92,6 +94,10 @@ type Report struct {
 	Root     LogStatus
 	Failures []Failure
 	Traces   int // trace rows read
+	// TracesV1 counts the trace rows that match a leaf of LeafVersion1 (appended before
+	// version 2): the ledger covers their other columns, not those of version 2 only
+	// (usage_method to finish_reasons).
+	TracesV1 int
 }
 
 func (r *Report) OK() bool { return len(r.Failures) == 0 }
@@ -197,7 +203,7 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := readTraces(ctx, o, func(l *Leaf, req, resp []byte) {
+	if err := readTraces(ctx, o, func(l *Leaf, req, resp []byte, unreadable string) {
 		rep.Traces++
 		name := logName(l.TenantID, l.Month)
 		sl := byTrace[l.TraceID]
@@ -216,7 +222,23 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 				rep.fail(BodyEdited, name, sl.index, l.TraceID, "response ciphertext differs from the hash its leaf commits to")
 			}
 		}
-		if !bytes.Equal(l.Hash(), sl.hash) {
+		if unreadable != "" {
+			rep.fail(RowEdited, name, sl.index, l.TraceID, "trace row does not match its leaf: %s", unreadable)
+			return
+		}
+		switch {
+		case bytes.Equal(l.HashVersion(LeafVersion2), sl.hash):
+		case bytes.Equal(l.HashVersion(LeafVersion1), sl.hash):
+			// A row appended before leaf version 2. Accepting either is sound: the version
+			// byte is the first byte of the hashed encoding, so a leaf of one version never
+			// equals the other's recomputation (short of a SHA-256 collision). A v2 leaf
+			// matches only a v2 recomputation, which covers every column, so an edit of a
+			// v2 row, a v2-only column included, is caught; passing it off as a v1 row
+			// would take replacing its stored leaf hash, which changes the log's root
+			// (caught against the head and every checkpoint covering it). Only a row
+			// whose leaf is v1 already has its v2-only columns uncovered, as it always had.
+			rep.TracesV1++
+		default:
 			rep.fail(RowEdited, name, sl.index, l.TraceID, "trace row does not match its leaf: metadata or body hashes edited")
 		}
 	}); err != nil {
@@ -387,12 +409,21 @@ func readLeaves(ctx context.Context, o VerifyOptions, each func(tenant, month st
 const traceColumns = `tenant_id, api_key_id, request_id, model, served_model, provider, stream, status,
 	error_type, client_aborted, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
 	usage_source, cost_micro_usd, price_version, latency_us, ttfb_us, overhead_us,
-	response_truncated, fields_cut, upstream_retries, key_version`
+	response_truncated, fields_cut, upstream_retries, key_version,
+	usage_method, cache_write_5m_tokens, cache_write_1h_tokens, audio_prompt_tokens,
+	audio_completion_tokens, accepted_prediction_tokens, rejected_prediction_tokens, service_tier`
 
-func readTraces(ctx context.Context, o VerifyOptions, each func(l *Leaf, req, resp []byte)) error {
-	q := "SELECT id, created_at, " + traceColumns
+// finishReasonsColumn reads finish_reasons as a JSON array of strings: how SQLite stores
+// it, and how PostgreSQL renders its text[].
+var finishReasonsColumn = map[string]string{Postgres: "array_to_json(finish_reasons)::text", SQLite: "finish_reasons"}
+
+// readTraces reads every trace row as the Leaf it should have (without the body hashes,
+// which are the leaf's to say) and, with Deep, its sealed bodies. unreadable is set when a
+// column holds what no trace could have stored (then l is incomplete).
+func readTraces(ctx context.Context, o VerifyOptions, each func(l *Leaf, req, resp []byte, unreadable string)) error {
+	q := "SELECT id, created_at, " + traceColumns + ", " + finishReasonsColumn[o.Dialect]
 	if o.Dialect == Postgres {
-		q = "SELECT id::text, created_at, " + traceColumns
+		q = "SELECT id::text, created_at, " + traceColumns + ", " + finishReasonsColumn[o.Dialect]
 	}
 	if o.Deep {
 		q += ", request_sealed, response_sealed"
@@ -407,10 +438,13 @@ func readTraces(ctx context.Context, o VerifyOptions, each func(l *Leaf, req, re
 		var created any
 		var cost sql.NullInt64
 		var req, resp []byte
+		var finish string
 		dest := []any{&l.TraceID, &created, &l.TenantID, &l.APIKeyID, &l.RequestID, &l.Model, &l.ServedModel,
 			&l.Provider, &l.Stream, &l.Status, &l.ErrorType, &l.ClientAborted, &l.PromptTokens,
 			&l.CompletionTokens, &l.CachedTokens, &l.ReasoningTokens, &l.UsageSource, &cost,
-			&l.PriceVersion, &l.LatencyUS, &l.TTFBUS, &l.OverheadUS, &l.ResponseTruncated, &l.FieldsCut, &l.UpstreamRetries, &l.KeyVersion}
+			&l.PriceVersion, &l.LatencyUS, &l.TTFBUS, &l.OverheadUS, &l.ResponseTruncated, &l.FieldsCut, &l.UpstreamRetries, &l.KeyVersion,
+			&l.UsageMethod, &l.CacheWrite5mTokens, &l.CacheWrite1hTokens, &l.AudioPromptTokens,
+			&l.AudioCompletionTokens, &l.AcceptedPredictionTokens, &l.RejectedPredictionTokens, &l.ServiceTier, &finish}
 		if o.Deep {
 			dest = append(dest, &req, &resp)
 		}
@@ -429,7 +463,63 @@ func readTraces(ctx context.Context, o VerifyOptions, each func(l *Leaf, req, re
 		if cost.Valid {
 			l.CostMicroUSD = &cost.Int64
 		}
-		each(&l, req, resp)
+		var unreadable string
+		if fr, ferr := parseFinishReasons(finish); ferr != nil {
+			unreadable = ferr.Error()
+		} else {
+			l.FinishReasons = fr
+		}
+		each(&l, req, resp, unreadable)
 	}
 	return rows.Err()
+}
+
+// parseFinishReasons reads the finish_reasons column (as finishReasonsColumn renders it):
+// a JSON array of strings, valid UTF-8. A sink stores nothing else there; anything else
+// (null elements, nested arrays, invalid UTF-8 that decoding would quietly replace) is an
+// error rather than a value that might hash like the original.
+func parseFinishReasons(col string) ([]string, error) {
+	if !utf8.ValidString(col) {
+		return nil, fmt.Errorf("finish_reasons %.64q is not valid UTF-8", col)
+	}
+	if rs, ok := plainFinishReasons(col); ok {
+		return rs, nil
+	}
+	var rs []*string
+	if json.Unmarshal([]byte(col), &rs) != nil || rs == nil {
+		return nil, fmt.Errorf("finish_reasons %.64q is not a JSON array of strings", col)
+	}
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		if r == nil {
+			return nil, fmt.Errorf("finish_reasons %.64q holds a null", col)
+		}
+		out[i] = *r
+	}
+	return out, nil
+}
+
+// plainFinishReasons is parseFinishReasons' fast path for what the sinks write: "[]", or
+// strings without escapes, `["stop","length"]`. ok is false for anything else, which
+// encoding/json then reads (or refuses).
+func plainFinishReasons(col string) (rs []string, ok bool) {
+	if col == "[]" {
+		return nil, true
+	}
+	if len(col) < 4 || col[:2] != `["` || col[len(col)-2:] != `"]` {
+		return nil, false
+	}
+	inner := col[2 : len(col)-2]
+	for i := 0; i < len(inner); i++ {
+		if c := inner[i]; c < 0x20 || c == '\\' {
+			return nil, false
+		}
+	}
+	rs = strings.Split(inner, `","`)
+	for _, r := range rs {
+		if strings.IndexByte(r, '"') >= 0 {
+			return nil, false
+		}
+	}
+	return rs, true
 }

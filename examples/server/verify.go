@@ -94,6 +94,9 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 			fmt.Fprintf(stdout, "unanchored: log %s: the last %d leaves are after its last exported checkpoint (consistent, not yet provable)\n", l.Log, l.Unanchored)
 		}
 	}
+	if rep.TracesV1 > 0 {
+		fmt.Fprintf(stdout, "note: %d traces have version 1 leaves (appended before leaf version 2): their usage details (usage_method to service_tier) and finish_reasons are not covered\n", rep.TracesV1)
+	}
 	for _, f := range rep.Failures {
 		fmt.Fprintf(stdout, "FAIL %s\n", f)
 	}
