@@ -16,8 +16,8 @@ const CARDS = [
   { label: 'Tokens in', value: (m) => m.prompt_tokens, fmt: fmt.int, good: 'neutral', sub: (m) => fmt.int(m.cached_tokens) + ' cached' },
   { label: 'Tokens out', value: (m) => m.completion_tokens, fmt: fmt.int, good: 'neutral', sub: (m) => fmt.int(m.reasoning_tokens) + ' reasoning' },
   { label: 'Cost', value: (m) => (m.unpriced_requests < m.requests ? m.cost_micro_usd : null), fmt: fmt.usd, good: 'down', sub: (m) => fmt.int(m.unpriced_requests) + ' unpriced', unpriced: true },
-  { label: 'Latency avg', value: (m) => m.latency_avg_us, fmt: fmt.ms, good: 'down', sub: (m) => 'p95 ' + fmt.ms(m.latency_p95_us) },
-  { label: 'TTFB p95', value: (m) => m.ttfb_p95_us, fmt: fmt.ms, good: 'down', sub: (m) => 'avg ' + fmt.ms(m.ttfb_avg_us) },
+  { label: 'Latency avg', value: (m) => m.latency_avg_us, fmt: fmt.ms, good: 'down', sub: (m) => 'p95 ' + approx(m) + fmt.ms(m.latency_p95_us) },
+  { label: 'TTFB p95', value: (m) => m.ttfb_p95_us, fmt: fmt.ms, good: 'down', sub: (m) => 'avg ' + fmt.ms(m.ttfb_avg_us), pct: true },
   { label: 'Overhead avg', value: (m) => m.overhead_avg_us, fmt: fmt.ms, good: 'down' },
 ];
 
@@ -42,6 +42,9 @@ const CHARTS = [
     { label: 'p95', stroke: '#b5651d', value: (p) => ms(p.ttfb_p95_us) },
   ] },
 ];
+
+// approx marks a percentile read from the rollups' histograms (within 4.4 %, see the README).
+const approx = (m) => (m.percentiles_approximate ? '≈ ' : '');
 
 const ms = (us) => (us === null || us === undefined ? null : us / 1000);
 
@@ -74,7 +77,7 @@ function renderCards({ current, previous }) {
     const prev = previous.requests ? c.value(previous) : null;
     box.append(el('div', { class: 'card', 'data-card': c.label },
       el('div', { class: 'card-label' }, c.label),
-      el('div', { class: 'card-value' }, c.fmt(cur)),
+      el('div', { class: 'card-value', title: c.pct && current.percentiles_approximate ? 'approximate: within 4.4 %' : null }, (c.pct && cur !== null ? approx(current) : '') + c.fmt(cur)),
       c.sub ? el('div', { class: 'card-sub' + (c.unpriced && current.unpriced_requests ? ' warn' : '') }, current.requests ? c.sub(current) : '—') : null,
       change(cur, prev, c.good)));
   }
