@@ -40,24 +40,7 @@ func providerOut(c tenancy.ProviderConfig) providerJSON {
 }
 
 func (h *Handler) listProviders(w http.ResponseWriter, r *http.Request, u who) {
-	id, ok := h.tenantID(w, r)
-	if !ok {
-		return
-	}
-	if _, err := h.opt.Tenancy.GetTenant(r.Context(), id); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	cs, err := h.opt.Tenancy.ListProviderConfigs(r.Context(), id)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	out := make([]providerJSON, len(cs))
-	for i, c := range cs {
-		out[i] = providerOut(c)
-	}
-	writeJSON(w, http.StatusOK, newList(out))
+	listOfTenant(h, w, r, h.opt.Tenancy.ListProviderConfigs, providerOut)
 }
 
 type providerRequest struct {

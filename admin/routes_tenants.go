@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -196,6 +197,12 @@ func keyOut(k tenancy.APIKey) keyJSON {
 }
 
 func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request, u who) {
+	listOfTenant(h, w, r, h.opt.Tenancy.ListKeys, keyOut)
+}
+
+// listOfTenant answers the list of one tenant's items, each as out makes it; a tenant that
+// does not exist is 404, not an empty list.
+func listOfTenant[T, J any](h *Handler, w http.ResponseWriter, r *http.Request, list func(context.Context, string) ([]T, error), out func(T) J) {
 	id, ok := h.tenantID(w, r)
 	if !ok {
 		return
@@ -204,16 +211,16 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request, u who) {
 		h.fail(w, r, err)
 		return
 	}
-	keys, err := h.opt.Tenancy.ListKeys(r.Context(), id)
+	items, err := list(r.Context(), id)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	out := make([]keyJSON, len(keys))
-	for i, k := range keys {
-		out[i] = keyOut(k)
+	js := make([]J, len(items))
+	for i, x := range items {
+		js[i] = out(x)
 	}
-	writeJSON(w, http.StatusOK, newList(out))
+	writeJSON(w, http.StatusOK, newList(js))
 }
 
 func (h *Handler) createKey(w http.ResponseWriter, r *http.Request, u who) {

@@ -108,28 +108,13 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 	spans := plan(mq.From, mq.To, grains)
 	byKey := map[bucketKey]*acc{}
 	get := func(r rows, dest ...any) (*acc, error) {
-		var (
-			at    time.Time
-			us    int64
-			group *string
-		)
-		var start any = &us
-		if s.pg {
-			start = &at
-		}
-		if err := r.Scan(append([]any{start, &group}, dest...)...); err != nil {
+		k, err := s.scanBucket(r, dest...)
+		if err != nil {
 			return nil, err
-		}
-		if s.pg {
-			us = at.UnixMicro()
-		}
-		k := bucketKey{start: us, other: group == nil}
-		if group != nil {
-			k.group = *group
 		}
 		a := byKey[k]
 		if a == nil {
-			a = &acc{Bucket: Bucket{Start: time.UnixMicro(us).UTC(), Group: k.group, Other: k.other}}
+			a = &acc{Bucket: Bucket{Start: time.UnixMicro(k.start).UTC(), Group: k.group, Other: k.other}}
 			byKey[k] = a
 		}
 		return a, nil

@@ -280,33 +280,43 @@ func (s *sqlStore) Metrics(ctx context.Context, tenantID string, mq MetricsQuery
 	return out, nil
 }
 
+// scanBucket scans a row that starts with its bucket start and group (NULL: "other"),
+// then dest.
+func (s *sqlStore) scanBucket(r rows, dest ...any) (bucketKey, error) {
+	var (
+		at    time.Time
+		us    int64
+		group *string
+	)
+	var start any = &us
+	if s.pg {
+		start = &at
+	}
+	if err := r.Scan(append([]any{start, &group}, dest...)...); err != nil {
+		return bucketKey{}, err
+	}
+	if s.pg {
+		us = at.UnixMicro()
+	}
+	k := bucketKey{start: us, other: group == nil}
+	if group != nil {
+		k.group = *group
+	}
+	return k, nil
+}
+
 // metricsFromTraces is Metrics from the traces, with exact percentiles.
 func (s *sqlStore) metricsFromTraces(ctx context.Context, tenantID string, mq MetricsQuery) ([]Bucket, error) {
 	byKey := map[bucketKey]*Bucket{}
 	// bucketOf scans a row's bucket and group and returns its Bucket.
 	bucketOf := func(r rows, dest ...any) (*Bucket, error) {
-		var (
-			at    time.Time
-			us    int64
-			group *string
-		)
-		var start any = &us
-		if s.pg {
-			start = &at
-		}
-		if err := r.Scan(append([]any{start, &group}, dest...)...); err != nil {
+		k, err := s.scanBucket(r, dest...)
+		if err != nil {
 			return nil, err
-		}
-		if s.pg {
-			us = at.UnixMicro()
-		}
-		k := bucketKey{start: us, other: group == nil}
-		if group != nil {
-			k.group = *group
 		}
 		b := byKey[k]
 		if b == nil {
-			b = &Bucket{Start: time.UnixMicro(us).UTC(), Group: k.group, Other: k.other}
+			b = &Bucket{Start: time.UnixMicro(k.start).UTC(), Group: k.group, Other: k.other}
 			byKey[k] = b
 		}
 		return b, nil
