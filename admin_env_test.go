@@ -57,7 +57,7 @@ func (c *adminClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 var adminDialects = []string{migrations.SQLite, migrations.Postgres}
 
 // openStores opens a fresh database of the dialect with every migration applied.
-func openStores(t *testing.T, dialect string) (tenancy.Store, admin.Store, *sql.DB) {
+func openStores(t testing.TB, dialect string) (tenancy.Store, admin.Store, *sql.DB) {
 	t.Helper()
 	ctx := context.Background()
 	if dialect == migrations.SQLite {
@@ -87,7 +87,7 @@ func openStores(t *testing.T, dialect string) (tenancy.Store, admin.Store, *sql.
 // fastParams keep tests quick; the benchmark and the rehash test use real ones.
 var fastParams = admin.Params{Memory: 64, Time: 1, Threads: 1}
 
-func newAdminEnv(t *testing.T, dialect string, modify ...func(*admin.UsersOptions)) *adminEnv {
+func newAdminEnv(t testing.TB, dialect string, modify ...func(*admin.UsersOptions)) *adminEnv {
 	t.Helper()
 	ctx := context.Background()
 	store, astore, db := openStores(t, dialect)
@@ -129,7 +129,7 @@ func newAdminEnv(t *testing.T, dialect string, modify ...func(*admin.UsersOption
 }
 
 // login signs in and returns the token.
-func (e *adminEnv) login(t *testing.T, name, password string) string {
+func (e *adminEnv) login(t testing.TB, name, password string) string {
 	t.Helper()
 	var out struct {
 		Token     string    `json:"token"`
@@ -144,7 +144,7 @@ func (e *adminEnv) login(t *testing.T, name, password string) string {
 
 // do sends a request with the token (none if empty); body is JSON-encoded unless it is
 // a string or []byte, sent as is.
-func (e *adminEnv) do(t *testing.T, method, path, token string, body any) (int, []byte, http.Header) {
+func (e *adminEnv) do(t testing.TB, method, path, token string, body any) (int, []byte, http.Header) {
 	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
@@ -182,7 +182,7 @@ func (e *adminEnv) do(t *testing.T, method, path, token string, body any) (int, 
 
 // expect sends a request and checks its status, decoding the answer into out (if not
 // nil). An error answer must be OpenAI-style JSON.
-func (e *adminEnv) expect(t *testing.T, method, path, token string, body any, status int, out any) []byte {
+func (e *adminEnv) expect(t testing.TB, method, path, token string, body any, status int, out any) []byte {
 	t.Helper()
 	got, b, _ := e.do(t, method, path, token, body)
 	if got != status {
@@ -203,7 +203,7 @@ func (e *adminEnv) expect(t *testing.T, method, path, token string, body any, st
 }
 
 // errCode sends a request that must fail with the status, and returns the error's code.
-func (e *adminEnv) errCode(t *testing.T, method, path, token string, body any, status int) (code, param string) {
+func (e *adminEnv) errCode(t testing.TB, method, path, token string, body any, status int) (code, param string) {
 	t.Helper()
 	var eb errorBody
 	e.expect(t, method, path, token, body, status, &eb)
