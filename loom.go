@@ -269,13 +269,10 @@ func New(cfg Config) (*Gateway, error) {
 	opts := []tenancy.ServiceOption{tenancy.WithProviderKinds(kindNames...)}
 	if cfg.Keyring != nil {
 		keys = cfg.Keyring
-		opts = append(opts, tenancy.WithSealer(cfg.Keyring))
+		opts = append(opts, tenancy.WithSealer(cfg.Keyring), tenancy.WithTenantDeleted(cfg.Keyring.Forget))
 	}
 	g.routes = newRouter(cfg.Routes, cfg.Store, ttlcache.Options{Size: cfg.AuthCacheSize, TTL: cfg.AuthCacheTTL, StaleFor: cfg.AuthStaleFor, Now: cfg.Now}, keys, kinds)
 	g.admin = tenancy.NewService(cfg.Store, auth, append(opts, tenancy.WithProvidersChanged(g.routes.forget))...)
-	if cfg.Keyring != nil {
-		g.admin.OnTenantDeleted(cfg.Keyring.Forget)
-	}
 	reg := cfg.Metrics
 	if reg == nil {
 		reg = prometheus.NewRegistry()

@@ -146,9 +146,8 @@ func TestDeleteTenantPostgres(t *testing.T) { testDeleteTenant(t, newPostgresSto
 func testDeleteTenant(t *testing.T, s dataKeyStore) {
 	ctx := context.Background()
 	auth := NewAuthenticator(s, AuthOptions{})
-	svc := NewService(s, auth)
 	var forgotten []string
-	svc.OnTenantDeleted(func(id string) { forgotten = append(forgotten, id) })
+	svc := NewService(s, auth, WithTenantDeleted(func(id string) { forgotten = append(forgotten, id) }))
 	gone, err := svc.CreateTenant(ctx, "gone")
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +177,7 @@ func testDeleteTenant(t *testing.T, s dataKeyStore) {
 		t.Fatal(err)
 	}
 	if len(forgotten) == 0 || forgotten[0] != gone.ID {
-		t.Fatalf("OnTenantDeleted hooks called with %v", forgotten)
+		t.Fatalf("WithTenantDeleted hook called with %v", forgotten)
 	}
 	if _, err := auth.Authenticate(ctx, rawGone); err == nil {
 		t.Fatal("the deleted tenant's key still authenticates")

@@ -4,8 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,25 +53,8 @@ func (s *SQLiteStore) WithDeleteSteps(steps ...SQLiteDeleteStep) *SQLiteStore {
 	return &c
 }
 
-// deleteHooks are the functions Service.DeleteTenant calls once a tenant's keys are
-// destroyed.
-type deleteHooks struct {
-	mu  sync.Mutex
-	fns []func(tenantID string)
-}
-
-// OnTenantDeleted registers fn to be called by DeleteTenant with the tenant id as soon as
-// the tenant's data keys are destroyed, and again when its rows are gone: the place to
-// drop the tenant from caches this Service does not own (crypto.Keyring.Forget, a route
-// cache). The change notification to other processes should call the same functions.
-func (s *Service) OnTenantDeleted(fn func(tenantID string)) {
-	s.gone.mu.Lock()
-	defer s.gone.mu.Unlock()
-	s.gone.fns = append(s.gone.fns, fn)
-}
-
-// tenantGone drops the tenant from the auth and route caches and calls the OnTenantDeleted
-// hooks.
+// tenantGone drops the tenant from the auth and route caches and tells the
+// WithTenantDeleted hook.
 func (s *Service) tenantGone(id string) {
 	if s.auth != nil {
 		s.auth.InvalidateTenant(id)
@@ -81,11 +62,8 @@ func (s *Service) tenantGone(id string) {
 	if s.providersChanged != nil {
 		s.providersChanged(id)
 	}
-	s.gone.mu.Lock()
-	fns := slices.Clone(s.gone.fns)
-	s.gone.mu.Unlock()
-	for _, fn := range fns {
-		fn(id)
+	if s.tenantDeleted != nil {
+		s.tenantDeleted(id)
 	}
 }
 

@@ -60,6 +60,14 @@ func WithProvidersChanged(fn func(tenantID string)) ServiceOption {
 	return func(svc *Service) { svc.providersChanged = fn }
 }
 
+// WithTenantDeleted has fn called by DeleteTenant, with the tenant's id, as soon as the
+// tenant's data keys are destroyed and again when its rows are gone: the place to drop the
+// tenant from caches the Service does not own (crypto.Keyring.Forget). The change
+// notification to other processes should call the same function.
+func WithTenantDeleted(fn func(tenantID string)) ServiceOption {
+	return func(svc *Service) { svc.tenantDeleted = fn }
+}
+
 // PutProviderConfig inserts or replaces the tenant's provider config of c.Name: the one way
 // to write one. apiKey, the upstream key, is sealed with the Service's sealer (an empty one
 // stores none, and whatever c.SealedAPIKey held is dropped), and its last four characters

@@ -17,11 +17,12 @@ type Service struct {
 	auth  *Authenticator
 	now   func() time.Time
 	// sealer seals provider API keys, kinds lists the provider kinds a config may name
-	// (nil: any), providersChanged is told a tenant's configs changed; see ServiceOption.
+	// (nil: any), providersChanged is told a tenant's configs changed, tenantDeleted that a
+	// tenant was deleted; see ServiceOption.
 	sealer           Sealer
 	kinds            []string
 	providersChanged func(tenantID string)
-	gone             deleteHooks // OnTenantDeleted (delete.go)
+	tenantDeleted    func(tenantID string)
 }
 
 // NewService returns a Service over store, which must not be nil. auth is the Authenticator
