@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	loomcrypto "github.com/loom-gateway/loom/crypto"
 	"github.com/loom-gateway/loom/migrations"
-	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
 )
 
@@ -50,33 +46,21 @@ func runRewrap(ctx context.Context, args []string, io stdio) error {
 	if err != nil {
 		return fmt.Errorf("LOOM_MASTER_KEY: %w", err)
 	}
+	db, err := openExistingStore(ctx, io.getenv("DATABASE_URL"), *dataDir)
+	if err != nil {
+		return err
+	}
+	defer db.close()
 	var store rewrapStore
-	if url := io.getenv("DATABASE_URL"); url != "" {
-		pool, err := pgxpool.New(ctx, url)
-		if err != nil {
-			return fmt.Errorf("DATABASE_URL: %w", err)
-		}
-		defer pool.Close()
-		if err := pool.Ping(ctx); err != nil {
-			return fmt.Errorf("DATABASE_URL: cannot connect to %s: %w", describeDatabase(url), err)
-		}
-		store = tenancy.NewPostgresStore(pool)
+	if db.pool != nil {
+		store = tenancy.NewPostgresStore(db.pool)
 	} else {
-		path := filepath.Join(*dataDir, "loom.db")
-		if _, err := os.Stat(path); err != nil {
-			return fmt.Errorf("no store at %s: %w", path, err)
-		}
-		db, err := sqlitedb.Open(ctx, path)
-		if err != nil {
-			return err
-		}
-		defer db.Close()
 		// The server applies the migrations at start; one that has not run since the
 		// upgrade has no key table yet.
-		if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
+		if err := migrations.Up(ctx, db.db, migrations.SQLite); err != nil {
 			return err
 		}
-		store = tenancy.NewSQLiteStore(db)
+		store = tenancy.NewSQLiteStore(db.db)
 	}
 	tenants, err := store.ListTenants(ctx)
 	if err != nil {

@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/loom-gateway/loom/rollup"
-	"github.com/loom-gateway/loom/sqlitedb"
 )
 
 // runRollups is `rollups rebuild [-from T] [-to T]`: it recomputes the trace rollups (see
@@ -52,24 +47,15 @@ func runRollups(ctx context.Context, args []string, io stdio) error {
 		st  rollup.RebuildStats
 		err error
 	)
-	if url := io.getenv("DATABASE_URL"); url != "" {
-		pool, perr := pgxpool.New(ctx, url)
-		if perr != nil {
-			return errors.New("DATABASE_URL: not a PostgreSQL URL")
-		}
-		defer pool.Close()
-		st, err = rollup.RebuildPostgres(ctx, pool, from, to)
+	store, err := openExistingStore(ctx, io.getenv("DATABASE_URL"), *dataDir)
+	if err != nil {
+		return err
+	}
+	defer store.close()
+	if store.pool != nil {
+		st, err = rollup.RebuildPostgres(ctx, store.pool, from, to)
 	} else {
-		path := filepath.Join(*dataDir, "loom.db")
-		if _, serr := os.Stat(path); serr != nil {
-			return fmt.Errorf("no store at %s: %w", path, serr)
-		}
-		db, oerr := sqlitedb.Open(ctx, path)
-		if oerr != nil {
-			return oerr
-		}
-		defer db.Close()
-		st, err = rollup.RebuildSQLite(ctx, db, from, to)
+		st, err = rollup.RebuildSQLite(ctx, store.db, from, to)
 	}
 	if err != nil {
 		return err

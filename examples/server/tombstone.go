@@ -64,13 +64,13 @@ func runTombstone(ctx context.Context, args []string, io stdio) error {
 	if err != nil {
 		return errors.New("LOOM_LEDGER_KEY: not a checkpoint signing key (PRIVATE+KEY+…, from ledger.GenerateKey)")
 	}
-	db, dialect, closeDB, err := openVerifyDB(ctx, url, *dataDir)
+	st, err := openExistingStore(ctx, url, *dataDir)
 	if err != nil {
 		return err
 	}
-	defer closeDB()
+	defer st.close()
 
-	c := &ledger.Checkpointer{DB: db, Dialect: dialect, Signer: signer, Exporter: ledger.DirExporter{Dir: *cpDir}}
+	c := &ledger.Checkpointer{DB: st.db, Dialect: st.dialect, Signer: signer, Exporter: ledger.DirExporter{Dir: *cpDir}}
 	cps, err := c.Tombstone(ctx, *tenant, *month)
 	if err != nil {
 		return err
@@ -83,7 +83,7 @@ func runTombstone(ctx context.Context, args []string, io stdio) error {
 		return nil
 	}
 	// The name comes from a checked YYYY-MM only; a partition already dropped is fine.
-	if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+partitionName(*month)); err != nil {
+	if _, err := st.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+partitionName(*month)); err != nil {
 		return fmt.Errorf("drop %s (the tombstone is exported; run the drop again): %w", partitionName(*month), err)
 	}
 	fmt.Fprintf(io.stdout, "dropped partition %s\n", partitionName(*month))

@@ -2,21 +2,16 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/loom-gateway/loom/ledger"
-	"github.com/loom-gateway/loom/sqlitedb"
 )
 
 // runVerify is the verify command: it checks the trace database against the exported
@@ -54,11 +49,12 @@ func runVerify(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	o := ledger.VerifyOptions{Verifier: verifier, Checkpoints: files, Deep: *deep}
-	var closeDB func()
-	if o.DB, o.Dialect, closeDB, err = openVerifyDB(ctx, getenv("DATABASE_URL"), *dataDir); err != nil {
+	st, err := openExistingStore(ctx, getenv("DATABASE_URL"), *dataDir)
+	if err != nil {
 		return err
 	}
-	defer closeDB()
+	defer st.close()
+	o.DB, o.Dialect = st.db, st.dialect
 
 	switch {
 	case *trace != "":
@@ -127,26 +123,6 @@ func pinnedVerifier(vkey, skey, dataDir string) (note.Verifier, error) {
 		return nil, fmt.Errorf("verify: public key: %w", err)
 	}
 	return v, nil
-}
-
-func openVerifyDB(ctx context.Context, url, dataDir string) (*sql.DB, string, func(), error) {
-	if url != "" {
-		pool, err := pgxpool.New(ctx, url)
-		if err != nil {
-			return nil, "", nil, fmt.Errorf("DATABASE_URL: %w", err)
-		}
-		db := stdlib.OpenDBFromPool(pool)
-		return db, ledger.Postgres, func() { db.Close(); pool.Close() }, nil
-	}
-	path := filepath.Join(dataDir, "loom.db")
-	if _, err := os.Stat(path); err != nil {
-		return nil, "", nil, fmt.Errorf("verify: %w", err)
-	}
-	db, err := sqlitedb.Open(ctx, path)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	return db, ledger.SQLite, func() { db.Close() }, nil
 }
 
 func printJSON(w io.Writer, v any) error {
