@@ -72,7 +72,8 @@ type Config struct {
 	// Analytics reads the traces the sinks write (analytics.NewPostgresStore or
 	// analytics.NewSQLiteStore over the same database, whose sink runs the rollup step:
 	// rollup.Postgres in PostgresSinkOptions.TxSteps, or tracing.NewSQLiteSink(db,
-	// rollup.SQLite); summaries and time series read the rollups) and serves the tenant-scoped
+	// rollup.SQLite), and a rollup.Folder runs beside it; summaries and time series read
+	// the rollups) and serves the tenant-scoped
 	// analytics API: GET /v1/traces, /v1/traces/{id} (bodies decrypted with Keyring),
 	// /v1/traces/export, /v1/analytics/summary, /v1/analytics/timeseries and
 	// /v1/analytics/values, behind the same API-key authentication as the data plane.

@@ -102,7 +102,7 @@ type dashEnv struct {
 func newDashEnv(t *testing.T) *dashEnv {
 	t.Helper()
 	ctx := context.Background()
-	store, sink, reads := backends[1].open(t, true) // SQLite: the standalone server's default
+	store, sink, reads, _ := backends[1].open(t, true) // SQLite: the standalone server's default
 	keyring, err := loomcrypto.NewKeyring(1, map[int][]byte{1: bytes.Repeat([]byte{7}, 32)})
 	if err != nil {
 		t.Fatal(err)

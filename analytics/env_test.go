@@ -31,14 +31,14 @@ import (
 )
 
 // backend is one database the API suite runs against, fresh for each test; its sink runs
-// the rollup step unless rollups is false.
+// the rollup step, and it returns the folder of the deltas, unless rollups is false.
 type backend struct {
 	name string
-	open func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store)
+	open func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store, rollup.Folder)
 }
 
 var backends = []backend{
-	{"postgres", func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store) {
+	{"postgres", func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store, rollup.Folder) {
 		ctx := context.Background()
 		pool, err := pgxpool.New(ctx, pgtest.New(t))
 		if err != nil {
@@ -50,17 +50,21 @@ var backends = []backend{
 		if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 			t.Fatal(err)
 		}
-		var opts tracing.PostgresSinkOptions
+		var (
+			opts tracing.PostgresSinkOptions
+			fold rollup.Folder
+		)
 		if rollups {
 			opts.TxSteps = []tracing.PostgresTxStep{rollup.Postgres}
+			fold = rollup.PostgresFolder(pool)
 		}
 		sink, err := tracing.NewPostgresSink(ctx, pool, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool)
+		return tenancy.NewPostgresStore(pool), sink, analytics.NewPostgresStore(pool), fold
 	}},
-	{"sqlite", func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store) {
+	{"sqlite", func(t *testing.T, rollups bool) (tenancy.Store, tracing.Sink, analytics.Store, rollup.Folder) {
 		ctx := context.Background()
 		db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "loom.db"))
 		if err != nil {
@@ -70,11 +74,15 @@ var backends = []backend{
 		if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
 			t.Fatal(err)
 		}
-		var steps []tracing.SQLiteTxStep
+		var (
+			steps []tracing.SQLiteTxStep
+			fold  rollup.Folder
+		)
 		if rollups {
 			steps = append(steps, rollup.SQLite)
+			fold = rollup.SQLiteFolder(db)
 		}
-		return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, steps...), analytics.NewSQLiteStore(db)
+		return tenancy.NewSQLiteStore(db), tracing.NewSQLiteSink(db, steps...), analytics.NewSQLiteStore(db), fold
 	}},
 }
 
@@ -87,6 +95,7 @@ type apiEnv struct {
 	srv  *httptest.Server
 	gw   *loom.Gateway
 	sink tracing.Sink
+	fold rollup.Folder // nil without rollups
 	a, b tenantKey
 }
 
@@ -95,7 +104,7 @@ func newAPIEnv(t *testing.T, be backend) *apiEnv { return newAPIEnvRollups(t, be
 func newAPIEnvRollups(t *testing.T, be backend, rollups bool) *apiEnv {
 	t.Helper()
 	ctx := context.Background()
-	store, sink, reads := be.open(t, rollups)
+	store, sink, reads, fold := be.open(t, rollups)
 	keyring, err := loomcrypto.NewKeyring(1, map[int][]byte{1: bytes.Repeat([]byte{9}, 32)})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +132,7 @@ func newAPIEnvRollups(t *testing.T, be backend, rollups bool) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &apiEnv{gw: gw, sink: sink, srv: httptest.NewServer(gw)}
+	e := &apiEnv{gw: gw, sink: sink, fold: fold, srv: httptest.NewServer(gw)}
 	t.Cleanup(func() {
 		e.srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -146,11 +155,17 @@ func newAPIEnvRollups(t *testing.T, be backend, rollups bool) *apiEnv {
 	return e
 }
 
-// insert writes traces through the real sink, in batches.
+// insert writes traces through the real sink, in batches, and folds the deltas of all but
+// the last batch, so the queries read folded rollups and deltas together.
 func (e *apiEnv) insert(t *testing.T, traces ...*tracing.Trace) {
 	t.Helper()
 	for len(traces) > 0 {
 		n := min(len(traces), 500)
+		if n == len(traces) && e.fold != nil {
+			if _, err := e.fold.All(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := e.sink.WriteBatch(context.Background(), traces[:n]); err != nil {
 			t.Fatal(err)
 		}

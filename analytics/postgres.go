@@ -3,6 +3,7 @@ package analytics
 import (
 	"context"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -16,11 +17,24 @@ type PostgresStore struct{ sqlStore }
 
 // NewPostgresStore returns a Store reading through pool, which the caller owns.
 func NewPostgresStore(pool *pgxpool.Pool) *PostgresStore {
-	return &PostgresStore{sqlStore{pg: true, query: func(ctx context.Context, sql string, args ...any) (rows, func(), error) {
-		r, err := pool.Query(ctx, sql, args...)
+	s := pgStore(pool)
+	s.snapshot = func(ctx context.Context, fn func(*sqlStore) error) error {
+		return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			return fn(pgStore(tx))
+		})
+	}
+	return &PostgresStore{*s}
+}
+
+// pgStore is a sqlStore querying q (a pool, or a transaction).
+func pgStore(q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}) *sqlStore {
+	return &sqlStore{pg: true, query: func(ctx context.Context, sql string, args ...any) (rows, func(), error) {
+		r, err := q.Query(ctx, sql, args...)
 		if err != nil {
 			return nil, nil, err
 		}
 		return r, r.Close, nil
-	}}}
+	}}
 }

@@ -3,6 +3,7 @@ package analytics
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -105,19 +106,37 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 	if len(grains) == 0 || grains[len(grains)-1] != time.Minute || mq.GroupBy == FieldStatus {
 		return nil, false, nil
 	}
+	var (
+		byKey map[bucketKey]*acc
+		ok    bool
+	)
+	err := s.snapshot(ctx, func(s *sqlStore) error {
+		var err error
+		byKey, ok, err = s.metricsFromRollupsAt(ctx, tenantID, mq, grains, groupAll)
+		return err
+	})
+	return byKey, ok, err
+}
+
+// metricsFromRollupsAt is metricsFromRollups on a store reading one snapshot.
+func (s *sqlStore) metricsFromRollupsAt(ctx context.Context, tenantID string, mq MetricsQuery, grains []time.Duration,
+	groupAll bool) (map[bucketKey]*acc, bool, error) {
 	spans := plan(mq.From, mq.To, grains)
 	byKey := map[bucketKey]*acc{}
-	get := func(r rows, dest ...any) (*acc, error) {
-		k, err := s.scanBucket(r, dest...)
-		if err != nil {
-			return nil, err
-		}
+	add := func(k bucketKey) *acc {
 		a := byKey[k]
 		if a == nil {
 			a = &acc{Bucket: Bucket{Start: time.UnixMicro(k.start).UTC(), Group: k.group, Other: k.other}}
 			byKey[k] = a
 		}
-		return a, nil
+		return a
+	}
+	get := func(r rows, dest ...any) (*acc, error) {
+		k, err := s.scanBucket(r, dest...)
+		if err != nil {
+			return nil, err
+		}
+		return add(k), nil
 	}
 	group := func(q *stmt) string {
 		if groupAll {
@@ -136,6 +155,22 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 			return nil, false, err
 		}
 	}
+	// The deltas not yet folded, over the spans the rollups answer.
+	err := s.deltas(ctx, tenantID, spans, func(r *rollup.Row) {
+		rolled = true
+		a := add(deltaBucket(r, mq, groupAll))
+		x := countsSums(&r.Counts)
+		if r.StatusClass >= 4 {
+			x.Errors = r.Requests
+		}
+		a.Sums.add(x)
+		a.latency.Merge(r.Latency)
+		a.ttfb.Merge(r.TTFB)
+		a.overhead.Merge(r.Overhead)
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("analytics: metrics from rollup deltas: %w", err)
+	}
 	if !rolled {
 		// No rollup row where traces exist: the sink does not run the rollup step (or
 		// they were never rebuilt), so the traces answer, slower but right.
@@ -150,6 +185,75 @@ func (s *sqlStore) metricsFromRollups(ctx context.Context, tenantID string, mq M
 		a.Sums.Approximate = true
 	}
 	return byKey, true, nil
+}
+
+// deltas calls fn with each minute row of the deltas (rollup.Folder) of the tenant (every
+// tenant when tenantID is empty) inside the rollup spans: the minutes from the first
+// rollup span's start to the last one's end, which the spans cover without gaps.
+func (s *sqlStore) deltas(ctx context.Context, tenantID string, spans []span, fn func(*rollup.Row)) error {
+	var (
+		lo, hi time.Time
+		found  bool
+	)
+	for _, sp := range spans {
+		if sp.grain == 0 {
+			continue
+		}
+		if !found {
+			lo, found = sp.from, true
+		}
+		hi = sp.to
+	}
+	if !found {
+		return nil
+	}
+	q := s.stmt()
+	q.sql("SELECT tenant_id, rows FROM trace_rollup_deltas WHERE last_bucket >= ", q.at(lo), " AND first_bucket < ", q.at(hi))
+	if tenantID != "" {
+		q.sql(" AND tenant_id = ", q.arg(tenantID))
+	}
+	return s.each(ctx, q, func(r rows) error {
+		var (
+			tenant string
+			enc    []byte
+		)
+		if err := r.Scan(&tenant, &enc); err != nil {
+			return err
+		}
+		return rollup.DecodeDelta(tenant, enc, func(row *rollup.Row) error {
+			if !row.Start.Before(lo) && row.Start.Before(hi) {
+				fn(row)
+			}
+			return nil
+		})
+	})
+}
+
+// deltaBucket is the bucket a delta's minute row counts in: bucketOf and group of stmt,
+// in Go.
+func deltaBucket(r *rollup.Row, mq MetricsQuery, groupAll bool) bucketKey {
+	k := bucketKey{start: mq.Origin.UnixMicro()}
+	if !oneBucket(mq) {
+		b := mq.Bucket.Microseconds()
+		k.start += (r.Start.UnixMicro() - k.start) / b * b // r.Start ≥ mq.From ≥ mq.Origin
+	}
+	var v string
+	switch mq.GroupBy {
+	case FieldModel:
+		v = r.Model
+	case FieldProvider:
+		v = r.Provider
+	case FieldAPIKey:
+		v = r.APIKeyID
+	default:
+		return k // no group: ''
+	}
+	if groupAll || slices.Contains(mq.Keep, v) {
+		k.group = v
+	} else {
+		k.other = true
+	}
+	return k
 }
 
 // unrolled reports whether the tenant has traces in a span that rollup rows should cover.

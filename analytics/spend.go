@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/loom-gateway/loom/rollup"
 )
 
 var (
@@ -50,14 +52,25 @@ func (s *sqlStore) Spend(ctx context.Context, sq SpendQuery) ([]SpendRow, error)
 	if to.Before(from) {
 		return nil, fmt.Errorf("analytics: spend: to %v is before from %v", to, from)
 	}
-	spans := plan(from, to, rollupGrains())
+	var out []SpendRow
+	err := s.snapshot(ctx, func(s *sqlStore) error {
+		var err error
+		out, err = s.spendAt(ctx, sq.TenantID, plan(from, to, rollupGrains()))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b SpendRow) int {
+		return cmp.Or(cmp.Compare(a.TenantID, b.TenantID), cmp.Compare(a.APIKeyID, b.APIKeyID), cmp.Compare(a.Model, b.Model))
+	})
+	return out, nil
+}
+
+// spendAt is Spend over the spans on a store reading one snapshot.
+func (s *sqlStore) spendAt(ctx context.Context, tenantID string, spans []span) ([]SpendRow, error) {
 	byKey := map[[3]string]*SpendRow{}
-	scan := func(r rows) error {
-		var x SpendRow
-		if err := r.Scan(&x.TenantID, &x.APIKeyID, &x.Model, &x.Requests, &x.PromptTokens, &x.CompletionTokens,
-			&x.CostMicroUSD, &x.Unpriced); err != nil {
-			return err
-		}
+	add := func(x SpendRow) {
 		k := [3]string{x.TenantID, x.APIKeyID, x.Model}
 		if y := byKey[k]; y != nil {
 			y.Requests += x.Requests
@@ -68,6 +81,14 @@ func (s *sqlStore) Spend(ctx context.Context, sq SpendQuery) ([]SpendRow, error)
 		} else {
 			byKey[k] = &x
 		}
+	}
+	scan := func(r rows) error {
+		var x SpendRow
+		if err := r.Scan(&x.TenantID, &x.APIKeyID, &x.Model, &x.Requests, &x.PromptTokens, &x.CompletionTokens,
+			&x.CostMicroUSD, &x.Unpriced); err != nil {
+			return err
+		}
+		add(x)
 		return nil
 	}
 	for _, sp := range spans {
@@ -80,8 +101,8 @@ func (s *sqlStore) Spend(ctx context.Context, sq SpendQuery) ([]SpendRow, error)
 			q.sql("SELECT tenant_id, api_key_id, model, count(*), ", s.sum("prompt_tokens"), ", ", s.sum("completion_tokens"), ", ",
 				s.sum("cost_micro_usd"), ", count(*) FILTER (WHERE cost_micro_usd IS NULL) FROM traces WHERE true")
 		}
-		if sq.TenantID != "" {
-			q.sql(" AND tenant_id = ", q.arg(sq.TenantID))
+		if tenantID != "" {
+			q.sql(" AND tenant_id = ", q.arg(tenantID))
 		}
 		q.span(sp)
 		q.sql(" GROUP BY 1, 2, 3")
@@ -89,12 +110,16 @@ func (s *sqlStore) Spend(ctx context.Context, sq SpendQuery) ([]SpendRow, error)
 			return nil, fmt.Errorf("analytics: spend: %w", err)
 		}
 	}
+	err := s.deltas(ctx, tenantID, spans, func(r *rollup.Row) {
+		add(SpendRow{TenantID: r.TenantID, APIKeyID: r.APIKeyID, Model: r.Model, Requests: r.Requests, PromptTokens: r.PromptTokens,
+			CompletionTokens: r.CompletionTokens, CostMicroUSD: r.CostMicroUSD, Unpriced: r.Unpriced})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("analytics: spend from rollup deltas: %w", err)
+	}
 	out := make([]SpendRow, 0, len(byKey))
 	for _, x := range byKey {
 		out = append(out, *x)
 	}
-	slices.SortFunc(out, func(a, b SpendRow) int {
-		return cmp.Or(cmp.Compare(a.TenantID, b.TenantID), cmp.Compare(a.APIKeyID, b.APIKeyID), cmp.Compare(a.Model, b.Model))
-	})
 	return out, nil
 }

@@ -19,7 +19,7 @@ import (
 func TestSpend(t *testing.T) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			_, sink, store := be.open(t, true)
+			_, sink, store, fold := be.open(t, true)
 			spender, ok := store.(analytics.Spender)
 			if !ok {
 				t.Fatalf("%T is not an analytics.Spender", store)
@@ -35,6 +35,11 @@ func TestSpend(t *testing.T) {
 			for i := 0; i < len(all); i += 200 {
 				if err := sink.WriteBatch(t.Context(), all[i:min(i+200, len(all))]); err != nil {
 					t.Fatal(err)
+				}
+				if i == 400 { // the first batches folded, the rest still deltas
+					if _, err := fold.All(t.Context()); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			want := func(q analytics.SpendQuery) []analytics.SpendRow {

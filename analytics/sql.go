@@ -20,6 +20,10 @@ type sqlStore struct {
 	pg bool
 	// query runs a query; done releases its rows.
 	query func(ctx context.Context, sql string, args ...any) (r rows, done func(), err error)
+	// snapshot runs fn with a store whose queries all read one snapshot of the database
+	// (a read-only transaction): the rollups and their deltas read by several statements
+	// are then never seen half folded.
+	snapshot func(ctx context.Context, fn func(*sqlStore) error) error
 }
 
 // rows is what both drivers' result sets offer (pgx.Rows, *sql.Rows).

@@ -3,6 +3,7 @@ package rollup
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -12,11 +13,25 @@ import (
 var _ tracing.PostgresTxStep = Postgres
 
 // Postgres is the rollup step of a tracing.PostgresSink (PostgresSinkOptions.TxSteps): it
-// adds the stored traces to the rollup tables inside the batch's transaction. One statement
-// per table upserts every row the batch touches, in key order; every compactEvery-th
-// update of a row re-encodes its histograms (two more round trips for the rows due).
+// appends what the stored traces add to the rollups inside the batch's transaction, one
+// trace_rollup_deltas row per tenant, in one statement. A Folder (PostgresFolder) adds them
+// to the rollup tables of every grain later.
 func Postgres(ctx context.Context, tx pgx.Tx, stored []*tracing.Trace) error {
-	return writePostgres(ctx, tx, Aggregate(stored))
+	ds := deltas(stored)
+	if len(ds) == 0 {
+		return nil
+	}
+	tenants, rows := make([]string, len(ds)), make([][]byte, len(ds))
+	first, last := make([]time.Time, len(ds)), make([]time.Time, len(ds))
+	for i, d := range ds {
+		tenants[i], first[i], last[i], rows[i] = d.tenantID, d.first, d.last, d.encode()
+	}
+	_, err := tx.Exec(ctx, "INSERT INTO trace_rollup_deltas (tenant_id, first_bucket, last_bucket, rows) "+
+		"SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bytea[])", tenants, first, last, rows)
+	if err != nil {
+		return fmt.Errorf("rollup: append deltas: %w", err)
+	}
+	return nil
 }
 
 func writePostgres(ctx context.Context, tx pgx.Tx, rows []*Row) error {

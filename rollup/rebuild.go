@@ -37,11 +37,24 @@ func wholeDays(from, to time.Time) (time.Time, time.Time) {
 	return from, end
 }
 
+// outside is an addRow of the minute rows outside the UTC day d: a rebuild of d takes the
+// deltas that reach into it, counts d's traces again and folds the rest.
+func (a aggregator) outside(d time.Time) func(*Row) error {
+	return func(r *Row) error {
+		if r.Start.Before(d) || !r.Start.Before(d.Add(day)) {
+			return a.addRow(r)
+		}
+		return nil
+	}
+}
+
 // RebuildPostgres recomputes the rollups of the traces created in [from, to), widened to
 // whole UTC days, from the traces table; zero from and to take every day with traces. Each
-// day is one transaction that blocks the sinks' rollup steps while it runs (a share lock
-// on the rollup tables taken before it reads the traces), so a batch committing meanwhile is
-// counted exactly once: either its traces are read, or its step adds to the rebuilt rows.
+// day is one transaction that replaces the day's rollup rows and takes the deltas reaching
+// into it (folding their rows of other days), and blocks the sinks' rollup steps and the
+// folders while it runs (a share lock on the deltas and the rollup tables taken before it
+// reads the traces), so a batch committing meanwhile is counted exactly once: either its
+// traces are read, or its deltas come after.
 func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time) (RebuildStats, error) {
 	if from.IsZero() || to.IsZero() {
 		var lo, hi *time.Time
@@ -62,10 +75,15 @@ func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time
 	st.From, st.To = wholeDays(from, to)
 	for d := st.From; d.Before(st.To); d = d.Add(day) {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			// The folders lock the deltas first, then the tables, and so does this.
+			if _, err := tx.Exec(ctx, "LOCK TABLE trace_rollup_deltas, trace_rollups, trace_rollup_totals IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+				return err
+			}
+			carried := aggregator{}
+			if _, err := takeDeltasPostgres(ctx, tx, "last_bucket >= $1 AND first_bucket < $2", []any{d, d.Add(day)}, carried.outside(d)); err != nil {
+				return err
+			}
 			for _, t := range tables {
-				if _, err := tx.Exec(ctx, "LOCK TABLE "+t.name+" IN SHARE ROW EXCLUSIVE MODE"); err != nil {
-					return err
-				}
 				if _, err := tx.Exec(ctx, "DELETE FROM "+t.name+" WHERE grain_s IN (60, 900, 3600, 21600) AND bucket_start >= $1 AND bucket_start < $2",
 					d, d.Add(day)); err != nil {
 					return err
@@ -89,6 +107,7 @@ func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time
 			}
 			out := a.rows()
 			st.Rows += int64(len(out))
+			out = append(out, carried.rows()...)
 			for len(out) > 0 {
 				n := min(len(out), 5000)
 				if err := writePostgres(ctx, tx, out[:n]); err != nil {
@@ -141,6 +160,10 @@ func rebuildSQLiteDay(ctx context.Context, db *sql.DB, d time.Time, st *RebuildS
 	defer tx.Rollback()
 	lo, hi := d.UnixMicro(), d.Add(day).UnixMicro()
 	// The delete comes first, so the transaction holds the write lock before it reads.
+	carried := aggregator{}
+	if _, err := takeDeltasSQLite(ctx, tx, "last_bucket >= ? AND first_bucket < ?", []any{lo, hi}, carried.outside(d)); err != nil {
+		return err
+	}
 	for _, t := range tables {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM "+t.name+" WHERE grain_s IN (60, 900, 3600, 21600) AND bucket_start >= ? AND bucket_start < ?", lo, hi); err != nil {
 			return err
@@ -171,7 +194,7 @@ func rebuildSQLiteDay(ctx context.Context, db *sql.DB, d time.Time, st *RebuildS
 	rows.Close()
 	out := a.rows()
 	st.Rows += int64(len(out))
-	if err := writeSQLite(ctx, tx, out); err != nil {
+	if err := writeSQLite(ctx, tx, append(out, carried.rows()...)); err != nil {
 		return err
 	}
 	return tx.Commit()

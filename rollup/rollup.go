@@ -113,23 +113,46 @@ func Aggregate(traces []*tracing.Trace) []*Row {
 	return a.rows()
 }
 
-// aggregator counts traces into rows.
+// traceKey is the key of t's row of grain g.
+func traceKey(t *tracing.Trace, g time.Duration) Key {
+	return Key{TenantID: t.TenantID, Grain: g, Start: bucketStart(t.CreatedAt.UTC(), g), Provider: t.Provider,
+		Model: t.Model, APIKeyID: t.APIKeyID, StatusClass: StatusClass(t.Status)}
+}
+
+func (c *Counts) addTrace(t *tracing.Trace) {
+	c.AddTrace(t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, t.CostMicroUSD,
+		t.LatencyUS, t.TTFBUS, t.OverheadUS)
+}
+
+// aggregator counts traces, or delta rows, into rows of every grain.
 type aggregator map[Key]*Row
 
+// row is k's row, added if new.
+func (a aggregator) row(k Key) *Row {
+	r := a[k]
+	if r == nil {
+		r = &Row{Key: k}
+		a[k] = r
+	}
+	return r
+}
+
+// keys are the keys of the rows, of every grain and both tables, counting what k's row
+// (of any grain) counts.
+func keys(k Key) [2 * len(Grains)]Key {
+	var out [2 * len(Grains)]Key
+	for i, g := range Grains {
+		full := Key{TenantID: k.TenantID, Grain: g, Start: bucketStart(k.Start, g), Provider: k.Provider, Model: k.Model,
+			APIKeyID: k.APIKeyID, StatusClass: k.StatusClass}
+		out[2*i] = full
+		out[2*i+1] = Key{TenantID: k.TenantID, Grain: g, Start: full.Start, StatusClass: k.StatusClass, Total: true}
+	}
+	return out
+}
+
 func (a aggregator) add(t *tracing.Trace) {
-	at := t.CreatedAt.UTC()
-	for _, g := range Grains {
-		k := Key{TenantID: t.TenantID, Grain: g, Start: bucketStart(at, g), Provider: t.Provider, Model: t.Model,
-			APIKeyID: t.APIKeyID, StatusClass: StatusClass(t.Status)}
-		for _, k := range [2]Key{k, {TenantID: k.TenantID, Grain: g, Start: k.Start, StatusClass: k.StatusClass, Total: true}} {
-			r := a[k]
-			if r == nil {
-				r = &Row{Key: k}
-				a[k] = r
-			}
-			r.AddTrace(t.PromptTokens, t.CompletionTokens, t.CachedTokens, t.ReasoningTokens, t.CostMicroUSD,
-				t.LatencyUS, t.TTFBUS, t.OverheadUS)
-		}
+	for _, k := range keys(traceKey(t, time.Minute)) {
+		a.row(k).addTrace(t)
 	}
 }
 

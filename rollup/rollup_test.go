@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +30,9 @@ import (
 type store struct {
 	sink       tracing.Sink
 	fail       *bool
-	rows       func(t *testing.T) []storedRow // every trace_rollups row, in key order
+	fold       rollup.Folder
+	rows       func(t *testing.T) []storedRow // every rollup row after folding every delta, in key order
+	deltas     func(t *testing.T) int         // how many deltas are not folded
 	traces     func(t *testing.T) int         // how many traces are stored
 	maxAppends func(t *testing.T) int         // the most appends any row has had since compaction
 	rebuild    func(ctx context.Context, from, to time.Time) (rollup.RebuildStats, error)
@@ -63,7 +66,9 @@ var stores = []struct {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return store{sink: sink, fail: fail, rows: func(t *testing.T) []storedRow { return readRows(t, db, true) },
+		fold := rollup.PostgresFolder(pool)
+		return store{sink: sink, fail: fail, fold: fold, rows: func(t *testing.T) []storedRow { return readRows(t, fold, db, true) },
+			deltas: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM trace_rollup_deltas") },
 			traces: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM traces") },
 			maxAppends: func(t *testing.T) int {
 				return count(t, db, "SELECT max(a) FROM (SELECT max(appends) AS a FROM trace_rollups UNION ALL SELECT max(appends) FROM trace_rollup_totals) AS m")
@@ -87,7 +92,9 @@ var stores = []struct {
 		}
 		fail := new(bool)
 		sink := tracing.NewSQLiteSink(db, rollup.SQLite, func(context.Context, *sql.Tx, []*tracing.Trace) error { return crash(*fail) })
-		return store{sink: sink, fail: fail, rows: func(t *testing.T) []storedRow { return readRows(t, db, false) },
+		fold := rollup.SQLiteFolder(db)
+		return store{sink: sink, fail: fail, fold: fold, rows: func(t *testing.T) []storedRow { return readRows(t, fold, db, false) },
+			deltas: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM trace_rollup_deltas") },
 			traces: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM traces") },
 			maxAppends: func(t *testing.T) int {
 				return count(t, db, "SELECT max(a) FROM (SELECT max(appends) AS a FROM trace_rollups UNION ALL SELECT max(appends) FROM trace_rollup_totals) AS m")
@@ -129,8 +136,11 @@ type storedRow struct {
 	LatencyN, TTFBN, OverheadN   int64
 }
 
-func readRows(t *testing.T, db *sql.DB, pg bool) []storedRow {
+func readRows(t *testing.T, fold rollup.Folder, db *sql.DB, pg bool) []storedRow {
 	t.Helper()
+	if _, err := fold.All(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	var out []storedRow
 	for _, total := range []bool{false, true} {
 		out = append(out, readTable(t, db, pg, total)...)
@@ -347,6 +357,12 @@ func TestRollupsLiveRebuilt(t *testing.T) {
 					t.Fatal(err)
 				}
 				prev = batch
+				if r.IntN(3) == 0 {
+					// A partial fold: some deltas move to the rollup tables, the rest wait.
+					if _, err := s.fold(ctx, 1+r.IntN(40)); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
 			if got := s.traces(t); got != len(all) {
 				t.Fatalf("%d traces stored, want %d", got, len(all))
@@ -359,22 +375,43 @@ func TestRollupsLiveRebuilt(t *testing.T) {
 			if diff := cmp.Diff(want, live); diff != "" {
 				t.Fatalf("live rollups (-want +got):\n%s", diff)
 			}
+			// Deltas not yet folded when the rebuild runs are dropped with the rows they
+			// would add to: the rebuild counts their traces.
+			extra := traffic(r, 200, base)
+			if err := s.sink.WriteBatch(ctx, extra); err != nil {
+				t.Fatal(err)
+			}
+			if s.deltas(t) == 0 {
+				t.Fatal("the batch left no deltas")
+			}
+			all = append(all, extra...)
 			st, err := s.rebuild(ctx, time.Time{}, time.Time{})
 			if err != nil {
 				t.Fatal(err)
 			}
+			want = expected(all)
 			if st.Traces != int64(len(all)) || st.Rows != int64(len(want)) || !st.From.Equal(base) || !st.To.Equal(base.Add(72*time.Hour)) {
 				t.Errorf("rebuild stats %+v, want %d traces, %d rows over [%v, %v)", st, len(all), len(want), base, base.Add(72*time.Hour))
 			}
-			if diff := cmp.Diff(live, s.rows(t)); diff != "" {
-				t.Errorf("rebuilt rollups differ from live ones (-live +rebuilt):\n%s", diff)
+			if n := s.deltas(t); n != 0 {
+				t.Errorf("%d deltas left after the rebuild", n)
 			}
-			// A rebuild of one day leaves the others alone and that day equal.
+			live = s.rows(t)
+			if diff := cmp.Diff(want, live); diff != "" {
+				t.Errorf("rebuilt rollups (-want +rebuilt):\n%s", diff)
+			}
+			// A rebuild of one day leaves the others alone and that day equal, also with
+			// deltas pending that reach over all three days: their rows of the other days
+			// are folded, not lost.
+			more := traffic(r, 200, base)
+			if err := s.sink.WriteBatch(ctx, more); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := s.rebuild(ctx, base.Add(30*time.Hour), base.Add(31*time.Hour)); err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(live, s.rows(t)); diff != "" {
-				t.Errorf("rollups after rebuilding one day (-live +rebuilt):\n%s", diff)
+			if diff := cmp.Diff(expected(append(all, more...)), s.rows(t)); diff != "" {
+				t.Errorf("rollups after rebuilding one day (-want +rebuilt):\n%s", diff)
 			}
 		})
 	}
@@ -403,6 +440,9 @@ func TestRollupsCrash(t *testing.T) {
 			if got := s.traces(t); got != len(first) {
 				t.Errorf("%d traces after failed batches, want %d", got, len(first))
 			}
+			if n := s.deltas(t); n != 0 {
+				t.Errorf("%d deltas after failed batches, want none", n)
+			}
 			if diff := cmp.Diff(before, s.rows(t)); diff != "" {
 				t.Errorf("rollups after failed batches (-before +after):\n%s", diff)
 			}
@@ -417,13 +457,77 @@ func TestRollupsCrash(t *testing.T) {
 	}
 }
 
+// TestRollupsConcurrentFolds: batches written by four writers while two folders fold
+// concurrently are counted exactly once, and the folders do not deadlock.
+func TestRollupsConcurrentFolds(t *testing.T) {
+	for _, tc := range stores {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			s := tc.open(t)
+			all := traffic(rand.New(rand.NewPCG(15, 16)), 4000, time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC))
+			var wg sync.WaitGroup
+			errs := make(chan error, 6)
+			for w := range 4 {
+				wg.Go(func() {
+					for i := w * 20; i < len(all); i += 80 {
+						if err := s.sink.WriteBatch(ctx, all[i:min(i+20, len(all))]); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			done := make(chan struct{})
+			var folders sync.WaitGroup
+			folded := make([]int, 2)
+			for f := range folded {
+				folders.Go(func() {
+					for {
+						n, err := s.fold(ctx, 37)
+						if err != nil {
+							errs <- err
+							return
+						}
+						folded[f] += n
+						select {
+						case <-done:
+							return
+						default:
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(done)
+			folders.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if folded[0] == 0 || folded[1] == 0 {
+				t.Logf("folded %v deltas while writing", folded)
+			}
+			if diff := cmp.Diff(expected(all), s.rows(t)); diff != "" {
+				t.Errorf("rollups (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // TestRollupsDeleteTenant: a tenant's hard delete takes its rollup rows, and only its.
 func TestRollupsDeleteTenant(t *testing.T) {
 	for _, tc := range stores {
 		t.Run(tc.name, func(t *testing.T) {
 			s := tc.open(t)
 			all := traffic(rand.New(rand.NewPCG(13, 14)), 300, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
-			if err := s.sink.WriteBatch(t.Context(), all); err != nil {
+			// Half folded, half still deltas: the delete takes both.
+			if err := s.sink.WriteBatch(t.Context(), all[:150]); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.fold.All(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.sink.WriteBatch(t.Context(), all[150:]); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.deleteTenant(t.Context(), "t-b"); err != nil {

@@ -11,9 +11,16 @@ import (
 var _ tracing.SQLiteTxStep = SQLite
 
 // SQLite is the rollup step of a tracing.SQLiteSink (tracing.NewSQLiteSink(db, rollup.SQLite)):
-// Postgres's contract, with one prepared upsert per row (in process, no round trips).
+// Postgres's contract, one insert per tenant of the batch (in process, no round trips). A
+// Folder (SQLiteFolder) adds them to the rollup tables of every grain later.
 func SQLite(ctx context.Context, tx *sql.Tx, stored []*tracing.Trace) error {
-	return writeSQLite(ctx, tx, Aggregate(stored))
+	for _, d := range deltas(stored) {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO trace_rollup_deltas (tenant_id, first_bucket, last_bucket, rows) VALUES (?, ?, ?, ?)",
+			d.tenantID, d.first.UnixMicro(), d.last.UnixMicro(), d.encode()); err != nil {
+			return fmt.Errorf("rollup: append deltas: %w", err)
+		}
+	}
+	return nil
 }
 
 func writeSQLite(ctx context.Context, tx *sql.Tx, rows []*Row) error {

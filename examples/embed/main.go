@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"time"
 
 	"github.com/loom-gateway/loom"
 	"github.com/loom-gateway/loom/analytics"
@@ -58,6 +59,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	defer gw.Shutdown(context.WithoutCancel(ctx)) // on an early return; idempotent
+	// The rollup step appends deltas; the folder keeps the analytics queries on few rows.
+	go rollup.SQLiteFolder(db).Run(ctx, time.Second, func(err error) { log.Println(err) })
 	if tenants, err := gw.Admin().ListTenants(ctx); err != nil {
 		return err
 	} else if len(tenants) == 0 { // first start: a tenant and its API key, shown once

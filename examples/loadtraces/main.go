@@ -75,11 +75,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sink, closeDB, err := openSink(ctx, *pgURL, *litePath, !*noRollup)
+	sink, fold, closeDB, err := openSink(ctx, *pgURL, *litePath, !*noRollup)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
+	if fold != nil {
+		// The server's folder, as it runs beside the sink.
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fold.Run(fctx, time.Second, func(err error) { fmt.Fprintln(out, err) })
+		}()
+		defer func() {
+			stop()
+			<-done
+		}()
+	}
 	end := time.Now().UTC()
 	span := time.Duration(*days) * 24 * time.Hour
 	g := newGenerator(*seed, *tenants, *big, end.Add(-span), span, *n, keyring)
@@ -95,46 +108,60 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	el := time.Since(start)
 	fmt.Fprintf(out, "wrote %d traces in %v: %.0f traces/s; first tenant %s\n", written, el.Round(time.Millisecond),
 		float64(written)/el.Seconds(), g.tenants[0])
+	if err == nil && fold != nil {
+		n, ferr := fold.All(ctx)
+		fmt.Fprintf(out, "folded the last %d rollup deltas in %v\n", n, (time.Since(start) - el).Round(time.Millisecond))
+		err = ferr
+	}
 	return err
 }
 
-// openSink opens the store, applies the migrations and returns its sink.
-func openSink(ctx context.Context, pgURL, litePath string, rollups bool) (tracing.Sink, func(), error) {
+// openSink opens the store, applies the migrations and returns its sink, with its rollup
+// folder when rollups.
+func openSink(ctx context.Context, pgURL, litePath string, rollups bool) (tracing.Sink, rollup.Folder, func(), error) {
 	if pgURL != "" {
 		pool, err := pgxpool.New(ctx, pgURL)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		db := stdlib.OpenDBFromPool(pool)
 		closeAll := func() { db.Close(); pool.Close() }
 		if err := migrations.Up(ctx, db, migrations.Postgres); err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		var steps []tracing.PostgresTxStep
+		var (
+			steps []tracing.PostgresTxStep
+			fold  rollup.Folder
+		)
 		if rollups {
 			steps = append(steps, rollup.Postgres)
+			fold = rollup.PostgresFolder(pool)
 		}
 		sink, err := tracing.NewPostgresSink(ctx, pool, tracing.PostgresSinkOptions{TxSteps: steps})
 		if err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return sink, closeAll, nil
+		return sink, fold, closeAll, nil
 	}
 	db, err := sqlitedb.Open(ctx, litePath)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := migrations.Up(ctx, db, migrations.SQLite); err != nil {
 		db.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	var steps []tracing.SQLiteTxStep
+	var (
+		steps []tracing.SQLiteTxStep
+		fold  rollup.Folder
+	)
 	if rollups {
 		steps = append(steps, rollup.SQLite)
+		fold = rollup.SQLiteFolder(db)
 	}
-	return tracing.NewSQLiteSink(db, steps...), func() { db.Close() }, nil
+	return tracing.NewSQLiteSink(db, steps...), fold, func() { db.Close() }, nil
 }
 
 // openDB opens the store for reading.

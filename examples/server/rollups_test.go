@@ -37,6 +37,9 @@ func TestRollupsRebuildCommand(t *testing.T) {
 	if err := tracing.NewSQLiteSink(db, rollup.SQLite).WriteBatch(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := rollup.SQLiteFolder(db).All(ctx); err != nil {
+		t.Fatal(err)
+	}
 	sum := func() (n int64) {
 		if err := db.QueryRow("SELECT sum(requests) FROM trace_rollup_totals WHERE grain_s = 60").Scan(&n); err != nil {
 			t.Fatal(err)

@@ -59,6 +59,8 @@ type Server struct {
 	dialect string
 	// adminStore keeps admin users, sessions and the admin audit log (adminboot.go).
 	adminStore admin.Store
+	// fold folds the sink's rollup deltas (fold.go).
+	fold rollup.Folder
 }
 
 // Start locks the data directory, listens, opens the stores, builds the gateway and starts
@@ -126,6 +128,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err := s.startLedger(cfg, log); err != nil {
 		return nil, err
 	}
+	s.startFolder(s.fold, log)
 
 	prices := cfg.Prices.WithAliases(cfg.AzureDeploymentModels)
 	routes, upstreams := upstreamRoutes(cfg)
@@ -331,6 +334,7 @@ func (s *Server) openSQLite(ctx context.Context, path string) (tenancy.Store, tr
 	s.ping = db.PingContext
 	s.db, s.dialect = db, ledger.SQLite
 	s.adminStore = admin.NewSQLiteStore(db)
+	s.fold = rollup.SQLiteFolder(db)
 	return sqliteTenancy(db), tracing.NewSQLiteSink(db, ledger.AppendSQLite, rollup.SQLite), analytics.NewSQLiteStore(db), nil
 }
 
@@ -355,6 +359,7 @@ func (s *Server) openPostgres(ctx context.Context, url string) (tenancy.Store, t
 	s.ping = pool.Ping
 	s.db, s.dialect = db, ledger.Postgres
 	s.adminStore = admin.NewPostgresStore(pool)
+	s.fold = rollup.PostgresFolder(pool)
 	return postgresTenancy(pool), sink, analytics.NewPostgresStore(pool), nil
 }
 

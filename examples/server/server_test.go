@@ -26,6 +26,7 @@ import (
 	"github.com/loom-gateway/loom/internal/pgtest"
 	"github.com/loom-gateway/loom/migrations"
 	"github.com/loom-gateway/loom/provider"
+	"github.com/loom-gateway/loom/rollup"
 	"github.com/loom-gateway/loom/sqlitedb"
 	"github.com/loom-gateway/loom/tenancy"
 	"github.com/loom-gateway/loom/tracing"
@@ -322,7 +323,11 @@ func TestCrashLosesNoTrace(t *testing.T) {
 		}
 	}
 	// The rollups count every stored trace once, in every grain of both tables, however
-	// the crash and the replay split the batches.
+	// the crash and the replay split the batches, once what the server left unfolded is
+	// folded.
+	if _, err := rollup.PostgresFolder(direct).All(ctx); err != nil {
+		t.Fatal(err)
+	}
 	r, err := direct.Query(ctx, `SELECT 'full', grain_s, sum(requests)::int FROM trace_rollups GROUP BY 2
 		UNION ALL SELECT 'total', grain_s, sum(requests)::int FROM trace_rollup_totals GROUP BY 2`)
 	if err != nil {
