@@ -155,21 +155,25 @@ func newAPIEnvRollups(t *testing.T, be backend, rollups bool) *apiEnv {
 	return e
 }
 
-// insert writes traces through the real sink, in batches, and folds the deltas of all but
-// the last batch, so the queries read folded rollups and deltas together.
+// insert writes traces through the real sink, in batches, and folds the deltas of the
+// first half, so the queries read folded rollups and deltas together.
 func (e *apiEnv) insert(t *testing.T, traces ...*tracing.Trace) {
 	t.Helper()
-	for len(traces) > 0 {
-		n := min(len(traces), 500)
-		if n == len(traces) && e.fold != nil {
+	half := len(traces) / 2
+	for i := 0; i < len(traces); {
+		end := min(i+500, len(traces))
+		if i < half {
+			end = min(end, half)
+		}
+		if err := e.sink.WriteBatch(context.Background(), traces[i:end]); err != nil {
+			t.Fatal(err)
+		}
+		i = end
+		if i == half && e.fold != nil {
 			if _, err := e.fold.All(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := e.sink.WriteBatch(context.Background(), traces[:n]); err != nil {
-			t.Fatal(err)
-		}
-		traces = traces[n:]
 	}
 }
 

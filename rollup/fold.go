@@ -45,7 +45,7 @@ func (f Folder) Run(ctx context.Context, every time.Duration, onErr func(error))
 	}
 }
 
-// All folds every delta, and returns how many.
+// All folds every delta that no other folder is folding meanwhile, and returns how many.
 func (f Folder) All(ctx context.Context) (int, error) {
 	total := 0
 	for {

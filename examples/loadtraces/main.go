@@ -80,6 +80,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer closeDB()
+	stopFolder := func() {}
 	if fold != nil {
 		// The server's folder, as it runs beside the sink.
 		fctx, stop := context.WithCancel(ctx)
@@ -88,11 +89,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			defer close(done)
 			fold.Run(fctx, time.Second, func(err error) { fmt.Fprintln(out, err) })
 		}()
-		defer func() {
+		stopFolder = func() {
 			stop()
 			<-done
-		}()
+		}
 	}
+	defer stopFolder()
 	end := time.Now().UTC()
 	span := time.Duration(*days) * 24 * time.Hour
 	g := newGenerator(*seed, *tenants, *big, end.Add(-span), span, *n, keyring)
@@ -109,6 +111,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "wrote %d traces in %v: %.0f traces/s; first tenant %s\n", written, el.Round(time.Millisecond),
 		float64(written)/el.Seconds(), g.tenants[0])
 	if err == nil && fold != nil {
+		stopFolder() // a fold it had begun rolls back: All takes its deltas
 		n, ferr := fold.All(ctx)
 		fmt.Fprintf(out, "folded the last %d rollup deltas in %v\n", n, (time.Since(start) - el).Round(time.Millisecond))
 		err = ferr
