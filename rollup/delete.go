@@ -8,9 +8,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// DeleteTenantPostgres deletes a tenant's rollup rows and deltas inside tx: a step of a tenant's hard
-// delete (tenancy's delete steps, beside tracing.DeleteTenantTracesPostgres), so that no
-// count of a deleted tenant's traces outlives them.
+// DeleteTenantPostgres deletes a tenant's rollup rows and deltas inside tx: a step of a
+// tenant's hard delete (tenancy's delete steps, beside tracing.DeleteTenantTracesPostgres),
+// so that no count of a deleted tenant's traces outlives them.
 func DeleteTenantPostgres(ctx context.Context, tx pgx.Tx, tenantID string) error {
 	for _, t := range []string{"trace_rollup_deltas", fullTable.name, totalTable.name} {
 		if _, err := tx.Exec(ctx, "DELETE FROM "+t+" WHERE tenant_id = $1", tenantID); err != nil {

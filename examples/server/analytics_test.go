@@ -70,6 +70,21 @@ func TestServesAnalytics(t *testing.T) {
 			if d.RequestBody == nil || !strings.Contains(*d.RequestBody, "hello analytics") {
 				t.Errorf("request body %v", d.RequestBody)
 			}
+			// The server's folder moves the batch's rollup delta into the rollup rows.
+			var deltas, folded int
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				err := s.db.QueryRow(`SELECT (SELECT count(*) FROM trace_rollup_deltas),
+					(SELECT coalesce(sum(requests), 0) FROM trace_rollup_totals WHERE grain_s = 60)`).Scan(&deltas, &folded)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if deltas == 0 && folded == 1 {
+					break
+				}
+			}
+			if deltas != 0 || folded != 1 {
+				t.Errorf("%d rollup deltas left, %d requests in the minute totals; want 0 and 1", deltas, folded)
+			}
 		})
 	}
 }

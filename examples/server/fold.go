@@ -17,27 +17,23 @@ const foldEvery = time.Second
 // failing fold (the database away) is logged once, and again when folding resumes.
 func (s *Server) startFolder(fold rollup.Folder, log *slog.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	failing := false
-	report := func(err error) {
-		if !failing {
+	failing := false // the folder's goroutine alone reads and writes it
+	logged := func(ctx context.Context, limit int) (int, error) {
+		n, err := fold(ctx, limit)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			failing = true
 			log.Warn("rollup fold failed; the analytics stay right, the deltas wait", "err", err)
+		case err == nil && failing:
+			failing = false
+			log.Info("rollup folding resumed")
 		}
-		failing = true
+		return n, err
 	}
-	ok := func(f rollup.Folder) rollup.Folder {
-		return func(ctx context.Context, limit int) (int, error) {
-			n, err := f(ctx, limit)
-			if err == nil && failing {
-				failing = false
-				log.Info("rollup folding resumed")
-			}
-			return n, err
-		}
-	}
+	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		ok(fold).Run(ctx, foldEvery, report)
+		rollup.Folder(logged).Run(ctx, foldEvery, func(error) {})
 	}()
 	s.closers = append(s.closers, func() error {
 		cancel()
