@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -84,6 +85,28 @@ func TestServesAnalytics(t *testing.T) {
 			}
 			if deltas != 0 || folded != 1 {
 				t.Errorf("%d rollup deltas left, %d requests in the minute totals; want 0 and 1", deltas, folded)
+			}
+			// The folder counts the fold just after it commits.
+			var missing []string
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				resp, err := http.Get("http://" + s.Addr + "/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				metrics, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				missing = nil
+				for _, want := range []string{"loom_rollup_deltas_folded_total 1\n", "loom_rollup_fold_errors_total 0\n", "loom_rollup_last_fold_timestamp_seconds 1."} {
+					if !strings.Contains(string(metrics), want) {
+						missing = append(missing, want)
+					}
+				}
+				if missing == nil {
+					break
+				}
+			}
+			if missing != nil {
+				t.Errorf("/metrics lacks %q", missing)
 			}
 		})
 	}

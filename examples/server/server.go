@@ -128,7 +128,10 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 	if err := s.startLedger(cfg, log); err != nil {
 		return nil, err
 	}
-	s.startFolder(s.fold, log)
+	reg := metricsRegistry()
+	if err := s.startFolder(s.fold, reg, log); err != nil {
+		return nil, err
+	}
 
 	prices := cfg.Prices.WithAliases(cfg.AzureDeploymentModels)
 	routes, upstreams := upstreamRoutes(cfg)
@@ -150,7 +153,7 @@ func Start(ctx context.Context, cfg config, stdout io.Writer, log *slog.Logger) 
 		s.access.log = log
 	}
 	gcfg := loom.Config{Store: store, Routes: routes, Keyring: keyring, Prices: prices, Logger: log, OnRequest: s.access.note,
-		Analytics: reads, KeySetRefresh: cfg.KeySetRefresh, Metrics: metricsRegistry()}
+		Analytics: reads, KeySetRefresh: cfg.KeySetRefresh, Metrics: reg}
 	if cfg.Tracing {
 		gcfg.Tracing = tracing.PipelineConfig{
 			Sinks:    []tracing.Sink{sink},
