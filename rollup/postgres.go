@@ -34,17 +34,23 @@ func Postgres(ctx context.Context, tx pgx.Tx, stored []*tracing.Trace) error {
 	return nil
 }
 
+// writePostgres upserts rows (sorted by key, totals last) into their tables, at most
+// upsertChunk per statement.
 func writePostgres(ctx context.Context, tx pgx.Tx, rows []*Row) error {
 	for i, part := range split(rows) {
-		if len(part) == 0 {
-			continue
-		}
-		if err := tables[i].writePostgres(ctx, tx, part); err != nil {
-			return err
+		for len(part) > 0 {
+			n := min(len(part), upsertChunk)
+			if err := tables[i].writePostgres(ctx, tx, part[:n]); err != nil {
+				return err
+			}
+			part = part[n:]
 		}
 	}
 	return nil
 }
+
+// upsertChunk bounds the arrays of one upsert statement.
+const upsertChunk = 5000
 
 func (t table) writePostgres(ctx context.Context, tx pgx.Tx, rows []*Row) error {
 	n := len(rows)

@@ -107,15 +107,7 @@ func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time
 			}
 			out := a.rows()
 			st.Rows += int64(len(out))
-			out = append(out, carried.rows()...)
-			for len(out) > 0 {
-				n := min(len(out), 5000)
-				if err := writePostgres(ctx, tx, out[:n]); err != nil {
-					return err
-				}
-				out = out[n:]
-			}
-			return nil
+			return writePostgres(ctx, tx, append(out, carried.rows()...))
 		})
 		if err != nil {
 			return st, fmt.Errorf("rollup: rebuild %s: %w", d.Format(time.DateOnly), err)
