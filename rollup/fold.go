@@ -67,7 +67,7 @@ func PostgresFolder(pool *pgxpool.Pool) Folder {
 			a := aggregator{}
 			var err error
 			n, err = takeDeltasPostgres(ctx, tx, "ctid = ANY(ARRAY(SELECT ctid FROM trace_rollup_deltas LIMIT $1 FOR UPDATE SKIP LOCKED))",
-				[]any{limit}, a.addRow)
+				[]any{limit}, a.addRow, nil)
 			if err != nil {
 				return err
 			}
@@ -98,7 +98,7 @@ func foldSQLite(ctx context.Context, db *sql.DB, limit int) (int, error) {
 	}
 	defer tx.Rollback()
 	a := aggregator{}
-	n, err := takeDeltasSQLite(ctx, tx, "rowid IN (SELECT rowid FROM trace_rollup_deltas LIMIT ?)", []any{limit}, a.addRow)
+	n, err := takeDeltasSQLite(ctx, tx, "rowid IN (SELECT rowid FROM trace_rollup_deltas LIMIT ?)", []any{limit}, a.addRow, nil)
 	if err != nil || n == 0 {
 		return 0, err
 	}
@@ -109,43 +109,60 @@ func foldSQLite(ctx context.Context, db *sql.DB, limit int) (int, error) {
 }
 
 // takeDeltasPostgres deletes the deltas matching where and calls fn with each of their
-// rows; it returns how many deltas it took.
-func takeDeltasPostgres(ctx context.Context, tx pgx.Tx, where string, args []any, fn func(*Row) error) (int, error) {
-	rows, err := tx.Query(ctx, "DELETE FROM trace_rollup_deltas WHERE "+where+" RETURNING tenant_id, rows", args...)
+// rows; it returns how many deltas it took. A delta that does not decode is an error, or,
+// when malformed is set, reported to it with the minutes it covers and dropped.
+func takeDeltasPostgres(ctx context.Context, tx pgx.Tx, where string, args []any, fn func(*Row) error, malformed func(first, last time.Time)) (int, error) {
+	rows, err := tx.Query(ctx, "DELETE FROM trace_rollup_deltas WHERE "+where+" RETURNING tenant_id, first_bucket, last_bucket, rows", args...)
 	if err != nil {
 		return 0, err
 	}
 	var (
-		tenantID string
-		enc      []byte
-		n        int
+		tenantID    string
+		first, last time.Time
+		enc         []byte
+		n           int
 	)
-	_, err = pgx.ForEachRow(rows, []any{&tenantID, &enc}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&tenantID, &first, &last, &enc}, func() error {
 		n++
-		return DecodeDelta(tenantID, enc, fn)
+		return decodeTaken(tenantID, first, last, enc, fn, malformed)
 	})
 	return n, err
 }
 
-// takeDeltasSQLite deletes the deltas matching where and calls fn with each of their rows;
-// it returns how many deltas it took.
-func takeDeltasSQLite(ctx context.Context, tx *sql.Tx, where string, args []any, fn func(*Row) error) (int, error) {
-	rows, err := tx.QueryContext(ctx, "DELETE FROM trace_rollup_deltas WHERE "+where+" RETURNING tenant_id, rows", args...)
+// decodeTaken decodes a delta taken from the table, for takeDeltasPostgres and
+// takeDeltasSQLite.
+func decodeTaken(tenantID string, first, last time.Time, enc []byte, fn func(*Row) error, malformed func(first, last time.Time)) error {
+	err := DecodeDelta(tenantID, enc, fn)
+	if err == nil {
+		return nil
+	}
+	if malformed == nil {
+		return fmt.Errorf("delta of tenant %q for %s to %s (a rebuild of those days replaces it): %w", tenantID,
+			first.UTC().Format(time.RFC3339), last.UTC().Format(time.RFC3339), err)
+	}
+	malformed(first, last)
+	return nil
+}
+
+// takeDeltasSQLite is takeDeltasPostgres for the SQLite store.
+func takeDeltasSQLite(ctx context.Context, tx *sql.Tx, where string, args []any, fn func(*Row) error, malformed func(first, last time.Time)) (int, error) {
+	rows, err := tx.QueryContext(ctx, "DELETE FROM trace_rollup_deltas WHERE "+where+" RETURNING tenant_id, first_bucket, last_bucket, rows", args...)
 	if err != nil {
 		return 0, err
 	}
 	defer rows.Close()
 	var (
-		tenantID string
-		enc      []byte
-		n        int
+		tenantID    string
+		first, last int64
+		enc         []byte
+		n           int
 	)
 	for rows.Next() {
-		if err := rows.Scan(&tenantID, &enc); err != nil {
+		if err := rows.Scan(&tenantID, &first, &last, &enc); err != nil {
 			return 0, err
 		}
 		n++
-		if err := DecodeDelta(tenantID, enc, fn); err != nil {
+		if err := decodeTaken(tenantID, time.UnixMicro(first), time.UnixMicro(last), enc, fn, malformed); err != nil {
 			return 0, err
 		}
 	}

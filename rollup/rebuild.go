@@ -37,6 +37,43 @@ func wholeDays(from, to time.Time) (time.Time, time.Time) {
 	return from, end
 }
 
+// rebuildDays runs one for each day of st's range, then for each other day a malformed
+// delta it dropped reached into (the delta's counts of those days are gone with it, so they
+// are counted again), widening st's range to them.
+func rebuildDays(st *RebuildStats, one func(d time.Time, malformed func(first, last time.Time)) error) error {
+	var todo []time.Time
+	for d := st.From; d.Before(st.To); d = d.Add(day) {
+		todo = append(todo, d)
+	}
+	done := map[int64]bool{}
+	for len(todo) > 0 {
+		d := todo[0]
+		todo = todo[1:]
+		if done[d.UnixMicro()] {
+			continue
+		}
+		done[d.UnixMicro()] = true
+		err := one(d, func(first, last time.Time) {
+			for x := bucketStart(first, day); !x.After(last); x = x.Add(day) {
+				if !x.Equal(d) {
+					delete(done, x.UnixMicro()) // again, if done before the delta came
+					todo = append(todo, x)
+				}
+				if x.Before(st.From) {
+					st.From = x
+				}
+				if !x.Before(st.To) {
+					st.To = x.Add(day)
+				}
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("rollup: rebuild %s: %w", d.Format(time.DateOnly), err)
+		}
+	}
+	return nil
+}
+
 // outside is an addRow of the minute rows outside the UTC day d: a rebuild of d takes the
 // deltas that reach into it, counts d's traces again and folds the rest.
 func (a aggregator) outside(d time.Time) func(*Row) error {
@@ -73,14 +110,14 @@ func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time
 	}
 	st := RebuildStats{}
 	st.From, st.To = wholeDays(from, to)
-	for d := st.From; d.Before(st.To); d = d.Add(day) {
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err := rebuildDays(&st, func(d time.Time, malformed func(first, last time.Time)) error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			// The folders lock the deltas first, then the tables, and so does this.
 			if _, err := tx.Exec(ctx, "LOCK TABLE trace_rollup_deltas, trace_rollups, trace_rollup_totals IN SHARE ROW EXCLUSIVE MODE"); err != nil {
 				return err
 			}
 			carried := aggregator{}
-			if _, err := takeDeltasPostgres(ctx, tx, "last_bucket >= $1 AND first_bucket < $2", []any{d, d.Add(day)}, carried.outside(d)); err != nil {
+			if _, err := takeDeltasPostgres(ctx, tx, "last_bucket >= $1 AND first_bucket < $2", []any{d, d.Add(day)}, carried.outside(d), malformed); err != nil {
 				return err
 			}
 			for _, t := range tables {
@@ -109,11 +146,8 @@ func RebuildPostgres(ctx context.Context, pool *pgxpool.Pool, from, to time.Time
 			st.Rows += int64(len(out))
 			return writePostgres(ctx, tx, append(out, carried.rows()...))
 		})
-		if err != nil {
-			return st, fmt.Errorf("rollup: rebuild %s: %w", d.Format(time.DateOnly), err)
-		}
-	}
-	return st, nil
+	})
+	return st, err
 }
 
 // RebuildSQLite is RebuildPostgres for the SQLite store (whose one writer at a time keeps
@@ -136,15 +170,13 @@ func RebuildSQLite(ctx context.Context, db *sql.DB, from, to time.Time) (Rebuild
 	}
 	st := RebuildStats{}
 	st.From, st.To = wholeDays(from, to)
-	for d := st.From; d.Before(st.To); d = d.Add(day) {
-		if err := rebuildSQLiteDay(ctx, db, d, &st); err != nil {
-			return st, fmt.Errorf("rollup: rebuild %s: %w", d.Format(time.DateOnly), err)
-		}
-	}
-	return st, nil
+	err := rebuildDays(&st, func(d time.Time, malformed func(first, last time.Time)) error {
+		return rebuildSQLiteDay(ctx, db, d, &st, malformed)
+	})
+	return st, err
 }
 
-func rebuildSQLiteDay(ctx context.Context, db *sql.DB, d time.Time, st *RebuildStats) error {
+func rebuildSQLiteDay(ctx context.Context, db *sql.DB, d time.Time, st *RebuildStats, malformed func(first, last time.Time)) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -153,7 +185,7 @@ func rebuildSQLiteDay(ctx context.Context, db *sql.DB, d time.Time, st *RebuildS
 	lo, hi := d.UnixMicro(), d.Add(day).UnixMicro()
 	// The delete comes first, so the transaction holds the write lock before it reads.
 	carried := aggregator{}
-	if _, err := takeDeltasSQLite(ctx, tx, "last_bucket >= ? AND first_bucket < ?", []any{lo, hi}, carried.outside(d)); err != nil {
+	if _, err := takeDeltasSQLite(ctx, tx, "last_bucket >= ? AND first_bucket < ?", []any{lo, hi}, carried.outside(d), malformed); err != nil {
 		return err
 	}
 	for _, t := range tables {

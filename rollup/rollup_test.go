@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,10 +32,11 @@ type store struct {
 	sink       tracing.Sink
 	fail       *bool
 	fold       rollup.Folder
-	rows       func(t *testing.T) []storedRow // every rollup row after folding every delta, in key order
-	deltas     func(t *testing.T) int         // how many deltas are not folded
-	traces     func(t *testing.T) int         // how many traces are stored
-	maxAppends func(t *testing.T) int         // the most appends any row has had since compaction
+	rows       func(t *testing.T) []storedRow   // every rollup row after folding every delta, in key order
+	deltas     func(t *testing.T) int           // how many deltas are not folded
+	exec       func(t *testing.T, query string) // runs a statement
+	traces     func(t *testing.T) int           // how many traces are stored
+	maxAppends func(t *testing.T) int           // the most appends any row has had since compaction
 	rebuild    func(ctx context.Context, from, to time.Time) (rollup.RebuildStats, error)
 	// deleteTenant runs the tenant delete step in a transaction of its own.
 	deleteTenant func(ctx context.Context, tenantID string) error
@@ -69,6 +71,7 @@ var stores = []struct {
 		fold := rollup.PostgresFolder(pool)
 		return store{sink: sink, fail: fail, fold: fold, rows: func(t *testing.T) []storedRow { return readRows(t, fold, db, true) },
 			deltas: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM trace_rollup_deltas") },
+			exec:   func(t *testing.T, q string) { execSQL(t, db, q) },
 			traces: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM traces") },
 			maxAppends: func(t *testing.T) int {
 				return count(t, db, "SELECT max(a) FROM (SELECT max(appends) AS a FROM trace_rollups UNION ALL SELECT max(appends) FROM trace_rollup_totals) AS m")
@@ -95,6 +98,7 @@ var stores = []struct {
 		fold := rollup.SQLiteFolder(db)
 		return store{sink: sink, fail: fail, fold: fold, rows: func(t *testing.T) []storedRow { return readRows(t, fold, db, false) },
 			deltas: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM trace_rollup_deltas") },
+			exec:   func(t *testing.T, q string) { execSQL(t, db, q) },
 			traces: func(t *testing.T) int { return count(t, db, "SELECT count(*) FROM traces") },
 			maxAppends: func(t *testing.T) int {
 				return count(t, db, "SELECT max(a) FROM (SELECT max(appends) AS a FROM trace_rollups UNION ALL SELECT max(appends) FROM trace_rollup_totals) AS m")
@@ -273,6 +277,13 @@ func expected(traces []*tracing.Trace) []storedRow {
 	}
 	sortRows(out)
 	return out
+}
+
+func execSQL(t *testing.T, db *sql.DB, query string) {
+	t.Helper()
+	if _, err := db.ExecContext(t.Context(), query); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func count(t *testing.T, db *sql.DB, query string) int {
@@ -509,6 +520,37 @@ func TestRollupsConcurrentFolds(t *testing.T) {
 			}
 			if diff := cmp.Diff(expected(all), s.rows(t)); diff != "" {
 				t.Errorf("rollups (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRollupsMalformedDelta: a delta that does not decode stops the folder with an error
+// that says what to rebuild, and a rebuild of one of its days drops it and counts again
+// every day it covered.
+func TestRollupsMalformedDelta(t *testing.T) {
+	for _, tc := range stores {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			s := tc.open(t)
+			base := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+			all := traffic(rand.New(rand.NewPCG(17, 18)), 400, base) // three days, one delta per tenant
+			if err := s.sink.WriteBatch(ctx, all); err != nil {
+				t.Fatal(err)
+			}
+			s.exec(t, "UPDATE trace_rollup_deltas SET rows = substr(rows, 1, 10) WHERE tenant_id = 't-a'")
+			if _, err := s.fold.All(ctx); err == nil || !strings.Contains(err.Error(), "rebuild") {
+				t.Fatalf("fold of a malformed delta: %v, want an error naming the rebuild", err)
+			}
+			st, err := s.rebuild(ctx, base.Add(30*time.Hour), base.Add(31*time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !st.From.Equal(base) || !st.To.Equal(base.Add(72*time.Hour)) {
+				t.Errorf("rebuilt [%v, %v), want the malformed delta's three days", st.From, st.To)
+			}
+			if diff := cmp.Diff(expected(all), s.rows(t)); diff != "" {
+				t.Errorf("rollups after the rebuild (-want +got):\n%s", diff)
 			}
 		})
 	}
