@@ -19,35 +19,41 @@ type delta struct {
 
 // deltas counts the stored traces into one delta per tenant, in the order of the tenants'
 // first traces. No row of trace_rollup_deltas is updated, so unlike the folder's rows
-// they need no order.
+// they need no order. It runs inside the sink's transaction, once per batch, so it
+// allocates per batch, not per row: the rows and the first bin of each histogram come from
+// two slices as long as the batch.
 func deltas(traces []*tracing.Trace) []delta {
 	var (
-		out   []delta
-		index = map[string]int{} // tenant → its delta in out
-		a     = aggregator{}
+		out     []delta
+		tenants = map[string]int{} // tenant → its delta in out
+		index   = make(map[Key]int, len(traces))
+		rows    = make([]Row, 0, len(traces)) // never grows: a row per trace at most
+		bins    = make([]binCount, 3*len(traces))
 	)
 	for _, t := range traces {
 		k := traceKey(t, time.Minute)
-		r := a[k]
-		if r == nil {
-			r = &Row{Key: k}
-			a[k] = r
-			i, ok := index[k.TenantID]
+		i, ok := index[k]
+		if !ok {
+			i = len(rows)
+			index[k] = i
+			b := bins[3*i : 3*i+3 : 3*i+3]
+			rows = append(rows, Row{Key: k, Counts: Counts{Latency: Hist{b[0:0:1]}, TTFB: Hist{b[1:1:2]}, Overhead: Hist{b[2:2:3]}}})
+			j, ok := tenants[k.TenantID]
 			if !ok {
-				i = len(out)
-				index[k.TenantID] = i
+				j = len(out)
+				tenants[k.TenantID] = j
 				out = append(out, delta{tenantID: k.TenantID, first: k.Start, last: k.Start})
 			}
-			d := &out[i]
+			d := &out[j]
 			if k.Start.Before(d.first) {
 				d.first = k.Start
 			}
 			if k.Start.After(d.last) {
 				d.last = k.Start
 			}
-			d.rows = append(d.rows, r)
+			d.rows = append(d.rows, &rows[i])
 		}
-		r.addTrace(t)
+		rows[i].addTrace(t)
 	}
 	return out
 }
@@ -62,6 +68,7 @@ const deltaVersion = 1
 func (d delta) encode() []byte {
 	b := make([]byte, 1, 64+96*len(d.rows))
 	b[0] = deltaVersion
+	var scratch []byte
 	b = binary.AppendUvarint(b, uint64(len(d.rows)))
 	for _, r := range d.rows {
 		for _, s := range [3]string{r.Provider, r.Model, r.APIKeyID} {
@@ -74,9 +81,9 @@ func (d delta) encode() []byte {
 			b = binary.AppendVarint(b, v)
 		}
 		for _, h := range [3]Hist{r.Latency, r.TTFB, r.Overhead} {
-			enc := h.AppendBinary(nil)
-			b = binary.AppendUvarint(b, uint64(len(enc)))
-			b = append(b, enc...)
+			scratch = h.AppendBinary(scratch[:0])
+			b = binary.AppendUvarint(b, uint64(len(scratch)))
+			b = append(b, scratch...)
 		}
 	}
 	return b
