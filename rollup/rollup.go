@@ -102,17 +102,6 @@ type Row struct {
 // StatusClass is the class a status is counted in: its hundreds (2 for 200, 4 for 429).
 func StatusClass(status int) int { return status / 100 }
 
-// Aggregate counts the traces into rows, for each grain one per distinct trace key and one
-// total per tenant and status class, sorted by key (totals last): the order in which
-// concurrent writers lock rows.
-func Aggregate(traces []*tracing.Trace) []*Row {
-	a := aggregator{}
-	for _, t := range traces {
-		a.add(t)
-	}
-	return a.rows()
-}
-
 // traceKey is the key of t's row of grain g.
 func traceKey(t *tracing.Trace, g time.Duration) Key {
 	return Key{TenantID: t.TenantID, Grain: g, Start: bucketStart(t.CreatedAt.UTC(), g), Provider: t.Provider,
@@ -124,7 +113,9 @@ func (c *Counts) addTrace(t *tracing.Trace) {
 		t.LatencyUS, t.TTFBUS, t.OverheadUS)
 }
 
-// aggregator counts traces, or delta rows, into rows of every grain.
+// aggregator counts traces, or delta rows, into rows of every grain: for each grain one per
+// distinct trace key and one total per tenant and status class. Its rows come sorted by key
+// (totals last): the order in which concurrent folders lock rows.
 type aggregator map[Key]*Row
 
 // row is k's row, added if new.
