@@ -111,16 +111,7 @@ func benchmarkWrites(b *testing.B, sink tracing.Sink, fold rollup.Folder, wide b
 	b.ReportAllocs()
 	b.ResetTimer()
 	if fold != nil {
-		fctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			fold.Run(fctx, time.Second, func(err error) { b.Error(err) })
-		}()
-		defer func() {
-			stop()
-			<-done
-		}()
+		defer fold.Start(time.Second, func(err error) { b.Error(err) })()
 	}
 	for range b.N {
 		now := time.Now()

@@ -45,6 +45,21 @@ func (f Folder) Run(ctx context.Context, every time.Duration, onErr func(error))
 	}
 }
 
+// Start runs Run in a goroutine until the returned stop, which waits for it to return (a
+// fold in flight then rolls back, its deltas left for the next folder).
+func (f Folder) Start(every time.Duration, onErr func(error)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.Run(ctx, every, onErr)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // All folds every delta that no other folder is folding meanwhile, and returns how many.
 func (f Folder) All(ctx context.Context) (int, error) {
 	total := 0

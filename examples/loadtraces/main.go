@@ -83,16 +83,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	stopFolder := func() {}
 	if fold != nil {
 		// The server's folder, as it runs beside the sink.
-		fctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			fold.Run(fctx, time.Second, func(err error) { fmt.Fprintln(out, err) })
-		}()
-		stopFolder = func() {
-			stop()
-			<-done
-		}
+		stopFolder = fold.Start(time.Second, func(err error) { fmt.Fprintln(out, err) })
 	}
 	defer stopFolder()
 	end := time.Now().UTC()

@@ -30,7 +30,6 @@ func (s *Server) startFolder(fold rollup.Folder, reg prometheus.Registerer, log 
 			return err
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	failing := false // the folder's goroutine alone reads and writes it
 	counted := func(ctx context.Context, limit int) (int, error) {
 		n, err := fold(ctx, limit)
@@ -51,15 +50,7 @@ func (s *Server) startFolder(fold rollup.Folder, reg prometheus.Registerer, log 
 		}
 		return n, err
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		rollup.Folder(counted).Run(ctx, foldEvery, func(error) {})
-	}()
-	s.closers = append(s.closers, func() error {
-		cancel()
-		<-done
-		return nil
-	})
+	stop := rollup.Folder(counted).Start(foldEvery, func(error) {})
+	s.closers = append(s.closers, func() error { stop(); return nil })
 	return nil
 }
